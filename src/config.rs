@@ -1,0 +1,510 @@
+//! The configuration file: TOML with environment overrides, validated before anything runs.
+//!
+//! Every key may be overridden by an environment variable: `ROWSYNC_` followed by the key path
+//! in upper case with `__` between levels; array entries of `[[targets]]` are addressed by
+//! their `name` (`ROWSYNC_TARGETS__ORDER__URL`). `ROWSYNC_LOG` is reserved for the log filter.
+//! Errors name the file, the key and the reason.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::pipeline::mapping::TablePattern;
+use crate::source::position::StartAt;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name under which targets store their checkpoint; several pipelines may share a target.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: String,
+    pub source: SourceConfig,
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub mappings: Vec<MappingConfig>,
+    #[serde(default)]
+    pub apply: ApplyConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    /// Where the file was read from, for messages.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_pipeline() -> String {
+    "rowsync".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub url: String,
+    /// Base replica server id; binlog connection `i` uses `server_id + i`.
+    pub server_id: u32,
+    /// Start point for a target without a checkpoint.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Seconds between source heartbeats when the binlog is idle.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: f64,
+    /// Seconds without any event (heartbeats included) before the connection is considered
+    /// dead and reopened; must exceed `heartbeat_secs`.
+    #[serde(default)]
+    pub read_timeout_secs: Option<f64>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_start() -> String {
+    "current".into()
+}
+
+fn default_heartbeat() -> f64 {
+    5.0
+}
+
+impl SourceConfig {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_secs)
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(
+            self.read_timeout_secs
+                .unwrap_or(self.heartbeat_secs * 3.0 + 1.0),
+        )
+    }
+
+    pub fn start_at(&self) -> StartAt {
+        // Validated at load time.
+        self.start.parse().unwrap_or(StartAt::Current)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS to one server. Without `[tls]` the connection is plain.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA that signed the server certificate.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that require X509.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub verify: TlsVerify,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsVerify {
+    /// Certificate chain and host name.
+    #[default]
+    Full,
+    /// Certificate chain only.
+    Ca,
+    /// Encrypt without checking the certificate.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// `db.table`, either part may use `*`.
+    pub source: String,
+    pub targets: Vec<String>,
+    /// Replica table name; defaults to the source table's name.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Columns to copy; all when absent. Must include the primary key.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+}
+
+/// How targets group and batch their writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyConfig {
+    /// Most source transactions grouped into one target transaction.
+    #[serde(default = "default_group_txns")]
+    pub max_group_transactions: usize,
+    /// Most row changes buffered before they are written (inside the open transaction).
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Longest a group stays open before it commits, in milliseconds.
+    #[serde(default = "default_group_ms")]
+    pub max_group_ms: u64,
+    /// Events buffered between a target's binlog reader and its writer.
+    #[serde(default = "default_queue")]
+    pub queue_events: usize,
+}
+
+fn default_group_txns() -> usize {
+    5000
+}
+fn default_batch_rows() -> usize {
+    2000
+}
+fn default_group_ms() -> u64 {
+    500
+}
+fn default_queue() -> usize {
+    256
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig {
+            max_group_transactions: default_group_txns(),
+            batch_rows: default_batch_rows(),
+            max_group_ms: default_group_ms(),
+            queue_events: default_queue(),
+        }
+    }
+}
+
+/// Local state of the daemon (what `status` shows besides the targets' checkpoints).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// SQLite file; defaults to `<config file stem>.state.db` beside the config file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads, overrides from the environment and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path, std::env::vars())
+    }
+
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            file: path.to_owned(),
+            message,
+        };
+        // Deserialize the file alone first: its errors carry line and column.
+        toml::from_str::<Config>(text).map_err(|e| parse_err(e.to_string()))?;
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        for (name, value) in env {
+            // ROWSYNC_LOG is the log filter, not a config key.
+            if let Some(key) = name.strip_prefix("ROWSYNC_").filter(|k| *k != "LOG") {
+                apply_override(&mut doc, key, &value).map_err(|reason| ConfigError::Invalid {
+                    file: path.to_owned(),
+                    key: name.clone(),
+                    reason,
+                })?;
+            }
+        }
+        let mut config: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(format!("after environment overrides: {e}")))?;
+        config.path = path.to_owned();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.path.clone(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.source.server_id == 0 {
+            return Err(self.invalid("source.server_id", "must be a non-zero replica id"));
+        }
+        if let Err(e) = self.source.start.parse::<StartAt>() {
+            return Err(self.invalid("source.start", e.to_string()));
+        }
+        if self.source.heartbeat_secs <= 0.0 || !self.source.heartbeat_secs.is_finite() {
+            return Err(self.invalid("source.heartbeat_secs", "must be a positive number"));
+        }
+        if self.source.read_timeout() <= self.source.heartbeat() {
+            return Err(self.invalid(
+                "source.read_timeout_secs",
+                "must be longer than heartbeat_secs, or every idle period would look like a dead connection",
+            ));
+        }
+        check_url(&self.source.url).map_err(|r| self.invalid("source.url", r))?;
+        if self.targets.is_empty() {
+            return Err(self.invalid("targets", "at least one [[targets]] entry is required"));
+        }
+        let mut names = HashSet::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.name.is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(self.invalid(
+                    format!("targets[{i}].name"),
+                    "use letters, digits, '_' or '-'",
+                ));
+            }
+            if !names.insert(t.name.to_ascii_lowercase()) {
+                return Err(self.invalid(format!("targets[{i}].name"), format!("target `{}` is defined twice", t.name)));
+            }
+            let url = check_url(&t.url).map_err(|r| self.invalid(format!("targets.{}.url", t.name), r))?;
+            if url.path().trim_matches('/').is_empty() {
+                return Err(self.invalid(
+                    format!("targets.{}.url", t.name),
+                    "name the target database in the URL path, e.g. mysql://user:pw@host:3306/order_db",
+                ));
+            }
+        }
+        if u32::MAX - self.source.server_id < self.targets.len() as u32 {
+            return Err(self.invalid("source.server_id", "too large for one id per target"));
+        }
+        if self.mappings.is_empty() {
+            return Err(self.invalid("mappings", "at least one [[mappings]] entry is required"));
+        }
+        for (i, m) in self.mappings.iter().enumerate() {
+            let key = |k: &str| format!("mappings[{i}].{k}");
+            if let Err(e) = m.source.parse::<TablePattern>() {
+                return Err(self.invalid(key("source"), e));
+            }
+            if m.targets.is_empty() {
+                return Err(self.invalid(key("targets"), "name at least one target"));
+            }
+            for t in &m.targets {
+                if !names.contains(&t.to_ascii_lowercase()) {
+                    return Err(self.invalid(
+                        key("targets"),
+                        format!("target `{t}` is not defined in [[targets]]"),
+                    ));
+                }
+            }
+            if let Some(table) = &m.table {
+                if table.is_empty() {
+                    return Err(self.invalid(key("table"), "must not be empty"));
+                }
+                if m.source.contains('*') {
+                    return Err(self.invalid(key("table"), "a `*` pattern maps many tables and cannot rename them to one"));
+                }
+            }
+            if let Some(cols) = &m.columns {
+                if cols.is_empty() {
+                    return Err(self.invalid(key("columns"), "must name at least the primary key columns"));
+                }
+                let mut seen = HashSet::new();
+                for c in cols {
+                    if !seen.insert(c.to_ascii_lowercase()) {
+                        return Err(self.invalid(key("columns"), format!("column `{c}` is listed twice")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The SQLite state file.
+    pub fn state_path(&self) -> PathBuf {
+        if let Some(p) = &self.state.path {
+            return p.clone();
+        }
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "rowsync".into());
+        self.path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("{stem}.state.db"))
+    }
+}
+
+fn check_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+    if url.scheme() != "mysql" && url.scheme() != "mariadb" {
+        return Err("use a mysql:// URL".into());
+    }
+    if url.host_str().is_none() {
+        return Err("the URL has no host".into());
+    }
+    Ok(url)
+}
+
+/// Applies one `ROWSYNC_A__B__C=value` override to the parsed document.
+fn apply_override(doc: &mut toml::Table, key: &str, value: &str) -> Result<(), String> {
+    let parts: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    let parsed = parse_scalar(value);
+    let mut table = doc;
+    let mut i = 0;
+    while i < parts.len() {
+        let part = &parts[i];
+        let last = i + 1 == parts.len();
+        if part == "targets" || part == "mappings" {
+            if last {
+                return Err("name an entry and a key, e.g. ROWSYNC_TARGETS__ORDER__URL".into());
+            }
+            let Some(toml::Value::Array(entries)) = table.get_mut(part.as_str()) else {
+                return Err(format!("there is no `{part}` list to override"));
+            };
+            let wanted = &parts[i + 1];
+            let entry = entries
+                .iter_mut()
+                .enumerate()
+                .find(|(idx, e)| {
+                    idx.to_string() == *wanted
+                        || e.get("name")
+                            .and_then(|n| n.as_str())
+                            .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+                })
+                .map(|(_, e)| e)
+                .ok_or_else(|| format!("no `{part}` entry named `{wanted}`"))?;
+            table = entry
+                .as_table_mut()
+                .ok_or_else(|| format!("`{part}` entries must be tables"))?;
+            i += 2;
+            continue;
+        }
+        if last {
+            table.insert(part.clone(), parsed);
+            return Ok(());
+        }
+        table = table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a table"))?;
+        i += 1;
+    }
+    Err("empty key".into())
+}
+
+/// Numbers and booleans become TOML numbers and booleans; everything else stays text.
+fn parse_scalar(value: &str) -> toml::Value {
+    if let Ok(i) = value.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = value.parse::<f64>() {
+        if value.contains('.') {
+            return toml::Value::Float(f);
+        }
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[source]
+url = "mysql://repl:secret@127.0.0.1:3306/"
+server_id = 4101
+
+[[targets]]
+name = "order"
+url = "mysql://rowsync:secret@127.0.0.1:3307/order_db"
+
+[[targets]]
+name = "purchase"
+url = "mysql://rowsync:secret@127.0.0.1:3308/purchase_db"
+
+[[mappings]]
+source = "product.product"
+targets = ["order", "purchase"]
+"#;
+
+    fn load(text: &str, env: Vec<(&str, &str)>) -> Result<Config, ConfigError> {
+        Config::from_toml(
+            text,
+            Path::new("rowsync.toml"),
+            env.into_iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn contract_example_loads() {
+        let c = load(BASE, vec![]).unwrap();
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.source.start_at(), StartAt::Current);
+        assert_eq!(c.pipeline, "rowsync");
+    }
+
+    #[test]
+    fn env_overrides_reach_targets_by_name() {
+        let c = load(
+            BASE,
+            vec![
+                ("ROWSYNC_SOURCE__URL", "mysql://a:b@10.0.0.1:3306/"),
+                ("ROWSYNC_TARGETS__ORDER__URL", "mysql://x:y@h:1/o"),
+                ("ROWSYNC_SOURCE__SERVER_ID", "77"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.source.url, "mysql://a:b@10.0.0.1:3306/");
+        assert_eq!(c.targets[0].url, "mysql://x:y@h:1/o");
+        assert_eq!(c.source.server_id, 77);
+        let err = load(BASE, vec![("ROWSYNC_TARGETS__NOPE__URL", "x")]).unwrap_err();
+        assert!(err.to_string().contains("no `targets` entry named `nope`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_file_and_key() {
+        let text = BASE.replace("server_id = 4101", "server_id = 4101\nserverid = 1");
+        let err = load(&text, vec![]).unwrap_err().to_string();
+        assert!(err.starts_with("rowsync.toml:"), "{err}");
+        assert!(err.contains("unknown field `serverid`"), "{err}");
+    }
+
+    #[test]
+    fn undefined_target_in_mapping_is_rejected() {
+        let text = BASE.replace(r#"targets = ["order", "purchase"]"#, r#"targets = ["order", "billing"]"#);
+        let err = load(&text, vec![]).unwrap_err().to_string();
+        assert!(err.contains("mappings[0].targets"), "{err}");
+        assert!(err.contains("`billing` is not defined"), "{err}");
+    }
+
+    #[test]
+    fn bad_start_and_target_without_database_are_rejected() {
+        let text = BASE.replace("server_id = 4101", "server_id = 4101\nstart = \"yesterday\"");
+        assert!(load(&text, vec![]).unwrap_err().to_string().contains("source.start"));
+        let text = BASE.replace("/order_db", "/");
+        assert!(load(&text, vec![]).unwrap_err().to_string().contains("targets.order.url"));
+    }
+}

@@ -1,0 +1,20 @@
+//! rowsync keeps read-only copies of one service's tables inside other services' databases,
+//! by tailing the source's binlog as a replica does and applying every change exactly once.
+//!
+//! # Layout
+//! Data flows one way: source → pipeline → sinks; the admin side only observes and commands.
+//! - `config`: the TOML configuration, environment overrides and validation.
+//! - `source`: binlog reader, source positions and GTIDs, table schemas, value decoding.
+//! - `pipeline`: mappings (routing, renames, column subsets), per-target runners, live status.
+//! - `sink`: target writers, replica tables, checkpoints committed with the rows.
+//! - `check`: `rowsync check`, the pre-flight report on source and targets.
+//! - `report`: `rowsync status`, each target's checkpoint and lag.
+//! - `admin`: HTTP API and UI (observes `pipeline::status`).
+
+pub mod admin;
+pub mod check;
+pub mod config;
+pub mod pipeline;
+pub mod report;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,157 @@
+//! The `rowsync` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use rowsync::config::Config;
+use rowsync::pipeline::runner;
+use rowsync::pipeline::status::TargetStatus;
+
+#[derive(Parser)]
+#[command(name = "rowsync", version, about = "Replicates selected MySQL/MariaDB tables into other databases from the binlog, exactly once")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream the source's changes into every target until SIGTERM/SIGINT.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check the configuration, the source's settings and grants, and the targets.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print each target's checkpoint and lag, then exit.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROWSYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            run(Arc::new(config)).await
+        }
+        Command::Check { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("FAIL {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            println!("ok   configuration {} is valid", config.path.display());
+            let report = rowsync::check::run(&config).await;
+            for f in &report.findings {
+                println!("{f}");
+            }
+            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Status { config } => {
+            let config = Config::load(&config)?;
+            let (head, targets) = rowsync::report::collect(&config)
+                .await
+                .context("reading the source")?;
+            print!("{}", rowsync::report::render(&head, &targets));
+            Ok(if targets.iter().all(|t| t.error.is_none()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
+    let cancel = CancellationToken::new();
+    let statuses: Vec<Arc<TargetStatus>> = config
+        .targets
+        .iter()
+        .map(|t| Arc::new(TargetStatus::new(&t.name)))
+        .collect();
+    let signals = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing or rolling back open target transactions");
+            cancel.cancel();
+        })
+    };
+    let reporter = {
+        let statuses = statuses.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                for s in &statuses {
+                    let snap = s.snapshot();
+                    tracing::info!(
+                        target = %snap.target,
+                        state = ?snap.state,
+                        position = %snap.checkpoint.as_ref().map(|c| c.position.to_string()).unwrap_or_default(),
+                        lag_secs = ?snap.lag_secs(),
+                        rows = snap.rows_applied,
+                        transactions = snap.transactions_applied,
+                        "progress"
+                    );
+                }
+            }
+        })
+    };
+    runner::run_all(config, statuses, cancel.clone()).await;
+    cancel.cancel();
+    signals.abort();
+    let _ = reporter.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,243 @@
+//! Mappings: which source tables go to which target, under what name, with which columns.
+//!
+//! A `Router` holds one target's mappings. It answers the binlog reader's question "is this
+//! table selected?" (so rows of other tables are skipped before decoding) and turns a source
+//! row into the replica row of every mapping that selects its table.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::source::schema::{TableName, TableSchema};
+use crate::source::value::Value;
+
+/// `db.table` where either side may contain `*` wildcards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern {
+    db: String,
+    table: String,
+}
+
+impl FromStr for TablePattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (db, table) = s
+            .split_once('.')
+            .ok_or_else(|| format!("`{s}` is not of the form db.table"))?;
+        if db.is_empty() || table.is_empty() || table.contains('.') {
+            return Err(format!("`{s}` is not of the form db.table"));
+        }
+        Ok(TablePattern {
+            db: db.to_owned(),
+            table: table.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for TablePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.db, self.table)
+    }
+}
+
+/// Glob match where `*` matches any run of characters. Names compare case-sensitively, as
+/// table names do on Linux servers.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(remaining) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=remaining.len())
+                .filter(|i| remaining.is_char_boundary(*i))
+                .any(|i| glob(rest, &remaining[i..]))
+        }
+    }
+}
+
+impl TablePattern {
+    pub fn matches(&self, name: &TableName) -> bool {
+        glob(&self.db, &name.db) && glob(&self.table, &name.table)
+    }
+
+    pub fn is_exact(&self) -> bool {
+        !self.db.contains('*') && !self.table.contains('*')
+    }
+
+    /// The one table an exact pattern names.
+    pub fn exact(&self) -> Option<TableName> {
+        self.is_exact()
+            .then(|| TableName::new(&self.db, &self.table))
+    }
+
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+/// One mapping as it applies to one target.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub source: TablePattern,
+    /// Replica table name; the source table's name when `None`.
+    pub table: Option<String>,
+    pub columns: Option<Vec<String>>,
+}
+
+impl Mapping {
+    pub fn replica_name(&self, source: &TableName) -> String {
+        self.table.clone().unwrap_or_else(|| source.table.clone())
+    }
+}
+
+/// Why a mapping cannot be applied to a source table.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum MappingError {
+    #[error("{table} has no primary key; rowsync keys every replica row by it")]
+    NoPrimaryKey { table: TableName },
+    #[error("{table}: mapped column `{column}` does not exist in the source")]
+    UnknownColumn { table: TableName, column: String },
+    #[error("{table}: the column list must include the primary key column `{column}`")]
+    MissingKey { table: TableName, column: String },
+}
+
+/// A mapping resolved against one source schema: positions of the replica's columns in the
+/// source row, and of the key in the replica row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    pub source: Arc<TableSchema>,
+    pub replica: String,
+    /// Source column index of each replica column, in replica column order.
+    pub columns: Vec<usize>,
+    /// Replica column names, in order.
+    pub names: Vec<String>,
+    /// Positions of the primary key columns within `columns`.
+    pub key: Vec<usize>,
+}
+
+impl Projection {
+    pub fn new(mapping: &Mapping, schema: &Arc<TableSchema>) -> Result<Projection, MappingError> {
+        let table = &schema.name;
+        if schema.primary_key.is_empty() {
+            return Err(MappingError::NoPrimaryKey {
+                table: table.clone(),
+            });
+        }
+        let columns: Vec<usize> = match &mapping.columns {
+            None => (0..schema.columns.len()).collect(),
+            Some(list) => list
+                .iter()
+                .map(|c| {
+                    schema
+                        .column_index(c)
+                        .ok_or_else(|| MappingError::UnknownColumn {
+                            table: table.clone(),
+                            column: c.clone(),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let key = schema
+            .primary_key
+            .iter()
+            .map(|k| {
+                columns
+                    .iter()
+                    .position(|c| c == k)
+                    .ok_or_else(|| MappingError::MissingKey {
+                        table: table.clone(),
+                        column: schema.columns[*k].name.clone(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Projection {
+            source: schema.clone(),
+            replica: mapping.replica_name(table),
+            names: columns
+                .iter()
+                .map(|&i| schema.columns[i].name.clone())
+                .collect(),
+            columns,
+            key,
+        })
+    }
+
+    /// The replica row for a source row.
+    pub fn row(&self, source_row: &[Value]) -> Vec<Value> {
+        self.columns.iter().map(|&i| source_row[i].clone()).collect()
+    }
+
+    /// The replica key of a source row.
+    pub fn key_of(&self, source_row: &[Value]) -> Vec<Value> {
+        self.key
+            .iter()
+            .map(|&k| source_row[self.columns[k]].clone())
+            .collect()
+    }
+}
+
+/// The mappings of one target.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    mappings: Vec<Mapping>,
+}
+
+impl Router {
+    pub fn for_target(config: &Config, target: &str) -> Router {
+        let mappings = config
+            .mappings
+            .iter()
+            .filter(|m| m.targets.iter().any(|t| t.eq_ignore_ascii_case(target)))
+            .map(|m| Mapping {
+                // Validated at load time.
+                source: m.source.parse().unwrap_or_else(|_| TablePattern {
+                    db: String::new(),
+                    table: String::new(),
+                }),
+                table: m.table.clone(),
+                columns: m.columns.clone(),
+            })
+            .collect();
+        Router { mappings }
+    }
+
+    pub fn new(mappings: Vec<Mapping>) -> Router {
+        Router { mappings }
+    }
+
+    pub fn selects(&self, table: &TableName) -> bool {
+        self.mappings.iter().any(|m| m.source.matches(table))
+    }
+
+    pub fn mappings_for<'a>(&'a self, table: &'a TableName) -> impl Iterator<Item = &'a Mapping> {
+        self.mappings.iter().filter(move |m| m.source.matches(table))
+    }
+
+    pub fn mappings(&self) -> &[Mapping] {
+        &self.mappings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_with_wildcards() {
+        let p: TablePattern = "product.*".parse().unwrap();
+        assert!(p.matches(&TableName::new("product", "category")));
+        assert!(!p.matches(&TableName::new("products", "category")));
+        let p: TablePattern = "shop_*.item_*_v2".parse().unwrap();
+        assert!(p.matches(&TableName::new("shop_eu", "item_x_v2")));
+        assert!(!p.matches(&TableName::new("shop_eu", "item_x_v3")));
+        assert!("nodot".parse::<TablePattern>().is_err());
+        assert!("a.b.c".parse::<TablePattern>().is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! The middle of the data flow: which source tables go where (`mapping`), the per-target
+//! pipelines that join a binlog reader to a target writer (`runner`), and their live state
+//! (`status`), which observers read but never change.
+
+pub mod mapping;
+pub mod runner;
+pub mod status;

@@ -1,0 +1,177 @@
+//! Runs one pipeline per target: its own binlog reader (own server id, own position) feeding
+//! its own writer through a bounded channel, so a slow or dead target never holds back the
+//! others, and each catches up from its own checkpoint.
+//!
+//! # Restart discipline
+//! Any error ends both halves. The writer rolls back what is not whole, and the next attempt
+//! starts again from the checkpoint committed in the target. Retryable errors (network,
+//! deadlocks, a target or source that is down) back off and retry; definite ones (a purged
+//! binlog position, a constraint the replica rejects) stop the target with the reason in the
+//! log and the status, without a crash loop.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::mapping::Router;
+use super::status::{State, TargetStatus};
+use crate::config::{Config, TargetConfig};
+use crate::sink::apply::{ApplyExit, Applier};
+use crate::sink::{checkpoint, replica, target, SinkError};
+use crate::source::conn::source_opts;
+use crate::source::info::SourceInfo;
+use crate::source::reader::{BinlogReader, ReaderOptions};
+use crate::source::SourceError;
+
+/// An error of one attempt, from either side.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    #[error("target: {0}")]
+    Sink(#[from] SinkError),
+}
+
+impl PipelineError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PipelineError::Source(e) => e.is_retryable(),
+            PipelineError::Sink(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// Runs every target until `cancel`; returns when all have shut down.
+pub async fn run_all(config: Arc<Config>, statuses: Vec<Arc<TargetStatus>>, cancel: CancellationToken) {
+    let mut tasks = Vec::new();
+    for (index, status) in statuses.into_iter().enumerate() {
+        let config = config.clone();
+        let cancel = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            run_target(config, index, status, cancel).await;
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Runs target `index` with retries until cancelled or stopped by a definite error.
+pub async fn run_target(config: Arc<Config>, index: usize, status: Arc<TargetStatus>, cancel: CancellationToken) {
+    let target = &config.targets[index];
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let started = Instant::now();
+        let result = run_once(&config, index, &status, &cancel).await;
+        match result {
+            Ok(()) => {
+                status.set_state(State::ShutDown);
+                tracing::info!(target = %target.name, "target pipeline shut down");
+                return;
+            }
+            Err(e) if e.is_retryable() => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(500);
+                }
+                tracing::warn!(target = %target.name, error = %e, retry_in = ?backoff, "target pipeline failed; retrying");
+                status.set_state(State::Retrying { error: e.to_string() });
+                tokio::select! {
+                    _ = cancel.cancelled() => {
+                        status.set_state(State::ShutDown);
+                        return;
+                    }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                tracing::error!(target = %target.name, error = %e, "target pipeline stopped; fix the cause and restart rowsync");
+                status.set_state(State::Stopped { error: e.to_string() });
+                cancel.cancelled().await;
+                return;
+            }
+        }
+    }
+}
+
+async fn run_once(
+    config: &Config,
+    index: usize,
+    status: &Arc<TargetStatus>,
+    cancel: &CancellationToken,
+) -> Result<(), PipelineError> {
+    let target: &TargetConfig = &config.targets[index];
+    let router = Arc::new(Router::for_target(config, &target.name));
+    let opts = source_opts(&config.source.url, config.source.tls.as_ref()).map_err(|e| SourceError::Config {
+        reason: format!("source.url: {e}"),
+    })?;
+
+    let mut conn = target::connect(target).await?;
+    checkpoint::ensure_tables(&mut conn).await?;
+    let stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
+    let skip: HashSet<_> = stopped.iter().map(|s| s.table.clone()).collect();
+
+    let mut src = mysql_async::Conn::new(opts.clone()).await.map_err(SourceError::from)?;
+    let info = SourceInfo::read(&mut src).await?;
+    for table in replica::selected_tables(&mut src, &router).await? {
+        if skip.contains(&table) {
+            continue;
+        }
+        for mapping in router.mappings_for(&table) {
+            replica::ensure_replica(&mut src, &mut conn, mapping, &table).await?;
+        }
+    }
+    let start = match checkpoint::load(&mut conn, &config.pipeline).await? {
+        Some(c) => c,
+        None => {
+            let c = info.resolve_start(&mut src, &config.source.start_at()).await?;
+            // Stored before streaming: a crash before the first commit must resume here,
+            // not at a later "current".
+            checkpoint::store(&mut conn, &config.pipeline, &c).await?;
+            tracing::info!(target = %target.name, position = %c.position, gtid = ?c.gtid.as_ref().map(|g| g.to_string()), "new target starts here");
+            c
+        }
+    };
+    drop(src);
+    status.started(&start, stopped);
+
+    let reader = BinlogReader::new(
+        ReaderOptions {
+            opts,
+            server_id: config.source.server_id + index as u32,
+            heartbeat: config.source.heartbeat(),
+            read_timeout: config.source.read_timeout(),
+        },
+        router.clone(),
+        skip.clone(),
+    );
+    let (tx, mut rx) = mpsc::channel(config.apply.queue_events.max(1));
+    let reader_cancel = cancel.child_token();
+    let reader_task = tokio::spawn(reader.run(start, tx, reader_cancel.clone()));
+
+    let mut applier = Applier::new(conn, config.pipeline.clone(), router, config.apply.clone(), status.clone(), skip).await?;
+    let applied = applier.run(&mut rx, cancel).await;
+    reader_cancel.cancel();
+    drop(rx);
+    let read = match reader_task.await {
+        Ok(r) => r,
+        Err(e) => Err(SourceError::Protocol {
+            reason: format!("reader task failed: {e}"),
+        }),
+    };
+    match (applied, read) {
+        (Err(e), _) => Err(e.into()),
+        (Ok(ApplyExit::Shutdown), _) => Ok(()),
+        (Ok(ApplyExit::SourceEnded), Err(e)) => Err(e.into()),
+        (Ok(ApplyExit::SourceEnded), Ok(())) => {
+            if cancel.is_cancelled() {
+                Ok(())
+            } else {
+                Err(SourceError::Closed.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The writer of one target: applies the source transaction stream inside target
+//! transactions, batching row changes into multi-row statements and committing the checkpoint
+//! with the rows.
+//!
+//! A group (one target transaction) commits when the queue from the reader is drained, when it
+//! holds `max_group_transactions` source transactions, or after `max_group_ms` — always at a
+//! source transaction boundary. Row changes are buffered up to `batch_rows` and then written
+//! into the open transaction, so a source transaction of any size passes in bounded memory.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::mysql::{MySqlArguments, MySqlConnection};
+use sqlx::{Arguments, AssertSqlSafe, Executor};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::checkpoint::{self, StoppedTable};
+use super::SinkError;
+use crate::config::ApplyConfig;
+use crate::pipeline::mapping::{Projection, Router};
+use crate::pipeline::status::TargetStatus;
+use crate::source::position::Checkpoint;
+use crate::source::schema::{quote_ident, TableName, TableSchema};
+use crate::source::value::Value;
+use crate::source::{RowBatch, RowChange, SourceEvent};
+
+/// Most placeholders one prepared statement may carry.
+const MAX_PLACEHOLDERS: usize = 65_535;
+/// How long a checkpoint of transactions without selected rows may wait before it is stored.
+const IDLE_CHECKPOINT_DELAY: Duration = Duration::from_secs(1);
+
+/// Why the writer returned without error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ApplyExit {
+    /// Cancelled: the open group was committed (at a boundary) or rolled back.
+    Shutdown,
+    /// The reader's channel closed; the reader's own result tells why.
+    SourceEnded,
+}
+
+enum Op {
+    Upsert(Arc<Projection>, Vec<Value>),
+    Delete(Arc<Projection>, Vec<Value>),
+    Truncate(String),
+}
+
+impl Op {
+    fn size(&self) -> usize {
+        match self {
+            Op::Upsert(_, v) | Op::Delete(_, v) => v.iter().map(Value::size_hint).sum(),
+            Op::Truncate(_) => 64,
+        }
+    }
+}
+
+/// Cached projections of one source table, valid for one schema.
+struct TableRoutes {
+    schema: Arc<TableSchema>,
+    projections: Vec<Arc<Projection>>,
+}
+
+pub struct Applier {
+    conn: MySqlConnection,
+    pipeline: String,
+    router: Arc<Router>,
+    limits: ApplyConfig,
+    status: Arc<TargetStatus>,
+    max_statement_bytes: usize,
+    routes: HashMap<TableName, TableRoutes>,
+    stopped: HashSet<TableName>,
+    ops: Vec<Op>,
+    ops_bytes: usize,
+    /// A target transaction is open.
+    in_txn: bool,
+    /// Between a source transaction's Begin and Commit.
+    in_source_txn: bool,
+    group_txns: usize,
+    group_started: Instant,
+    /// Checkpoint of the last source transaction seen, not yet committed.
+    pending: Option<Checkpoint>,
+    pending_stops: Vec<StoppedTable>,
+    last_store: Instant,
+    sql_cache: HashMap<(String, u8, usize), Arc<str>>,
+}
+
+impl Applier {
+    pub async fn new(
+        mut conn: MySqlConnection,
+        pipeline: String,
+        router: Arc<Router>,
+        limits: ApplyConfig,
+        status: Arc<TargetStatus>,
+        stopped: HashSet<TableName>,
+    ) -> Result<Applier, SinkError> {
+        const PACKET: &str = "SELECT @@max_allowed_packet";
+        let (packet,): (u64,) = sqlx::query_as(PACKET)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| SinkError::db(PACKET, e))?;
+        Ok(Applier {
+            conn,
+            pipeline,
+            router,
+            limits,
+            status,
+            // Leave room for the statement text and protocol overhead.
+            max_statement_bytes: (packet as usize / 2).clamp(64 * 1024, 16 * 1024 * 1024),
+            routes: HashMap::new(),
+            stopped,
+            ops: Vec::new(),
+            ops_bytes: 0,
+            in_txn: false,
+            in_source_txn: false,
+            group_txns: 0,
+            group_started: Instant::now(),
+            pending: None,
+            pending_stops: Vec::new(),
+            last_store: Instant::now(),
+            sql_cache: HashMap::new(),
+        })
+    }
+
+    /// Applies events until cancelled, the reader ends, or an error.
+    pub async fn run(
+        &mut self,
+        rx: &mut mpsc::Receiver<SourceEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<ApplyExit, SinkError> {
+        let result = self.run_inner(rx, cancel).await;
+        if result.is_err() && self.in_txn {
+            // Best effort: the connection may be gone, and the server rolls back then anyway.
+            let _ = self.conn.execute("ROLLBACK").await;
+            self.in_txn = false;
+        }
+        result
+    }
+
+    async fn run_inner(
+        &mut self,
+        rx: &mut mpsc::Receiver<SourceEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<ApplyExit, SinkError> {
+        loop {
+            let event = match rx.try_recv() {
+                Ok(event) => event,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.finish().await?;
+                    return Ok(ApplyExit::SourceEnded);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Drained: a finished group commits now rather than wait for more.
+                    if !self.in_source_txn && self.has_writes() {
+                        self.commit_group().await?;
+                        continue;
+                    }
+                    let idle_store = async {
+                        match &self.pending {
+                            Some(_) if !self.in_source_txn => {
+                                tokio::time::sleep(
+                                    IDLE_CHECKPOINT_DELAY.saturating_sub(self.last_store.elapsed()),
+                                )
+                                .await
+                            }
+                            _ => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => {
+                            self.finish().await?;
+                            return Ok(ApplyExit::Shutdown);
+                        }
+                        _ = idle_store => {
+                            self.commit_group().await?;
+                            continue;
+                        }
+                        event = rx.recv() => match event {
+                            Some(event) => event,
+                            None => {
+                                self.finish().await?;
+                                return Ok(ApplyExit::SourceEnded);
+                            }
+                        },
+                    }
+                }
+            };
+            self.handle(event).await?;
+            if cancel.is_cancelled() {
+                self.finish().await?;
+                return Ok(ApplyExit::Shutdown);
+            }
+        }
+    }
+
+    /// Commits what is whole, rolls back a half-received source transaction.
+    async fn finish(&mut self) -> Result<(), SinkError> {
+        if self.in_source_txn {
+            if self.in_txn {
+                self.exec_plain("ROLLBACK").await?;
+                self.in_txn = false;
+            }
+            self.ops.clear();
+            self.ops_bytes = 0;
+            self.pending_stops.clear();
+            self.in_source_txn = false;
+            return Ok(());
+        }
+        if self.in_txn || self.pending.is_some() {
+            self.commit_group().await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, event: SourceEvent) -> Result<(), SinkError> {
+        match event {
+            SourceEvent::Begin => self.in_source_txn = true,
+            SourceEvent::Rows(batch) => {
+                self.rows(batch)?;
+                if self.ops.len() >= self.limits.batch_rows || self.ops_bytes >= self.max_statement_bytes {
+                    self.flush_ops().await?;
+                }
+            }
+            SourceEvent::Truncate(table) => {
+                if !self.stopped.contains(&table) {
+                    let replicas: Vec<String> = self.router.mappings_for(&table).map(|m| m.replica_name(&table)).collect();
+                    for replica in replicas {
+                        self.push(Op::Truncate(replica));
+                    }
+                }
+            }
+            SourceEvent::Ddl { table, statement } => {
+                let reason = "DDL the replica does not follow automatically; re-copy the table".to_string();
+                self.stop_table(table, Some(statement), reason);
+            }
+            SourceEvent::TableStopped { table, reason } => self.stop_table(table, None, reason),
+            SourceEvent::Commit(checkpoint) => {
+                self.in_source_txn = false;
+                self.pending = Some(checkpoint);
+                self.group_txns += 1;
+                if self.has_writes()
+                    && (self.group_txns >= self.limits.max_group_transactions
+                        || self.group_started.elapsed() >= Duration::from_millis(self.limits.max_group_ms))
+                {
+                    self.commit_group().await?;
+                }
+            }
+            SourceEvent::CaughtUp => self.status.caught_up(),
+        }
+        Ok(())
+    }
+
+    /// Changes received but not committed yet.
+    fn has_writes(&self) -> bool {
+        self.in_txn || !self.ops.is_empty() || !self.pending_stops.is_empty()
+    }
+
+    fn stop_table(&mut self, table: TableName, statement: Option<String>, reason: String) {
+        if self.stopped.insert(table.clone()) {
+            tracing::error!(table = %table, statement = statement.as_deref().unwrap_or(""), %reason, "table stopped on this target");
+            self.pending_stops.push(StoppedTable {
+                table,
+                since: String::new(),
+                statement,
+                reason,
+            });
+        }
+    }
+
+    fn push(&mut self, op: Op) {
+        self.ops_bytes += op.size();
+        self.ops.push(op);
+    }
+
+    fn projections(&mut self, schema: &Arc<TableSchema>) -> Result<Vec<Arc<Projection>>, SinkError> {
+        if let Some(r) = self.routes.get(&schema.name) {
+            if Arc::ptr_eq(&r.schema, schema) || *r.schema == **schema {
+                return Ok(r.projections.clone());
+            }
+        }
+        let projections = self
+            .router
+            .mappings_for(&schema.name)
+            .map(|m| Projection::new(m, schema).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.routes.insert(
+            schema.name.clone(),
+            TableRoutes {
+                schema: schema.clone(),
+                projections: projections.clone(),
+            },
+        );
+        Ok(projections)
+    }
+
+    fn rows(&mut self, batch: RowBatch) -> Result<(), SinkError> {
+        if self.stopped.contains(&batch.table.name) {
+            return Ok(());
+        }
+        let projections = match self.projections(&batch.table) {
+            Ok(p) => p,
+            Err(SinkError::Mapping(e)) => {
+                self.stop_table(batch.table.name.clone(), None, e.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.status.add_rows(batch.changes.len() as u64);
+        for change in batch.changes {
+            for p in &projections {
+                match &change {
+                    RowChange::Insert(row) => self.push(Op::Upsert(p.clone(), p.row(row))),
+                    RowChange::Update { before, after } => {
+                        let old_key = p.key_of(before);
+                        if old_key != p.key_of(after) {
+                            self.push(Op::Delete(p.clone(), old_key));
+                        }
+                        self.push(Op::Upsert(p.clone(), p.row(after)));
+                    }
+                    RowChange::Delete(row) => self.push(Op::Delete(p.clone(), p.key_of(row))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn exec_plain(&mut self, sql: &'static str) -> Result<(), SinkError> {
+        self.conn
+            .execute(sql)
+            .await
+            .map_err(|e| SinkError::db(sql, e))?;
+        Ok(())
+    }
+
+    async fn ensure_txn(&mut self) -> Result<(), SinkError> {
+        if !self.in_txn {
+            self.exec_plain("BEGIN").await?;
+            self.in_txn = true;
+            self.group_started = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered changes into the open transaction, in order.
+    async fn flush_ops(&mut self) -> Result<(), SinkError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        self.ensure_txn().await?;
+        let ops = std::mem::take(&mut self.ops);
+        self.ops_bytes = 0;
+        let mut i = 0;
+        while i < ops.len() {
+            // A run of consecutive ops of one kind on one replica becomes one statement (or a
+            // few, within the placeholder and packet limits).
+            let mut j = i + 1;
+            while j < ops.len() && same_run(&ops[i], &ops[j]) {
+                j += 1;
+            }
+            match &ops[i] {
+                Op::Truncate(replica) => {
+                    let sql = format!("DELETE FROM {}", quote_ident(replica));
+                    self.conn
+                        .execute(AssertSqlSafe(sql.clone()))
+                        .await
+                        .map_err(|e| SinkError::db(sql, e))?;
+                }
+                Op::Upsert(p, _) | Op::Delete(p, _) => {
+                    let p = p.clone();
+                    let upsert = matches!(ops[i], Op::Upsert(..));
+                    let rows: Vec<&Vec<Value>> = ops[i..j]
+                        .iter()
+                        .map(|op| match op {
+                            Op::Upsert(_, v) | Op::Delete(_, v) => v,
+                            Op::Truncate(_) => unreachable!("runs never mix kinds"),
+                        })
+                        .collect();
+                    self.write_rows(&p, upsert, &rows).await?;
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    async fn write_rows(&mut self, p: &Projection, upsert: bool, rows: &[&Vec<Value>]) -> Result<(), SinkError> {
+        let width = rows.first().map(|r| r.len()).unwrap_or(1).max(1);
+        let max_rows = (MAX_PLACEHOLDERS / width).min(self.limits.batch_rows.max(1));
+        let mut start = 0;
+        while start < rows.len() {
+            // Statement sizes are powers of two so few distinct statements get prepared.
+            let mut n = (rows.len() - start).min(max_rows);
+            n = 1 << (usize::BITS - 1 - n.leading_zeros());
+            let mut bytes: usize = rows[start..start + n].iter().map(|r| r.iter().map(Value::size_hint).sum::<usize>()).sum();
+            while n > 1 && bytes > self.max_statement_bytes {
+                n /= 2;
+                bytes = rows[start..start + n].iter().map(|r| r.iter().map(Value::size_hint).sum::<usize>()).sum();
+            }
+            let sql = self.statement(p, upsert, n);
+            let mut args = MySqlArguments::default();
+            for row in &rows[start..start + n] {
+                for v in row.iter() {
+                    bind(&mut args, v).map_err(|e| SinkError::db(sql.to_string(), sqlx::Error::Encode(e)))?;
+                }
+            }
+            sqlx::query_with(AssertSqlSafe(sql.clone()), args)
+                .execute(&mut self.conn)
+                .await
+                .map_err(|e| SinkError::db(sql.to_string(), e))?;
+            start += n;
+        }
+        Ok(())
+    }
+
+    fn statement(&mut self, p: &Projection, upsert: bool, n: usize) -> Arc<str> {
+        let key = (p.replica.clone(), u8::from(upsert), n);
+        if let Some(sql) = self.sql_cache.get(&key) {
+            return sql.clone();
+        }
+        let table = quote_ident(&p.replica);
+        let sql = if upsert {
+            let cols: Vec<String> = p.names.iter().map(|c| quote_ident(c)).collect();
+            let one = format!("({})", vec!["?"; cols.len()].join(","));
+            let updates: Vec<String> = p
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !p.key.contains(i))
+                .map(|(_, c)| format!("{0}=VALUES({0})", quote_ident(c)))
+                .collect();
+            let updates = if updates.is_empty() {
+                // Only key columns: nothing to update, but the statement must not fail.
+                format!("{0}={0}", cols[p.key[0]])
+            } else {
+                updates.join(",")
+            };
+            format!(
+                "INSERT INTO {table} ({}) VALUES {} ON DUPLICATE KEY UPDATE {updates}",
+                cols.join(","),
+                vec![one; n].join(",")
+            )
+        } else if p.key.len() == 1 {
+            format!(
+                "DELETE FROM {table} WHERE {} IN ({})",
+                quote_ident(&p.names[p.key[0]]),
+                vec!["?"; n].join(",")
+            )
+        } else {
+            let one = format!(
+                "({})",
+                p.key
+                    .iter()
+                    .map(|&k| format!("{}=?", quote_ident(&p.names[k])))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            );
+            format!("DELETE FROM {table} WHERE {}", vec![one; n].join(" OR "))
+        };
+        let sql: Arc<str> = sql.into();
+        self.sql_cache.insert(key, sql.clone());
+        sql
+    }
+
+    /// Writes everything buffered plus the checkpoint, and commits.
+    async fn commit_group(&mut self) -> Result<(), SinkError> {
+        let Some(checkpoint) = self.pending.clone() else {
+            // Nothing whole to commit (only possible with an empty group).
+            return Ok(());
+        };
+        self.flush_ops().await?;
+        self.ensure_txn().await?;
+        for mut stop in std::mem::take(&mut self.pending_stops) {
+            stop.since = checkpoint.position.to_string();
+            checkpoint::stop_table(&mut self.conn, &self.pipeline, &stop, checkpoint.gtid.as_ref()).await?;
+            self.status.table_stopped(stop);
+        }
+        checkpoint::store(&mut self.conn, &self.pipeline, &checkpoint).await?;
+        self.exec_plain("COMMIT").await?;
+        self.in_txn = false;
+        self.status.committed(&checkpoint, self.group_txns as u64);
+        self.group_txns = 0;
+        self.pending = None;
+        self.last_store = Instant::now();
+        Ok(())
+    }
+}
+
+fn same_run(a: &Op, b: &Op) -> bool {
+    match (a, b) {
+        (Op::Upsert(p, _), Op::Upsert(q, _)) | (Op::Delete(p, _), Op::Delete(q, _)) => {
+            Arc::ptr_eq(p, q) || (p.replica == q.replica && p.names == q.names)
+        }
+        _ => false,
+    }
+}
+
+fn bind(args: &mut MySqlArguments, v: &Value) -> Result<(), sqlx::error::BoxDynError> {
+    match v {
+        Value::Null => args.add(Option::<i64>::None),
+        Value::Int(i) => args.add(*i),
+        Value::UInt(u) | Value::Bit(u) | Value::Set(u) => args.add(*u),
+        Value::Float(f) => args.add(*f),
+        Value::Double(d) => args.add(*d),
+        Value::Year(y) | Value::Enum(y) => args.add(*y),
+        Value::Decimal(s) | Value::Temporal(s) | Value::Text(s) | Value::Json(s) => args.add(s.as_str()),
+        Value::Bytes(b) => args.add(b.as_slice()),
+    }
+}

@@ -1,0 +1,170 @@
+//! The tables rowsync keeps in each target: `rowsync_checkpoint` (the position after the last
+//! applied source transaction, per pipeline) and `rowsync_table_state` (tables that stopped,
+//! e.g. "needs re-copy since P"). Both are InnoDB and written inside the apply transaction.
+
+use sqlx::mysql::MySqlConnection;
+use sqlx::{Executor, Row};
+
+use super::SinkError;
+use crate::source::position::{Checkpoint, Flavor, GtidSet, Position, SourceIdentity};
+use crate::source::schema::TableName;
+
+const CREATE_CHECKPOINT: &str = "CREATE TABLE IF NOT EXISTS `rowsync_checkpoint` (
+  `pipeline` VARCHAR(128) NOT NULL,
+  `binlog_file` VARCHAR(255) NOT NULL,
+  `binlog_pos` BIGINT UNSIGNED NOT NULL,
+  `gtid` TEXT NULL,
+  `flavor` VARCHAR(16) NOT NULL,
+  `server_id` INT UNSIGNED NOT NULL,
+  `server_uuid` VARCHAR(64) NULL,
+  `binlog_base` VARCHAR(255) NOT NULL,
+  `source_time` INT UNSIGNED NOT NULL,
+  `updated_at` TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+  PRIMARY KEY (`pipeline`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+const CREATE_TABLE_STATE: &str = "CREATE TABLE IF NOT EXISTS `rowsync_table_state` (
+  `pipeline` VARCHAR(128) NOT NULL,
+  `source_table` VARCHAR(200) NOT NULL,
+  `state` VARCHAR(32) NOT NULL,
+  `since_position` VARCHAR(300) NOT NULL,
+  `since_gtid` TEXT NULL,
+  `statement` MEDIUMTEXT NULL,
+  `reason` TEXT NOT NULL,
+  `updated_at` TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+  PRIMARY KEY (`pipeline`, `source_table`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+/// Creates rowsync's own tables in the target if missing.
+pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<(), SinkError> {
+    for stmt in [CREATE_CHECKPOINT, CREATE_TABLE_STATE] {
+        conn.execute(stmt)
+            .await
+            .map_err(|e| SinkError::db(stmt, e))?;
+    }
+    Ok(())
+}
+
+/// The stored checkpoint of `pipeline`, if any.
+pub async fn load(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+) -> Result<Option<Checkpoint>, SinkError> {
+    const SQL: &str = "SELECT `binlog_file`, `binlog_pos`, `gtid`, `flavor`, `server_id`, `server_uuid`, `binlog_base`, `source_time` FROM `rowsync_checkpoint` WHERE `pipeline` = ?";
+    let row = sqlx::query(SQL)
+        .bind(pipeline)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    let Some(row) = row else { return Ok(None) };
+    let get = |e: sqlx::Error| SinkError::Checkpoint(e.to_string());
+    let file: String = row.try_get(0).map_err(get)?;
+    let offset: u64 = row.try_get(1).map_err(get)?;
+    let gtid: Option<String> = row.try_get(2).map_err(get)?;
+    let flavor: String = row.try_get(3).map_err(get)?;
+    let flavor = match flavor.as_str() {
+        "mariadb" => Flavor::Mariadb,
+        "mysql" => Flavor::Mysql,
+        other => return Err(SinkError::Checkpoint(format!("unknown flavor `{other}`"))),
+    };
+    let bad = |e: crate::source::position::ParsePositionError| SinkError::Checkpoint(e.to_string());
+    let gtid = match gtid {
+        None => None,
+        Some(text) => Some(match flavor {
+            Flavor::Mariadb => GtidSet::parse_maria(&text).map_err(bad)?,
+            Flavor::Mysql => GtidSet::parse_mysql(&text).map_err(bad)?,
+        }),
+    };
+    Ok(Some(Checkpoint {
+        position: Position::new(file.parse().map_err(bad)?, offset),
+        gtid,
+        source: SourceIdentity {
+            flavor,
+            server_id: row.try_get(4).map_err(get)?,
+            server_uuid: row.try_get(5).map_err(get)?,
+            binlog_base: row.try_get(6).map_err(get)?,
+        },
+        source_time: row.try_get(7).map_err(get)?,
+    }))
+}
+
+/// Writes `checkpoint` for `pipeline`; call inside the transaction that applied its rows.
+pub async fn store(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    checkpoint: &Checkpoint,
+) -> Result<(), SinkError> {
+    const SQL: &str = "INSERT INTO `rowsync_checkpoint` (`pipeline`, `binlog_file`, `binlog_pos`, `gtid`, `flavor`, `server_id`, `server_uuid`, `binlog_base`, `source_time`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `binlog_file` = VALUES(`binlog_file`), `binlog_pos` = VALUES(`binlog_pos`), `gtid` = VALUES(`gtid`), `flavor` = VALUES(`flavor`), `server_id` = VALUES(`server_id`), `server_uuid` = VALUES(`server_uuid`), `binlog_base` = VALUES(`binlog_base`), `source_time` = VALUES(`source_time`)";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(checkpoint.position.file.to_string())
+        .bind(checkpoint.position.offset)
+        .bind(checkpoint.gtid.as_ref().map(|g| g.to_string()))
+        .bind(checkpoint.source.flavor.to_string())
+        .bind(checkpoint.source.server_id)
+        .bind(checkpoint.source.server_uuid.clone())
+        .bind(checkpoint.source.binlog_base.clone())
+        .bind(checkpoint.source_time)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
+
+/// A table that stopped on this target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoppedTable {
+    pub table: TableName,
+    pub since: String,
+    pub statement: Option<String>,
+    pub reason: String,
+}
+
+/// Records that `table` stopped; call inside the transaction at that stream position.
+pub async fn stop_table(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    stopped: &StoppedTable,
+    since_gtid: Option<&GtidSet>,
+) -> Result<(), SinkError> {
+    const SQL: &str = "INSERT INTO `rowsync_table_state` (`pipeline`, `source_table`, `state`, `since_position`, `since_gtid`, `statement`, `reason`) VALUES (?, ?, 'needs_recopy', ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `state` = VALUES(`state`), `since_position` = VALUES(`since_position`), `since_gtid` = VALUES(`since_gtid`), `statement` = VALUES(`statement`), `reason` = VALUES(`reason`)";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(stopped.table.to_string())
+        .bind(&stopped.since)
+        .bind(since_gtid.map(|g| g.to_string()))
+        .bind(&stopped.statement)
+        .bind(&stopped.reason)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
+
+/// Tables of `pipeline` that stopped and wait for a re-copy.
+pub async fn stopped_tables(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+) -> Result<Vec<StoppedTable>, SinkError> {
+    const SQL: &str = "SELECT `source_table`, `since_position`, `statement`, `reason` FROM `rowsync_table_state` WHERE `pipeline` = ? AND `state` = 'needs_recopy' ORDER BY `source_table`";
+    let rows = sqlx::query(SQL)
+        .bind(pipeline)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    rows.into_iter()
+        .map(|row| {
+            let get = |e: sqlx::Error| SinkError::Checkpoint(e.to_string());
+            let name: String = row.try_get(0).map_err(get)?;
+            let (db, table) = name
+                .split_once('.')
+                .ok_or_else(|| SinkError::Checkpoint(format!("bad table name `{name}`")))?;
+            Ok(StoppedTable {
+                table: TableName::new(db, table),
+                since: row.try_get(1).map_err(get)?,
+                statement: row.try_get(2).map_err(get)?,
+                reason: row.try_get(3).map_err(get)?,
+            })
+        })
+        .collect()
+}

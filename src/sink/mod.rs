@@ -1,0 +1,98 @@
+//! The target side: replica tables, checkpoints and the writer that applies source
+//! transactions to one target database.
+//!
+//! # Exactly-once
+//! Each target keeps, in its own `rowsync_checkpoint` table, the source position after the
+//! last whole source transaction it applied, written by the same target transaction as that
+//! transaction's rows. A restart reads it and resumes the binlog exactly there: what was
+//! committed is never applied again, what was not is applied once. Nothing else (a local file,
+//! a timer) ever claims a position.
+//!
+//! # Grouping and batching
+//! Consecutive source transactions may share one target transaction (the main speed lever);
+//! one is never split, and the group's checkpoint is the end of its last transaction. Inside a
+//! transaction, consecutive changes of the same replica table and kind become one multi-row
+//! statement, so source order between conflicting rows is kept. Full row images make every
+//! write idempotent per key: upserts for inserts and updates, deletes by key, and an update
+//! that changes the key deletes the old key first.
+
+pub mod apply;
+pub mod checkpoint;
+pub mod replica;
+pub mod target;
+
+use sqlx::mysql::MySqlDatabaseError;
+
+use crate::pipeline::mapping::MappingError;
+use crate::source::schema::TableName;
+use crate::source::SourceError;
+
+/// Errors of the target side, each classed as retryable or definite.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("target statement failed: {source}; statement: {statement}")]
+    Db {
+        statement: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("replica table {table} cannot be used: {reason}")]
+    Incompatible { table: String, reason: String },
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error("reading the source definition of {table}: {source}")]
+    Source {
+        table: TableName,
+        #[source]
+        source: SourceError,
+    },
+    #[error("stored checkpoint is unreadable: {0}")]
+    Checkpoint(String),
+}
+
+/// MySQL error numbers a retry can fix: deadlock, lock wait timeout, connection lost or
+/// killed, server shutting down or read-only for a while, too many connections.
+const RETRYABLE_CODES: &[u16] = &[1213, 1205, 2006, 2013, 1053, 1927, 1290, 1040, 1317, 1159, 1161];
+
+impl SinkError {
+    pub fn db(statement: impl Into<String>, source: sqlx::Error) -> SinkError {
+        let mut statement = statement.into();
+        if statement.len() > 300 {
+            let mut cut = 300;
+            while !statement.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            statement.truncate(cut);
+            statement.push_str(" …");
+        }
+        SinkError::Db { statement, source }
+    }
+
+    /// The server's error number, if the database returned one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            SinkError::Db { source, .. } => source
+                .as_database_error()
+                .and_then(|d| d.try_downcast_ref::<MySqlDatabaseError>())
+                .map(|m| m.number()),
+            _ => None,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Db { source, .. } => match source {
+                sqlx::Error::Database(_) => self.code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_) => true,
+                _ => false,
+            },
+            SinkError::Source { source, .. } => source.is_retryable(),
+            _ => false,
+        }
+    }
+}

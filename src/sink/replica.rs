@@ -1,0 +1,350 @@
+//! Replica tables: created from the source definition (`SHOW CREATE TABLE`, reduced to the
+//! mapped columns), or checked for compatibility when they exist.
+//!
+//! A replica keeps the source's column types, charsets and primary key, on InnoDB. Unique
+//! secondary keys are dropped (an upsert could hit the wrong row through them), as are foreign
+//! keys and CHECK constraints (the source already enforced them; the replica must accept
+//! whatever the source holds). Plain secondary keys stay, so replicas are good to query.
+
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use sqlx::mysql::MySqlConnection;
+use sqlx::{AssertSqlSafe, Executor};
+
+use super::SinkError;
+use crate::pipeline::mapping::{Mapping, MappingError, Router};
+use crate::source::schema::{quote_ident, TableName};
+use crate::source::SourceError;
+
+/// A source table definition as `SHOW CREATE TABLE` prints it, split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDefinition {
+    pub table: TableName,
+    /// (column name, full definition line without trailing comma)
+    pub columns: Vec<(String, String)>,
+    pub primary_key: Vec<String>,
+    /// Non-unique secondary key lines with the columns they use.
+    keys: Vec<(String, Vec<String>)>,
+    /// `DEFAULT CHARSET=… COLLATE=…` and similar options worth keeping.
+    options: String,
+}
+
+/// Backticked names inside the first parenthesis group of a key line.
+fn key_columns(line: &str) -> Vec<String> {
+    let Some(open) = line.find('(') else {
+        return vec![];
+    };
+    let inner = &line[open + 1..];
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    let mut depth = 0;
+    while let Some(c) = chars.next() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => break,
+            ')' => depth -= 1,
+            '`' if depth == 0 => {
+                let mut name = String::new();
+                while let Some(c) = chars.next() {
+                    if c == '`' {
+                        if chars.peek() == Some(&'`') {
+                            chars.next();
+                            name.push('`');
+                            continue;
+                        }
+                        break;
+                    }
+                    name.push(c);
+                }
+                out.push(name);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn leading_ident(line: &str) -> Option<String> {
+    key_columns(&format!("({line})")).into_iter().next()
+}
+
+impl SourceDefinition {
+    pub fn parse(table: TableName, create: &str) -> Result<SourceDefinition, String> {
+        let mut columns = Vec::new();
+        let mut primary_key = Vec::new();
+        let mut keys = Vec::new();
+        let mut options = String::new();
+        for raw in create.lines().skip(1) {
+            let line = raw.trim().trim_end_matches(',');
+            if line.starts_with('`') {
+                let name = leading_ident(line).ok_or("unreadable column line")?;
+                columns.push((name, line.to_owned()));
+            } else if line.starts_with("PRIMARY KEY") {
+                primary_key = key_columns(line);
+            } else if line.starts_with("KEY ") || line.starts_with("INDEX ") || line.starts_with("FULLTEXT ") || line.starts_with("SPATIAL ") {
+                keys.push((line.to_owned(), key_columns(line)));
+            } else if let Some(rest) = line.strip_prefix(')') {
+                // Keep charset and collation; engine, AUTO_INCREMENT, partitioning are ours.
+                for opt in rest.split_whitespace() {
+                    let upper = opt.to_ascii_uppercase();
+                    if upper.starts_with("CHARSET=") || upper.starts_with("COLLATE=") {
+                        options.push_str(" DEFAULT ");
+                        options.push_str(opt);
+                    }
+                }
+                options = options.replace(" DEFAULT DEFAULT", " DEFAULT");
+                break;
+            }
+            // UNIQUE KEY, CONSTRAINT … FOREIGN KEY / CHECK: dropped on purpose.
+        }
+        if columns.is_empty() {
+            return Err("no columns found".into());
+        }
+        Ok(SourceDefinition {
+            table,
+            columns,
+            primary_key,
+            keys,
+            options,
+        })
+    }
+
+    /// The replica's columns under `mapping`, checked against the source.
+    pub fn mapped_columns(&self, mapping: &Mapping) -> Result<Vec<String>, MappingError> {
+        if self.primary_key.is_empty() {
+            return Err(MappingError::NoPrimaryKey {
+                table: self.table.clone(),
+            });
+        }
+        let names: Vec<String> = match &mapping.columns {
+            None => self.columns.iter().map(|(n, _)| n.clone()).collect(),
+            Some(list) => list
+                .iter()
+                .map(|c| {
+                    self.columns
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(c))
+                        .map(|(n, _)| n.clone())
+                        .ok_or_else(|| MappingError::UnknownColumn {
+                            table: self.table.clone(),
+                            column: c.clone(),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        for k in &self.primary_key {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
+                return Err(MappingError::MissingKey {
+                    table: self.table.clone(),
+                    column: k.clone(),
+                });
+            }
+        }
+        Ok(names)
+    }
+
+    /// `CREATE TABLE` for the replica named `replica` with `columns`.
+    pub fn replica_ddl(&self, replica: &str, columns: &[String]) -> String {
+        let mut parts: Vec<String> = columns
+            .iter()
+            .filter_map(|c| self.columns.iter().find(|(n, _)| n == c))
+            .map(|(_, def)| strip_generated(def))
+            .collect();
+        parts.push(format!(
+            "PRIMARY KEY ({})",
+            self.primary_key
+                .iter()
+                .map(|k| quote_ident(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for (line, cols) in &self.keys {
+            if cols.iter().all(|c| columns.contains(c)) {
+                parts.push(line.clone());
+            }
+        }
+        format!(
+            "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB{}",
+            quote_ident(replica),
+            parts.join(",\n  "),
+            self.options
+        )
+    }
+}
+
+/// A generated column becomes a plain one in the replica: its values arrive in the row image.
+fn strip_generated(def: &str) -> String {
+    let upper = def.to_ascii_uppercase();
+    let at = upper
+        .find(" GENERATED ALWAYS AS ")
+        .or_else(|| upper.find(" AS ("));
+    let Some(at) = at else {
+        return def.to_owned();
+    };
+    let mut out = def[..at].to_owned();
+    // Keep NULL / NOT NULL and COMMENT after the expression.
+    for tail in [" NOT NULL", " NULL"] {
+        if upper[at..].contains(tail) {
+            out.push_str(tail);
+            break;
+        }
+    }
+    out
+}
+
+/// Source tables (existing now) that `router` selects.
+pub async fn selected_tables(src: &mut Conn, router: &Router) -> Result<Vec<TableName>, SourceError> {
+    let all: Vec<(String, String)> = src
+        .query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2")
+        .await?;
+    Ok(all
+        .into_iter()
+        .map(|(d, t)| TableName::new(d, t))
+        .filter(|t| router.selects(t))
+        .collect())
+}
+
+pub async fn source_definition(src: &mut Conn, table: &TableName) -> Result<SourceDefinition, SinkError> {
+    let err = |source| SinkError::Source {
+        table: table.clone(),
+        source,
+    };
+    let row: Option<(String, String)> = src
+        .query_first(format!("SHOW CREATE TABLE {}", table.quoted()))
+        .await
+        .map_err(|e| err(e.into()))?;
+    let (_, create) = row.ok_or_else(|| SinkError::Incompatible {
+        table: table.to_string(),
+        reason: "SHOW CREATE TABLE returned nothing on the source".into(),
+    })?;
+    SourceDefinition::parse(table.clone(), &create).map_err(|reason| SinkError::Incompatible {
+        table: table.to_string(),
+        reason,
+    })
+}
+
+/// Makes sure the replica of `table` under `mapping` exists and fits; creates it if missing.
+pub async fn ensure_replica(
+    src: &mut Conn,
+    target: &mut MySqlConnection,
+    mapping: &Mapping,
+    table: &TableName,
+) -> Result<(), SinkError> {
+    let def = source_definition(src, table).await?;
+    let columns = def.mapped_columns(mapping)?;
+    let replica = mapping.replica_name(table);
+    const EXISTS: &str = "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?";
+    let engine: Option<(Option<String>,)> = sqlx::query_as(EXISTS)
+        .bind(&replica)
+        .fetch_optional(&mut *target)
+        .await
+        .map_err(|e| SinkError::db(EXISTS, e))?;
+    let incompatible = |reason: String| SinkError::Incompatible {
+        table: replica.clone(),
+        reason,
+    };
+    match engine {
+        None => {
+            let ddl = def.replica_ddl(&replica, &columns);
+            tracing::info!(replica = %replica, source = %table, "creating replica table");
+            target
+                .execute(AssertSqlSafe(ddl.clone()))
+                .await
+                .map_err(|e| SinkError::db(ddl, e))?;
+        }
+        Some((engine,)) => {
+            let engine = engine.unwrap_or_default();
+            if !engine.eq_ignore_ascii_case("InnoDB") {
+                return Err(incompatible(format!(
+                    "it uses engine {engine}; replicas must be transactional (InnoDB) so rows and checkpoint commit together"
+                )));
+            }
+            const COLS: &str = "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
+            let existing: Vec<(String, String)> = sqlx::query_as(COLS)
+                .bind(&replica)
+                .fetch_all(&mut *target)
+                .await
+                .map_err(|e| SinkError::db(COLS, e))?;
+            for c in &columns {
+                if !existing.iter().any(|(n, _)| n.eq_ignore_ascii_case(c)) {
+                    return Err(incompatible(format!("it has no column `{c}`")));
+                }
+            }
+            const PK: &str = "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX";
+            let pk: Vec<(String,)> = sqlx::query_as(PK)
+                .bind(&replica)
+                .fetch_all(&mut *target)
+                .await
+                .map_err(|e| SinkError::db(PK, e))?;
+            let pk: Vec<String> = pk.into_iter().map(|(n,)| n.to_ascii_lowercase()).collect();
+            let want: Vec<String> = def.primary_key.iter().map(|n| n.to_ascii_lowercase()).collect();
+            if pk != want {
+                return Err(incompatible(format!(
+                    "its primary key is ({}) but the source's is ({})",
+                    pk.join(", "),
+                    want.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CREATE: &str = "CREATE TABLE `product` (
+  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
+  `code` varchar(32) NOT NULL,
+  `model` varchar(100) CHARACTER SET latin1 COLLATE latin1_swedish_ci DEFAULT NULL,
+  `category_id` int(11) NOT NULL,
+  `total` int(11) GENERATED ALWAYS AS (`category_id` * 2) VIRTUAL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `uk_code` (`code`),
+  KEY `idx_cat` (`category_id`),
+  KEY `idx_model` (`model`(10),`code`),
+  CONSTRAINT `fk_cat` FOREIGN KEY (`category_id`) REFERENCES `category` (`id`) ON DELETE CASCADE
+) ENGINE=InnoDB AUTO_INCREMENT=42 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci";
+
+    #[test]
+    fn replica_ddl_keeps_types_and_drops_unique_and_foreign_keys() {
+        let def = SourceDefinition::parse(TableName::new("p", "product"), CREATE).unwrap();
+        assert_eq!(def.primary_key, vec!["id"]);
+        let all = Mapping {
+            source: "p.product".parse().unwrap(),
+            table: None,
+            columns: None,
+        };
+        let cols = def.mapped_columns(&all).unwrap();
+        let ddl = def.replica_ddl("product_copy", &cols);
+        assert!(ddl.starts_with("CREATE TABLE `product_copy` ("), "{ddl}");
+        assert!(ddl.contains("`model` varchar(100) CHARACTER SET latin1"), "{ddl}");
+        assert!(ddl.contains("KEY `idx_cat` (`category_id`)"), "{ddl}");
+        assert!(!ddl.contains("UNIQUE"), "{ddl}");
+        assert!(!ddl.contains("FOREIGN"), "{ddl}");
+        assert!(!ddl.contains("GENERATED"), "{ddl}");
+        assert!(ddl.ends_with("ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 DEFAULT COLLATE=utf8mb4_general_ci"), "{ddl}");
+    }
+
+    #[test]
+    fn column_subsets_must_keep_the_key() {
+        let def = SourceDefinition::parse(TableName::new("p", "product"), CREATE).unwrap();
+        let subset = Mapping {
+            source: "p.product".parse().unwrap(),
+            table: Some("prod".into()),
+            columns: Some(vec!["id".into(), "code".into()]),
+        };
+        let cols = def.mapped_columns(&subset).unwrap();
+        let ddl = def.replica_ddl("prod", &cols);
+        assert!(!ddl.contains("idx_cat"), "{ddl}");
+        let no_key = Mapping {
+            columns: Some(vec!["code".into()]),
+            ..subset
+        };
+        assert!(matches!(
+            def.mapped_columns(&no_key),
+            Err(MappingError::MissingKey { .. })
+        ));
+    }
+}

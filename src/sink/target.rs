@@ -1,0 +1,54 @@
+//! Connections to a target database: URL, TLS and the session settings (UTC, the permissive
+//! but strict `sql_mode` shared with source sessions).
+
+use std::str::FromStr;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlSslMode};
+use sqlx::{AssertSqlSafe, ConnectOptions, Executor};
+
+use super::SinkError;
+use crate::config::{TargetConfig, TlsConfig, TlsVerify};
+use crate::source::conn::session_init;
+
+/// Connect options for a target; errors name the bad URL part.
+pub fn connect_options(url: &str, tls: Option<&TlsConfig>) -> Result<MySqlConnectOptions, SinkError> {
+    let url = url.replacen("mariadb://", "mysql://", 1);
+    let mut opts = MySqlConnectOptions::from_str(&url).map_err(|e| SinkError::db("parse target URL", e))?;
+    opts = opts
+        .statement_cache_capacity(256)
+        .timezone(Some("+00:00".to_string()));
+    opts = match tls {
+        None => opts.ssl_mode(MySqlSslMode::Disabled),
+        Some(tls) => {
+            let mode = match tls.verify {
+                TlsVerify::Full => MySqlSslMode::VerifyIdentity,
+                TlsVerify::Ca => MySqlSslMode::VerifyCa,
+                TlsVerify::None => MySqlSslMode::Required,
+            };
+            let mut o = opts.ssl_mode(mode);
+            if let Some(ca) = &tls.ca {
+                o = o.ssl_ca(ca);
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                o = o.ssl_client_cert(cert).ssl_client_key(key);
+            }
+            o
+        }
+    };
+    Ok(opts.disable_statement_logging())
+}
+
+/// Opens a session on `target` with rowsync's session settings.
+pub async fn connect(target: &TargetConfig) -> Result<MySqlConnection, SinkError> {
+    let opts = connect_options(&target.url, target.tls.as_ref())?;
+    let mut conn = opts
+        .connect()
+        .await
+        .map_err(|e| SinkError::db(format!("connect to target `{}`", target.name), e))?;
+    for stmt in session_init() {
+        conn.execute(AssertSqlSafe(stmt.clone()))
+            .await
+            .map_err(|e| SinkError::db(stmt, e))?;
+    }
+    Ok(conn)
+}

@@ -1,0 +1,473 @@
+//! Source positions as types: binlog files, file/offset positions, MariaDB and MySQL GTID
+//! state, and the `Checkpoint` a target commits with its rows.
+//!
+//! Every type prints back exactly what it parsed (`Display` and `FromStr` round-trip), so a
+//! checkpoint stored as text in a target is the same value when read back. Positions in binlogs
+//! with different base names are not comparable: `Position::partial_cmp` says `None`, never a
+//! made-up order.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A malformed position, GTID or checkpoint text.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {what} `{text}`: {reason}")]
+pub struct ParsePositionError {
+    what: &'static str,
+    text: String,
+    reason: &'static str,
+}
+
+fn bad(what: &'static str, text: &str, reason: &'static str) -> ParsePositionError {
+    ParsePositionError {
+        what,
+        text: text.to_owned(),
+        reason,
+    }
+}
+
+/// A binlog file name such as `mysql-bin.000042`: base name, sequence number and the
+/// zero-padding width of the suffix, so it prints back exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BinlogFile {
+    pub base: String,
+    pub seq: u64,
+    width: usize,
+}
+
+impl BinlogFile {
+    pub fn new(base: impl Into<String>, seq: u64, width: usize) -> Self {
+        BinlogFile {
+            base: base.into(),
+            seq,
+            width,
+        }
+    }
+}
+
+impl fmt::Display for BinlogFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:0width$}", self.base, self.seq, width = self.width)
+    }
+}
+
+impl FromStr for BinlogFile {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (base, suffix) = s
+            .rsplit_once('.')
+            .ok_or_else(|| bad("binlog file name", s, "expected BASE.NUMBER"))?;
+        if base.is_empty() || suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("binlog file name", s, "expected BASE.NUMBER"));
+        }
+        let seq = suffix
+            .parse()
+            .map_err(|_| bad("binlog file name", s, "number too large"))?;
+        Ok(BinlogFile::new(base, seq, suffix.len()))
+    }
+}
+
+/// A place in the source's binlog: the offset of the next event to read in `file`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub file: BinlogFile,
+    pub offset: u64,
+}
+
+impl Position {
+    pub fn new(file: BinlogFile, offset: u64) -> Self {
+        Position { file, offset }
+    }
+}
+
+impl PartialOrd for Position {
+    /// Ordered within one binlog base name only.
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        if self.file.base != other.file.base {
+            return None;
+        }
+        Some(
+            self.file
+                .seq
+                .cmp(&other.file.seq)
+                .then(self.offset.cmp(&other.offset)),
+        )
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.offset)
+    }
+}
+
+impl FromStr for Position {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (file, offset) = s
+            .rsplit_once(':')
+            .ok_or_else(|| bad("binlog position", s, "expected FILE:OFFSET"))?;
+        let offset = offset
+            .parse()
+            .map_err(|_| bad("binlog position", s, "offset is not a number"))?;
+        Ok(Position::new(file.parse()?, offset))
+    }
+}
+
+/// One MariaDB GTID: `domain-server-seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MariaGtid {
+    pub domain: u32,
+    pub server: u32,
+    pub seq: u64,
+}
+
+impl fmt::Display for MariaGtid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}-{}", self.domain, self.server, self.seq)
+    }
+}
+
+impl FromStr for MariaGtid {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.trim().splitn(3, '-');
+        let mut next = || {
+            parts
+                .next()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| bad("MariaDB GTID", s, "expected DOMAIN-SERVER-SEQ"))
+        };
+        let domain = next()?;
+        let server = next()?;
+        let seq = next()?;
+        let num = |_| bad("MariaDB GTID", s, "number out of range");
+        Ok(MariaGtid {
+            domain: domain.parse().map_err(num)?,
+            server: server.parse().map_err(num)?,
+            seq: seq.parse().map_err(num)?,
+        })
+    }
+}
+
+/// A MySQL server UUID (the source id of `uuid:interval` GTIDs), kept as its 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sid(pub [u8; 16]);
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Sid {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+        if hex.len() != 32 {
+            return Err(bad("server uuid", s, "expected 32 hex digits"));
+        }
+        let mut out = [0u8; 16];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            let text = std::str::from_utf8(pair).map_err(|_| bad("server uuid", s, "not hex"))?;
+            out[i] = u8::from_str_radix(text, 16).map_err(|_| bad("server uuid", s, "not hex"))?;
+        }
+        Ok(Sid(out))
+    }
+}
+
+/// A GTID state: what a replica has executed.
+///
+/// MariaDB keeps the last GTID per replication domain; MySQL keeps, per server uuid, the set
+/// of executed transaction numbers as closed intervals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GtidSet {
+    Maria(BTreeMap<u32, MariaGtid>),
+    Mysql(BTreeMap<Sid, Vec<(u64, u64)>>),
+}
+
+impl GtidSet {
+    /// Records that the transaction `gtid` has been applied.
+    pub fn add_maria(&mut self, gtid: MariaGtid) {
+        if let GtidSet::Maria(domains) = self {
+            domains.insert(gtid.domain, gtid);
+        }
+    }
+
+    /// Records that MySQL transaction `sid:gno` has been applied.
+    pub fn add_mysql(&mut self, sid: Sid, gno: u64) {
+        let GtidSet::Mysql(sets) = self else { return };
+        let intervals = sets.entry(sid).or_default();
+        let at = intervals.partition_point(|&(_, end)| end + 1 < gno);
+        match intervals.get_mut(at) {
+            Some((start, end)) if *start <= gno + 1 && gno <= *end + 1 => {
+                *start = (*start).min(gno);
+                *end = (*end).max(gno);
+                // Merge with the next interval when the gap closed.
+                if let Some(&(next_start, next_end)) = intervals.get(at + 1) {
+                    if next_start <= intervals[at].1 + 1 {
+                        intervals[at].1 = intervals[at].1.max(next_end);
+                        intervals.remove(at + 1);
+                    }
+                }
+            }
+            _ => intervals.insert(at, (gno, gno)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            GtidSet::Maria(d) => d.is_empty(),
+            GtidSet::Mysql(s) => s.is_empty(),
+        }
+    }
+
+    /// Parses a MariaDB GTID list (`0-1-100,1-2-5`); empty text is the empty state.
+    pub fn parse_maria(s: &str) -> Result<Self, ParsePositionError> {
+        let mut domains = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let gtid: MariaGtid = part.parse()?;
+            if domains.insert(gtid.domain, gtid).is_some() {
+                return Err(bad("MariaDB GTID list", s, "a domain appears twice"));
+            }
+        }
+        Ok(GtidSet::Maria(domains))
+    }
+
+    /// Parses a MySQL GTID set (`uuid:1-5:7,uuid2:1-3`).
+    pub fn parse_mysql(s: &str) -> Result<Self, ParsePositionError> {
+        let mut set = GtidSet::Mysql(BTreeMap::new());
+        let text: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        for part in text.split(',').filter(|p| !p.is_empty()) {
+            let mut pieces = part.split(':');
+            let sid: Sid = pieces.next().unwrap_or_default().parse()?;
+            for interval in pieces {
+                let (a, b) = interval.split_once('-').unwrap_or((interval, interval));
+                let num = |t: &str| {
+                    t.parse::<u64>()
+                        .map_err(|_| bad("MySQL GTID set", s, "interval is not numeric"))
+                };
+                let (a, b) = (num(a)?, num(b)?);
+                if a == 0 || b < a {
+                    return Err(bad("MySQL GTID set", s, "bad interval"));
+                }
+                if let GtidSet::Mysql(sets) = &mut set {
+                    let intervals = sets.entry(sid).or_default();
+                    intervals.push((a, b));
+                    intervals.sort_unstable();
+                    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+                    for &(s0, e0) in intervals.iter() {
+                        match merged.last_mut() {
+                            Some(last) if s0 <= last.1 + 1 => last.1 = last.1.max(e0),
+                            _ => merged.push((s0, e0)),
+                        }
+                    }
+                    *intervals = merged;
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+impl fmt::Display for GtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GtidSet::Maria(domains) => {
+                for (i, gtid) in domains.values().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{gtid}")?;
+                }
+            }
+            GtidSet::Mysql(sets) => {
+                for (i, (sid, intervals)) in sets.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{sid}")?;
+                    for (a, b) in intervals {
+                        if a == b {
+                            write!(f, ":{a}")?;
+                        } else {
+                            write!(f, ":{a}-{b}")?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The server flavour, which decides the GTID dialect and a few protocol details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    Mariadb,
+    Mysql,
+}
+
+impl Flavor {
+    pub fn from_version(version: &str) -> Self {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            Flavor::Mariadb
+        } else {
+            Flavor::Mysql
+        }
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Flavor::Mariadb => "mariadb",
+            Flavor::Mysql => "mysql",
+        })
+    }
+}
+
+/// Which server a position belongs to: a file/pos is meaningless on another server or after
+/// `RESET MASTER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIdentity {
+    pub flavor: Flavor,
+    pub server_id: u32,
+    /// MySQL's `server_uuid`; MariaDB has none.
+    pub server_uuid: Option<String>,
+    /// Base name of the binlog files, e.g. `mysql-bin`.
+    pub binlog_base: String,
+}
+
+/// The position after the last whole source transaction a target applied, committed in the
+/// same target transaction as that transaction's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub position: Position,
+    /// GTID state after that transaction, when the source has GTIDs.
+    pub gtid: Option<GtidSet>,
+    pub source: SourceIdentity,
+    /// Commit time on the source (seconds since the epoch) of that transaction; 0 if unknown.
+    pub source_time: u32,
+}
+
+/// Where a target with no checkpoint starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// The source's current state: all GTID domains, or its current file/pos.
+    Current,
+    /// Right after the given GTID state.
+    Gtid(String),
+    /// At a file/offset.
+    File(Position),
+}
+
+impl FromStr for StartAt {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "current" {
+            Ok(StartAt::Current)
+        } else if let Some(gtid) = s.strip_prefix("gtid:") {
+            if gtid.contains('-') && !gtid.contains(':') && gtid.split(',').count() > 0 {
+                GtidSet::parse_maria(gtid)?;
+            } else {
+                GtidSet::parse_mysql(gtid)?;
+            }
+            Ok(StartAt::Gtid(gtid.to_owned()))
+        } else if let Some(pos) = s.strip_prefix("file:") {
+            Ok(StartAt::File(pos.parse()?))
+        } else {
+            Err(bad(
+                "start",
+                s,
+                "expected \"current\", \"gtid:<state>\" or \"file:<name>:<offset>\"",
+            ))
+        }
+    }
+}
+
+impl fmt::Display for StartAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartAt::Current => f.write_str("current"),
+            StartAt::Gtid(g) => write!(f, "gtid:{g}"),
+            StartAt::File(p) => write!(f, "file:{p}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binlog_file_keeps_padding() {
+        let f: BinlogFile = "mysql-bin.000042".parse().unwrap();
+        assert_eq!(f.base, "mysql-bin");
+        assert_eq!(f.seq, 42);
+        assert_eq!(f.to_string(), "mysql-bin.000042");
+        assert!("nodot".parse::<BinlogFile>().is_err());
+        assert!("a.b".parse::<BinlogFile>().is_err());
+    }
+
+    #[test]
+    fn positions_of_different_bases_do_not_compare() {
+        let a: Position = "a-bin.000001:400".parse().unwrap();
+        let b: Position = "b-bin.000002:4".parse().unwrap();
+        let c: Position = "a-bin.000002:4".parse().unwrap();
+        assert_eq!(a.partial_cmp(&b), None);
+        assert!(a < c);
+        assert_eq!(a.to_string(), "a-bin.000001:400");
+    }
+
+    #[test]
+    fn maria_gtid_list_round_trips() {
+        let s = GtidSet::parse_maria("1-2-30,0-1-100").unwrap();
+        assert_eq!(s.to_string(), "0-1-100,1-2-30");
+        assert!(GtidSet::parse_maria("0-1").is_err());
+        assert!(GtidSet::parse_maria("0-1-5,0-2-6").is_err());
+        assert!(GtidSet::parse_maria("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn mysql_gtid_set_merges_intervals() {
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let mut s = GtidSet::parse_mysql(&format!("{uuid}:1-5:7-9")).unwrap();
+        assert_eq!(s.to_string(), format!("{uuid}:1-5:7-9"));
+        s.add_mysql(uuid.parse().unwrap(), 6);
+        assert_eq!(s.to_string(), format!("{uuid}:1-9"));
+        s.add_mysql(uuid.parse().unwrap(), 11);
+        assert_eq!(s.to_string(), format!("{uuid}:1-9:11"));
+        assert!(GtidSet::parse_mysql(&format!("{uuid}:5-1")).is_err());
+    }
+
+    #[test]
+    fn start_specs_parse() {
+        assert_eq!("current".parse::<StartAt>().unwrap(), StartAt::Current);
+        assert!(matches!(
+            "gtid:0-1-100".parse::<StartAt>().unwrap(),
+            StartAt::Gtid(_)
+        ));
+        assert!(matches!(
+            "file:mysql-bin.000003:4".parse::<StartAt>().unwrap(),
+            StartAt::File(_)
+        ));
+        assert!("somewhere".parse::<StartAt>().is_err());
+    }
+}

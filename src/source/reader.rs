@@ -1,0 +1,642 @@
+//! The binlog reader: one replica connection, from a checkpoint to the source's head and on.
+//!
+//! `BinlogReader::run` opens a dump connection with its own server id, then turns events into
+//! `SourceEvent`s. It keeps the event-group state machine: a group starts at a GTID event (or a
+//! `BEGIN` query without GTIDs), and ends at XID, `COMMIT`, or after the single statement of a
+//! standalone (DDL) group. Rows events of tables the router does not select are skipped before
+//! decoding. The reader returns on the first error; the pipeline restarts it from the target's
+//! committed checkpoint, so nothing it sent of an unfinished transaction is ever committed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{Event, EventData, GtidEvent, RotateEvent, RowsEventData};
+use mysql_async::prelude::*;
+use mysql_async::{BinlogStreamRequest, Conn, Opts};
+use mysql_common::binlog::consts::EventType;
+use mysql_common::binlog::events::{QueryEvent, TableMapEvent};
+use mysql_common::packets::{GnoInterval, Sid as DumpSid};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::info::SourceInfo;
+use super::mariadb;
+use super::position::{BinlogFile, Checkpoint, Flavor, GtidSet, Position, Sid};
+use super::schema::{self, TableName, TableSchema};
+use super::statement::{classify, Statement};
+use super::value::{decode_row, ColumnFormat, Reader};
+use super::{RowBatch, RowChange, SourceError, SourceEvent};
+use crate::pipeline::mapping::Router;
+
+/// MySQL 8's heartbeat with a 64-bit position (mysql_common has no constant for it).
+const HEARTBEAT_EVENT_V2: u8 = 0x29;
+
+/// Connection settings of one binlog reader.
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    pub opts: Opts,
+    pub server_id: u32,
+    pub heartbeat: Duration,
+    pub read_timeout: Duration,
+}
+
+/// Reads the binlog for one target.
+pub struct BinlogReader {
+    options: ReaderOptions,
+    router: Arc<Router>,
+    /// Tables stopped earlier (e.g. after a DDL the replica could not follow).
+    skip: HashSet<TableName>,
+}
+
+impl BinlogReader {
+    pub fn new(options: ReaderOptions, router: Arc<Router>, skip: HashSet<TableName>) -> Self {
+        BinlogReader {
+            options,
+            router,
+            skip,
+        }
+    }
+
+    /// Streams from `start` into `tx` until cancelled or an error occurs.
+    pub async fn run(
+        self,
+        start: Checkpoint,
+        tx: mpsc::Sender<SourceEvent>,
+        cancel: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let mut conn = Conn::new(self.options.opts.clone()).await?;
+        let info = SourceInfo::read(&mut conn).await?;
+        if !info.log_bin {
+            return Err(SourceError::BinlogOff);
+        }
+        let by_gtid = info.has_gtid()
+            && matches!(
+                (&start.gtid, info.flavor()),
+                (Some(GtidSet::Maria(_)), Flavor::Mariadb) | (Some(GtidSet::Mysql(_)), Flavor::Mysql)
+            );
+        if !by_gtid {
+            check_identity(&start, &info)?;
+        }
+        let nanos = self.options.heartbeat.as_nanos().min(u64::MAX as u128);
+        conn.query_drop(format!("SET @master_heartbeat_period = {nanos}"))
+            .await?;
+        let start_text;
+        let file_name = start.position.file.to_string();
+        let mut request = BinlogStreamRequest::new(self.options.server_id);
+        if info.flavor() == Flavor::Mariadb {
+            // Without this, MariaDB rewrites GTID events as BEGIN queries.
+            conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+        }
+        match (&start.gtid, by_gtid) {
+            (Some(gtid @ GtidSet::Maria(_)), true) => {
+                start_text = format!("GTID {gtid}");
+                conn.exec_drop("SET @slave_connect_state = ?", (gtid.to_string(),))
+                    .await?;
+                conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
+                request = request.with_filename(b"").with_pos(4u64);
+            }
+            (Some(GtidSet::Mysql(sets)), true) => {
+                start_text = format!("GTID set {}", start.gtid.as_ref().map(|g| g.to_string()).unwrap_or_default());
+                let sids: Vec<DumpSid<'static>> = sets
+                    .iter()
+                    .map(|(sid, intervals)| {
+                        DumpSid::new(sid.0).with_intervals(
+                            intervals
+                                .iter()
+                                .map(|&(a, b)| GnoInterval::new(a, b + 1))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                request = request.with_gtid().with_gtid_set(sids);
+            }
+            _ => {
+                start_text = start.position.to_string();
+                request = request
+                    .with_filename(file_name.as_bytes())
+                    .with_pos(start.position.offset);
+            }
+        }
+        let mut stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|e| SourceError::from(e).explain_start(&start_text))?;
+        tracing::info!(server_id = self.options.server_id, from = %start_text, "binlog stream open");
+
+        let mut state = StreamState::new(start, info, self.router, self.skip);
+        let read_timeout = self.options.read_timeout;
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                next = tokio::time::timeout(read_timeout, stream.next()) => next,
+            };
+            let event = match next {
+                Err(_) => return Err(SourceError::ReadTimeout(read_timeout)),
+                Ok(None) => {
+                    return Err(SourceError::Protocol {
+                        reason: "the source closed the binlog stream".into(),
+                    })
+                }
+                Ok(Some(Err(e))) => return Err(SourceError::from(e).explain_start(&start_text)),
+                Ok(Some(Ok(event))) => event,
+            };
+            for out in state.handle(&event, &stream)? {
+                tx.send(out).await.map_err(|_| SourceError::Closed)?;
+            }
+        }
+    }
+}
+
+/// A file/offset checkpoint is only valid on the server that wrote it.
+fn check_identity(start: &Checkpoint, info: &SourceInfo) -> Result<(), SourceError> {
+    let a = &start.source;
+    let b = &info.identity;
+    let same = a.flavor == b.flavor
+        && a.server_id == b.server_id
+        && a.server_uuid == b.server_uuid
+        && a.binlog_base == b.binlog_base
+        && start.position.file.base == b.binlog_base;
+    if same {
+        Ok(())
+    } else {
+        let show = |i: &super::position::SourceIdentity| {
+            format!(
+                "{} server_id={} uuid={} binlog={}",
+                i.flavor,
+                i.server_id,
+                i.server_uuid.as_deref().unwrap_or("-"),
+                i.binlog_base
+            )
+        };
+        Err(SourceError::IdentityMismatch {
+            expected: show(a),
+            found: show(b),
+        })
+    }
+}
+
+/// Where the current event group is.
+#[derive(Debug, Default)]
+struct Group {
+    open: bool,
+    /// Ends after its one statement (DDL) rather than at XID/COMMIT.
+    standalone: bool,
+    /// A `Begin` was sent downstream (the group has selected rows).
+    began: bool,
+    xa_prepared: bool,
+    maria_gtid: Option<super::position::MariaGtid>,
+    mysql_gtid: Option<(Sid, u64)>,
+}
+
+/// Decoding format of a selected table, per binlog table id.
+struct MappedTable {
+    schema: Arc<TableSchema>,
+    formats: Vec<ColumnFormat>,
+}
+
+struct StreamState {
+    info: SourceInfo,
+    router: Arc<Router>,
+    skip: HashSet<TableName>,
+    file: BinlogFile,
+    offset: u64,
+    gtid: Option<GtidSet>,
+    /// `None` marks a table id whose table is not selected.
+    tables: HashMap<u64, Option<MappedTable>>,
+    group: Group,
+    last_time: u32,
+}
+
+impl StreamState {
+    fn new(
+        start: Checkpoint,
+        info: SourceInfo,
+        router: Arc<Router>,
+        skip: HashSet<TableName>,
+    ) -> Self {
+        StreamState {
+            file: start.position.file,
+            offset: start.position.offset,
+            gtid: start.gtid,
+            info,
+            router,
+            skip,
+            tables: HashMap::new(),
+            group: Group::default(),
+            last_time: start.source_time,
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position::new(self.file.clone(), self.offset)
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            position: self.position(),
+            gtid: self.gtid.clone(),
+            source: self.info.identity.clone(),
+            source_time: self.last_time,
+        }
+    }
+
+    fn unsupported(&self, what: impl Into<String>) -> SourceError {
+        SourceError::Unsupported {
+            position: self.position().to_string(),
+            what: what.into(),
+        }
+    }
+
+    fn begin_group(&mut self, standalone: bool) {
+        self.group = Group {
+            open: true,
+            standalone,
+            ..Group::default()
+        };
+    }
+
+    /// Ends the current group: records its GTID and emits the commit.
+    fn commit(&mut self, out: &mut Vec<SourceEvent>) {
+        if let Some(g) = self.group.maria_gtid {
+            self.gtid
+                .get_or_insert_with(|| GtidSet::Maria(Default::default()))
+                .add_maria(g);
+        }
+        if let Some((sid, gno)) = self.group.mysql_gtid {
+            if let Some(set) = &mut self.gtid {
+                set.add_mysql(sid, gno);
+            }
+        }
+        self.group = Group::default();
+        out.push(SourceEvent::Commit(self.checkpoint()));
+    }
+
+    fn ensure_begin(&mut self, out: &mut Vec<SourceEvent>) {
+        if !self.group.began {
+            self.group.began = true;
+            out.push(SourceEvent::Begin);
+        }
+    }
+
+    fn verify_checksum(&self, event: &Event) -> Result<(), SourceError> {
+        let footer = event.footer();
+        if let (Ok(Some(alg)), Some(stored)) = (footer.get_checksum_alg(), event.checksum()) {
+            if footer.get_checksum_enabled() && event.calc_checksum(alg).to_le_bytes() != stored {
+                return Err(SourceError::Checksum {
+                    position: self.position().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(
+        &mut self,
+        event: &Event,
+        stream: &mysql_async::BinlogStream,
+    ) -> Result<Vec<SourceEvent>, SourceError> {
+        let header = event.header();
+        let kind = header.event_type_raw();
+        let mut out = Vec::new();
+        if kind != EventType::ROTATE_EVENT as u8 || header.log_pos() != 0 {
+            self.verify_checksum(event)?;
+        }
+        if header.timestamp() != 0 && kind != EventType::HEARTBEAT_EVENT as u8 {
+            self.last_time = header.timestamp();
+        }
+        // The event's end offset; 0 on artificial events.
+        let end = u64::from(header.log_pos());
+        let advance = |s: &mut Self| {
+            if end != 0 {
+                s.offset = end;
+            }
+        };
+        let io = |e: std::io::Error| SourceError::Protocol {
+            reason: format!("malformed event {kind}: {e}"),
+        };
+
+        match kind {
+            k if k == EventType::ROTATE_EVENT as u8 => {
+                let rotate: RotateEvent<'_> = event.read_event().map_err(io)?;
+                // The first, artificial rotate comes before the format description, so MariaDB's
+                // copy still carries the 4 checksum bytes.
+                let unstripped = end == 0;
+                self.file = parse_rotate_name(rotate.name_raw(), unstripped)?;
+                self.offset = rotate.position();
+                if end != 0 {
+                    // A real rotate closes the file; table ids are per file.
+                    self.tables.clear();
+                }
+                return Ok(out);
+            }
+            mariadb::GTID_EVENT => {
+                let g = mariadb::parse_gtid(event.data(), header.server_id()).map_err(|e| {
+                    SourceError::Protocol {
+                        reason: format!("malformed GTID event: {e}"),
+                    }
+                })?;
+                self.begin_group(g.standalone());
+                self.group.maria_gtid = Some(g.gtid);
+                self.group.xa_prepared = g.prepared_xa();
+            }
+            k if k == EventType::GTID_EVENT as u8 || k == EventType::ANONYMOUS_GTID_EVENT as u8 => {
+                self.begin_group(false);
+                if k == EventType::GTID_EVENT as u8 {
+                    let g: GtidEvent = event.read_event().map_err(io)?;
+                    self.group.mysql_gtid = Some((Sid(g.sid()), g.gno()));
+                }
+            }
+            k if k == EventType::QUERY_EVENT as u8 => {
+                let q: QueryEvent<'_> = event.read_event().map_err(io)?;
+                advance(self);
+                self.query(&q.schema(), &q.query(), &mut out)?;
+                return Ok(out);
+            }
+            k if k == EventType::TABLE_MAP_EVENT as u8 => {
+                let tme: TableMapEvent<'_> = event.read_event().map_err(io)?;
+                self.table_map(&tme)?;
+            }
+            k if k == EventType::XID_EVENT as u8 => {
+                advance(self);
+                self.commit(&mut out);
+                return Ok(out);
+            }
+            k if k == EventType::XA_PREPARE_LOG_EVENT as u8 => {
+                advance(self);
+                if self.group.began {
+                    return Err(self.unsupported(
+                        "XA PREPARE of a transaction that changed selected tables (XA is not replicated yet; commit such changes without XA)",
+                    ));
+                }
+                self.commit(&mut out);
+                return Ok(out);
+            }
+            k if (EventType::WRITE_ROWS_EVENT_V1 as u8..=EventType::DELETE_ROWS_EVENT_V1 as u8)
+                .contains(&k)
+                || (EventType::WRITE_ROWS_EVENT as u8..=EventType::DELETE_ROWS_EVENT as u8)
+                    .contains(&k)
+                || k == EventType::PARTIAL_UPDATE_ROWS_EVENT as u8 =>
+            {
+                self.rows(event, stream, &mut out)?;
+            }
+            k if k == EventType::HEARTBEAT_EVENT as u8 || k == HEARTBEAT_EVENT_V2 => {
+                if !self.group.open {
+                    out.push(SourceEvent::CaughtUp);
+                }
+                return Ok(out);
+            }
+            mariadb::START_ENCRYPTION_EVENT => {
+                return Err(self.unsupported("encrypted binlog (encrypt_binlog=ON)"));
+            }
+            k if (mariadb::QUERY_COMPRESSED_EVENT..=mariadb::DELETE_ROWS_COMPRESSED_EVENT).contains(&k) => {
+                return Err(self.unsupported(
+                    "MariaDB compressed binlog events (log_bin_compress=ON); turn it off on the source",
+                ));
+            }
+            k if k == EventType::TRANSACTION_PAYLOAD_EVENT as u8 => {
+                // Its inner events follow from the stream itself; nothing to do here.
+            }
+            _ => {}
+        }
+        advance(self);
+        Ok(out)
+    }
+
+    fn query(&mut self, db: &str, sql: &str, out: &mut Vec<SourceEvent>) -> Result<(), SourceError> {
+        let statement = classify(db, sql);
+        match statement {
+            Statement::Begin => {
+                if !self.group.open {
+                    self.begin_group(false);
+                }
+                return Ok(());
+            }
+            Statement::Commit => {
+                self.commit(out);
+                return Ok(());
+            }
+            Statement::Rollback => {
+                // A group that rolled back (non-transactional tables mixed in): whatever rows
+                // of it were sent are discarded by not committing; position still advances.
+                if self.group.began {
+                    return Err(self.unsupported(
+                        "a logged transaction ended in ROLLBACK after changing selected tables",
+                    ));
+                }
+                self.commit(out);
+                return Ok(());
+            }
+            Statement::XaStart | Statement::XaEnd | Statement::XaPrepare => return Ok(()),
+            Statement::XaCommit { .. } | Statement::XaRollback => {
+                if self.group.standalone || !self.group.open {
+                    self.commit(out);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        // Any other statement: DDL, or DML in STATEMENT format.
+        let selected = |s: &Self, t: &TableName| s.router.selects(t) && !s.skip.contains(t);
+        match &statement {
+            Statement::Truncate(t) if selected(self, t) => {
+                self.ensure_begin(out);
+                out.push(SourceEvent::Truncate(t.clone()));
+            }
+            Statement::Alter(t) | Statement::Create(t) if selected(self, t) => {
+                self.ensure_begin(out);
+                out.push(SourceEvent::Ddl {
+                    table: t.clone(),
+                    statement: sql.to_owned(),
+                });
+                self.forget_table(t);
+            }
+            Statement::Drop(tables) => {
+                let hit: Vec<TableName> = tables.iter().filter(|t| selected(self, t)).cloned().collect();
+                for t in &hit {
+                    self.ensure_begin(out);
+                    out.push(SourceEvent::Ddl {
+                        table: t.clone(),
+                        statement: sql.to_owned(),
+                    });
+                    self.forget_table(t);
+                }
+            }
+            Statement::Rename(pairs) => {
+                for (from, to) in pairs {
+                    for t in [from, to] {
+                        if selected(self, t) {
+                            self.ensure_begin(out);
+                            out.push(SourceEvent::Ddl {
+                                table: t.clone(),
+                                statement: sql.to_owned(),
+                            });
+                            self.forget_table(t);
+                        }
+                    }
+                }
+            }
+            Statement::Dml(Some(t)) if selected(self, t) => {
+                self.ensure_begin(out);
+                self.skip.insert(t.clone());
+                out.push(SourceEvent::TableStopped {
+                    table: t.clone(),
+                    reason: format!(
+                        "a change to it was logged as a statement (binlog_format=STATEMENT or MIXED in that session): {sql}"
+                    ),
+                });
+            }
+            _ => {}
+        }
+        if self.group.standalone || !self.group.open {
+            self.commit(out);
+        }
+        Ok(())
+    }
+
+    fn forget_table(&mut self, table: &TableName) {
+        self.tables.retain(|_, t| match t {
+            Some(m) => &m.schema.name != table,
+            None => true,
+        });
+    }
+
+    fn table_map(&mut self, tme: &TableMapEvent<'_>) -> Result<(), SourceError> {
+        let name = TableName::new(tme.database_name(), tme.table_name());
+        if !self.router.selects(&name) || self.skip.contains(&name) {
+            self.tables.insert(tme.table_id(), None);
+            return Ok(());
+        }
+        let schema = schema::from_table_map(tme, &self.info.charsets)?;
+        // Reuse the Arc when the table is unchanged so downstream caches stay warm.
+        let schema = match self.tables.get(&tme.table_id()) {
+            Some(Some(m)) if *m.schema == *schema => m.schema.clone(),
+            _ => schema,
+        };
+        let formats = schema.formats();
+        self.tables
+            .insert(tme.table_id(), Some(MappedTable { schema, formats }));
+        Ok(())
+    }
+
+    fn rows(
+        &mut self,
+        event: &Event,
+        stream: &mysql_async::BinlogStream,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<(), SourceError> {
+        let data = match event.read_data() {
+            Ok(Some(EventData::RowsEvent(r))) => r,
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                return Err(SourceError::Protocol {
+                    reason: format!("malformed rows event: {e}"),
+                })
+            }
+        };
+        let table_id = data.table_id();
+        if !self.tables.contains_key(&table_id) {
+            // A table map we have not seen through the router yet (the stream's own cache
+            // always has it).
+            if let Some(tme) = stream.get_tme(table_id) {
+                self.table_map(tme)?;
+            }
+        }
+        let Some(Some(mapped)) = self.tables.get(&table_id) else {
+            return Ok(());
+        };
+        let table = mapped.schema.clone();
+        if self.skip.contains(&table.name) {
+            return Ok(());
+        }
+        if matches!(data, RowsEventData::PartialUpdateRowsEvent(_)) {
+            return Err(self.unsupported(format!(
+                "partial JSON update of {} (binlog_row_value_options=PARTIAL_JSON); turn it off",
+                table.name
+            )));
+        }
+        let ncols = table.columns.len();
+        let before = data.columns_before_image().map(|b| b.iter().take(ncols).map(|x| *x).collect::<Vec<bool>>());
+        let after = data.columns_after_image().map(|b| b.iter().take(ncols).map(|x| *x).collect::<Vec<bool>>());
+        for image in [&before, &after].into_iter().flatten() {
+            if image.len() < ncols || image.iter().any(|p| !p) || data.num_columns() as usize != ncols {
+                let reason = format!(
+                    "a rows event at {} lacks columns (binlog_row_image must be FULL in every session writing it)",
+                    self.position()
+                );
+                self.ensure_begin(out);
+                self.skip.insert(table.name.clone());
+                out.push(SourceEvent::TableStopped {
+                    table: table.name.clone(),
+                    reason,
+                });
+                return Ok(());
+            }
+        }
+        let formats = &mapped.formats;
+        let all = vec![true; ncols];
+        let mut r = Reader::new(data.rows_data());
+        let mut changes = Vec::new();
+        let decode_err = |s: &Self, source| SourceError::Decode {
+            table: table.name.clone(),
+            position: s.position().to_string(),
+            source,
+        };
+        while !r.is_empty() {
+            let change = match data {
+                RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
+                    RowChange::Insert(decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?)
+                }
+                RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => {
+                    RowChange::Delete(decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?)
+                }
+                _ => {
+                    let before = decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?;
+                    let after = decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?;
+                    RowChange::Update { before, after }
+                }
+            };
+            changes.push(change);
+        }
+        self.ensure_begin(out);
+        out.push(SourceEvent::Rows(RowBatch { table, changes }));
+        Ok(())
+    }
+}
+
+/// The file name of a ROTATE event; an artificial one may end in 4 checksum bytes.
+fn parse_rotate_name(name: &[u8], artificial: bool) -> Result<BinlogFile, SourceError> {
+    let text = String::from_utf8_lossy(name);
+    if let Ok(file) = text.parse() {
+        return Ok(file);
+    }
+    if artificial && name.len() > 4 {
+        if let Ok(file) = String::from_utf8_lossy(&name[..name.len() - 4]).parse() {
+            return Ok(file);
+        }
+    }
+    Err(SourceError::Protocol {
+        reason: format!("rotate to unparseable binlog file name {text:?}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotate_name_with_checksum_tail() {
+        assert_eq!(
+            parse_rotate_name(b"mysql-bin.000003", false).unwrap().to_string(),
+            "mysql-bin.000003"
+        );
+        assert_eq!(
+            parse_rotate_name(b"mysql-bin.000003\x8f\x12\xab\x01", true)
+                .unwrap()
+                .to_string(),
+            "mysql-bin.000003"
+        );
+        assert!(parse_rotate_name(b"garbage", false).is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! Table schemas as the binlog describes them at each point of the stream.
+//!
+//! With `binlog_row_metadata=FULL` every TABLE_MAP event carries column names, signedness,
+//! charsets and the primary key, so the schema used to decode a row is the one in force when
+//! the row was written — never the schema of "now" (the classic cause of mis-mapped columns
+//! after an ALTER). A table map without column names is refused with the setting to change.
+
+use std::fmt;
+use std::sync::Arc;
+
+use mysql_common::binlog::events::{OptionalMetaExtractor, TableMapEvent};
+use mysql_common::constants::ColumnType;
+
+use super::charset::{Charsets, Codec};
+use super::value::ColumnFormat;
+
+/// Quotes an identifier for MySQL/MariaDB: backticks, with embedded backticks doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// A schema-qualified table name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub db: String,
+    pub table: String,
+}
+
+impl TableName {
+    pub fn new(db: impl Into<String>, table: impl Into<String>) -> Self {
+        TableName {
+            db: db.into(),
+            table: table.into(),
+        }
+    }
+
+    /// `db`.`table`, quoted for SQL.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.db), quote_ident(&self.table))
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.db, self.table)
+    }
+}
+
+/// One column of a source table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSchema {
+    pub name: String,
+    pub format: ColumnFormat,
+    pub nullable: bool,
+}
+
+/// A source table's columns and primary key, as of one TABLE_MAP event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    pub name: TableName,
+    pub columns: Vec<ColumnSchema>,
+    /// Indexes into `columns`, in key order.
+    pub primary_key: Vec<usize>,
+}
+
+impl TableSchema {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    pub fn formats(&self) -> Vec<ColumnFormat> {
+        self.columns.iter().map(|c| c.format.clone()).collect()
+    }
+}
+
+/// Why a TABLE_MAP cannot give a usable schema.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("table map of {0} has no column names: set binlog_row_metadata=FULL on the source")]
+    NoColumnNames(TableName),
+    #[error("table map of {table} is malformed: {reason}")]
+    Malformed { table: TableName, reason: String },
+}
+
+/// Builds the schema of the table a TABLE_MAP event describes.
+pub fn from_table_map(
+    tme: &TableMapEvent<'_>,
+    charsets: &Charsets,
+) -> Result<Arc<TableSchema>, SchemaError> {
+    let name = TableName::new(tme.database_name(), tme.table_name());
+    let malformed = |reason: String| SchemaError::Malformed {
+        table: name.clone(),
+        reason,
+    };
+    let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())
+        .map_err(|e| malformed(e.to_string()))?;
+    let mut signedness = meta.iter_signedness();
+    let mut charset = meta.iter_charset();
+    let mut enum_set_charset = meta.iter_enum_and_set_charset();
+    let mut names = meta.iter_column_name();
+    let nulls = tme.null_bitmask();
+
+    let count = tme.columns_count() as usize;
+    let mut columns = Vec::with_capacity(count);
+    for i in 0..count {
+        let ty = match tme.get_column_type(i) {
+            Ok(Some(ty)) => ty,
+            Ok(None) => return Err(malformed(format!("column {i} has no type"))),
+            Err(e) => return Err(malformed(format!("column {i}: {e}"))),
+        };
+        let raw_meta = tme.get_column_metadata(i).unwrap_or(&[]);
+        let meta2 = [
+            raw_meta.first().copied().unwrap_or(0),
+            raw_meta.get(1).copied().unwrap_or(0),
+        ];
+        let unsigned = ty.is_numeric_type() && signedness.next().unwrap_or(false);
+        let collation = if ty.is_character_type() {
+            charset.next().transpose().map_err(|e| malformed(e.to_string()))?
+        } else if ty.is_enum_or_set_type() {
+            enum_set_charset
+                .next()
+                .transpose()
+                .map_err(|e| malformed(e.to_string()))?
+        } else {
+            None
+        };
+        let col_name = match names.next() {
+            Some(Ok(n)) => n.name().into_owned(),
+            Some(Err(e)) => return Err(malformed(e.to_string())),
+            None => return Err(SchemaError::NoColumnNames(name)),
+        };
+        let codec = match (ty, collation) {
+            (ColumnType::MYSQL_TYPE_JSON, _) => Codec::Utf8,
+            (_, Some(id)) => charsets.codec(id),
+            (_, None) => Codec::Raw,
+        };
+        columns.push(ColumnSchema {
+            name: col_name,
+            format: ColumnFormat {
+                ty,
+                meta: meta2,
+                unsigned,
+                codec,
+            },
+            nullable: nulls.get(i).map(|b| *b).unwrap_or(true),
+        });
+    }
+    let primary_key = meta
+        .iter_primary_key()
+        .map(|r| r.map(|i| i as usize))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| malformed(e.to_string()))?;
+    if primary_key.iter().any(|&i| i >= count) {
+        return Err(malformed("primary key names a missing column".into()));
+    }
+    Ok(Arc::new(TableSchema {
+        name,
+        columns,
+        primary_key,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_escaped() {
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+        assert_eq!(TableName::new("db", "t`x").quoted(), "`db`.`t``x`");
+    }
+}

@@ -1,0 +1,439 @@
+//! Test harness: throwaway `mariadbd` servers on free ports in temp dirs, the `rowsync` binary
+//! run against them, and helpers to compare replicas with the source.
+//!
+//! A template datadir is made once (by `mariadb-install-db`) under `target/` and copied for
+//! each server, so a server starts in well under a second. Durability is relaxed on all of
+//! them (`innodb_flush_log_at_trx_commit=2`, `sync_binlog=0`): tests kill rowsync, never the
+//! servers, unless a test says otherwise.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
+
+static SERVER_ID: AtomicU32 = AtomicU32::new(1);
+
+fn mariadbd() -> PathBuf {
+    for p in ["/usr/sbin/mariadbd", "/usr/bin/mariadbd", "/usr/local/bin/mariadbd"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("mariadbd not found: install MariaDB (apt-get install mariadb-server)");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn target_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is per-package scratch space under target/.
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The shared template datadir, created on first use by any test process.
+fn template() -> PathBuf {
+    let dir = target_dir().join("mariadb-template-v1");
+    if dir.join("mysql").exists() {
+        return dir;
+    }
+    let staging = target_dir().join(format!("mariadb-template-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let mut cmd = Command::new("mariadb-install-db");
+    cmd.arg("--no-defaults")
+        .arg(format!("--datadir={}", staging.display()))
+        .arg("--auth-root-authentication-method=normal")
+        .arg("--skip-test-db")
+        .arg("--innodb-log-file-size=16M")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if is_root() {
+        cmd.arg("--user=root");
+    }
+    let status = cmd.status().expect("run mariadb-install-db (is MariaDB installed?)");
+    assert!(status.success(), "mariadb-install-db failed");
+    // Another process may have won the race; either copy is fine.
+    if std::fs::rename(&staging, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// Binary logging on, ROW format, FULL row metadata, utf8mb4.
+    Source,
+    Target,
+}
+
+/// A running throwaway server.
+pub struct Server {
+    pub port: u16,
+    pub server_id: u32,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Server {
+    pub fn start(role: Role) -> Server {
+        Self::start_with(role, &[])
+    }
+
+    pub fn start_with(role: Role, extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("rowsync-db-")
+            .tempdir()
+            .expect("tempdir");
+        let data = dir.path().join("data");
+        copy_dir(&template(), &data);
+        let server_id = 1000 + SERVER_ID.fetch_add(1, Ordering::SeqCst) + std::process::id() % 10_000 * 10;
+        let port = free_port();
+        let mut args = vec![
+            "--no-defaults".to_string(),
+            format!("--datadir={}", data.display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--socket={}", dir.path().join("mysqld.sock").display()),
+            format!("--pid-file={}", dir.path().join("mysqld.pid").display()),
+            format!("--log-error={}", dir.path().join("error.log").display()),
+            format!("--server-id={server_id}"),
+            "--skip-name-resolve".into(),
+            "--innodb-buffer-pool-size=64M".into(),
+            "--innodb-flush-log-at-trx-commit=2".into(),
+            "--sync-binlog=0".into(),
+            "--max-connections=200".into(),
+            "--performance-schema=OFF".into(),
+            "--character-set-server=utf8mb4".into(),
+            "--collation-server=utf8mb4_general_ci".into(),
+        ];
+        if role == Role::Source {
+            args.extend([
+                "--log-bin=mysql-bin".to_string(),
+                "--binlog-format=ROW".into(),
+                "--binlog-row-metadata=FULL".into(),
+                "--binlog-row-image=FULL".into(),
+            ]);
+        }
+        if is_root() {
+            args.push("--user=root".into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = Server {
+            port,
+            server_id,
+            dir,
+            child: None,
+            args,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(mariadbd())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mariadbd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Ready once the server sends its handshake on the TCP port.
+    fn wait_ready(&self) {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    let mut buf = [0u8; 8];
+                    s.read_exact(&mut buf)
+                })
+                .is_ok();
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd on port {} did not start; log:\n{}",
+                self.port,
+                std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `mysql://root@127.0.0.1:PORT/db`
+    pub fn url(&self, db: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/{}", self.port, db)
+    }
+
+    pub async fn conn(&self, db: &str) -> Conn {
+        let opts = OptsBuilder::from_opts(Opts::from_url(&self.url(db)).unwrap())
+            .prefer_socket(false)
+            .init(vec!["SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
+        Conn::new(opts).await.expect("connect to test server")
+    }
+
+    /// Stops the server (SIGKILL when `hard`), keeping its data for `resume`.
+    pub fn stop(&mut self, hard: bool) {
+        if let Some(mut child) = self.child.take() {
+            let sig = if hard { "-KILL" } else { "-TERM" };
+            let _ = Command::new("kill").arg(sig).arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "server is running");
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop(true);
+    }
+}
+
+/// Runs SQL statements one by one.
+pub async fn exec(conn: &mut Conn, statements: &[&str]) {
+    for s in statements {
+        conn.query_drop(*s)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+/// Every row of `table` ordered by `order`, each rendered as text, for exact comparison.
+pub async fn dump(conn: &mut Conn, table: &str, order: &str) -> Vec<String> {
+    let rows: Vec<Row> = conn
+        .query(format!("SELECT * FROM {table} ORDER BY {order}"))
+        .await
+        .unwrap_or_else(|e| panic!("dump {table}: {e}"));
+    rows.into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    Value::NULL => "NULL".to_string(),
+                    Value::Bytes(b) => format!("'{}'", String::from_utf8_lossy(&b)),
+                    other => other.as_sql(true),
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+/// Polls until `table` on `replica` equals the source's, or panics with the difference.
+pub async fn wait_equal(source: &mut Conn, replica: &mut Conn, table: &str, order: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let a = dump(source, table, order).await;
+        let b = dump(replica, table, order).await;
+        if a == b {
+            return;
+        }
+        if Instant::now() > deadline {
+            let first_diff = a
+                .iter()
+                .zip(b.iter())
+                .find(|(x, y)| x != y)
+                .map(|(x, y)| format!("source: {x}\nreplica: {y}"))
+                .unwrap_or_else(|| format!("source has {} rows, replica {}", a.len(), b.len()));
+            panic!("{table} did not converge within {within:?}:\n{first_diff}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes a rowsync config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("rowsync.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// The standard config: one source, targets named by (name, url), mappings as TOML text.
+pub fn config_text(source: &Server, server_id: u32, targets: &[(&str, String)], mappings: &str, extra_source: &str) -> String {
+    let mut s = format!(
+        "[source]\nurl = \"{}\"\nserver_id = {server_id}\nheartbeat_secs = 1\n{extra_source}\n",
+        source.url("")
+    );
+    for (name, url) in targets {
+        s.push_str(&format!("\n[[targets]]\nname = \"{name}\"\nurl = \"{url}\"\n"));
+    }
+    s.push('\n');
+    s.push_str(mappings);
+    s
+}
+
+/// A running `rowsync run`.
+pub struct Rowsync {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Rowsync {
+    pub fn start(config: &Path) -> Rowsync {
+        let log = config.with_extension(format!("log.{}", Instant::now().elapsed().as_nanos() + rand_suffix()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rowsync"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("ROWSYNC_LOG", "info,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn rowsync");
+        Rowsync {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("rowsync did not exit within 30 s of SIGTERM; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn rand_suffix() -> u128 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    RandomState::new().hash_one(std::process::id()) as u128 % 1_000_000
+}
+
+impl Drop for Rowsync {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- rowsync log ({}) ---\n{}", self.log.display(), self.log_text());
+        }
+        self.kill9();
+    }
+}
+
+/// Runs a `rowsync` subcommand to completion; returns (exit code, stdout + stderr).
+pub fn rowsync_cmd(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rowsync"))
+        .args(args)
+        .output()
+        .expect("run rowsync");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The product/category/batch schema of the examples.
+pub const PRODUCT_SCHEMA: &[&str] = &[
+    "CREATE DATABASE product",
+    "CREATE TABLE product.category (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, parent_id INT NULL) ENGINE=InnoDB",
+    "CREATE TABLE product.product (id BIGINT UNSIGNED PRIMARY KEY, code VARCHAR(32) NOT NULL, model VARCHAR(100), category_id INT NOT NULL, production_year YEAR, price DECIMAL(12,2), version INT NOT NULL DEFAULT 0, UNIQUE KEY uk_code (code), KEY idx_cat (category_id)) ENGINE=InnoDB",
+    "CREATE TABLE product.batch (product_id BIGINT UNSIGNED NOT NULL, batch_no INT NOT NULL, qty INT NOT NULL, made_at DATETIME(6) NOT NULL, PRIMARY KEY (product_id, batch_no)) ENGINE=InnoDB",
+    "CREATE TABLE product.ignored (id INT PRIMARY KEY, v INT) ENGINE=InnoDB",
+];
+
+pub const PRODUCT_MAPPINGS: &str = r#"
+[[mappings]]
+source = "product.product"
+targets = ["order", "purchase"]
+
+[[mappings]]
+source = "product.category"
+targets = ["order", "purchase"]
+
+[[mappings]]
+source = "product.batch"
+targets = ["order", "purchase"]
+"#;
+
+/// Waits until rowsync's checkpoint exists in `db` on `target` (the pipeline started).
+pub async fn wait_started(target: &Server, db: &str, rowsync: &Rowsync) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conn = target.conn(db).await;
+    loop {
+        let n: Option<u64> = conn
+            .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'rowsync_checkpoint'")
+            .await
+            .unwrap();
+        if n == Some(1) {
+            let c: Option<u64> = conn
+                .query_first("SELECT COUNT(*) FROM rowsync_checkpoint")
+                .await
+                .unwrap();
+            if c == Some(1) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "rowsync did not start; log:\n{}", rowsync.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
