@@ -7,11 +7,12 @@ use mysql_async::{ClientIdentity, Opts, OptsBuilder, SslOpts};
 
 use crate::config::{TlsConfig, TlsVerify};
 
-/// `sql_mode` for rowsync sessions: strict (a value that does not fit is an error, not a silent
-/// truncation) but accepting zero and partial dates, and keeping a stored 0 in an
-/// AUTO_INCREMENT column as 0.
-pub const SESSION_SQL_MODE: &str =
-    "STRICT_ALL_TABLES,ALLOW_INVALID_DATES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+/// `sql_mode` for rowsync sessions. Not strict: the source may hold values its own (possibly
+/// non-strict) sessions wrote — zero and partial dates, the empty ENUM error value — and a
+/// replica must take them as they are, as native row replication does. Replica columns have
+/// the source's types (checked or created by rowsync), so nothing is truncated. A stored 0
+/// in an AUTO_INCREMENT column stays 0.
+pub const SESSION_SQL_MODE: &str = "ALLOW_INVALID_DATES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
 
 /// Statements run on every new rowsync session, source or target.
 pub fn session_init() -> Vec<String> {
