@@ -105,7 +105,10 @@ async fn check_source(config: &Config, report: &mut Report) {
         Ok(i) => i,
         Err(e) => return report.fail(format!("cannot read source settings: {e}")),
     };
-    report.ok(format!("source is {} (server_id {})", info.version, info.identity.server_id));
+    report.ok(format!(
+        "source is {} (server_id {})",
+        info.version, info.identity.server_id
+    ));
     if !info.log_bin {
         report.fail("source has log_bin OFF — start it with --log-bin (and binlog_format=ROW)");
     }
@@ -151,7 +154,11 @@ async fn check_grants(conn: &mut Conn, flavor: Flavor, report: &mut Report) {
         .filter(|g| g.contains(" ON *.* "))
         .map(|g| g.to_ascii_uppercase())
         .collect();
-    let has = |p: &str| global.iter().any(|g| g.contains("ALL PRIVILEGES") || g.contains(p));
+    let has = |p: &str| {
+        global
+            .iter()
+            .any(|g| g.contains("ALL PRIVILEGES") || g.contains(p))
+    };
     let mut missing = Vec::new();
     if !has("REPLICATION SLAVE") && !has("REPLICATION REPLICA") {
         missing.push("REPLICATION SLAVE");
@@ -166,7 +173,10 @@ async fn check_grants(conn: &mut Conn, flavor: Flavor, report: &mut Report) {
             Flavor::Mysql => "REPLICATION CLIENT",
         });
     }
-    let select = has("SELECT") || grants.iter().any(|g| g.to_ascii_uppercase().contains("GRANT SELECT"));
+    let select = has("SELECT")
+        || grants
+            .iter()
+            .any(|g| g.to_ascii_uppercase().contains("GRANT SELECT"));
     if !select {
         missing.push("SELECT");
     }
@@ -181,7 +191,12 @@ async fn check_grants(conn: &mut Conn, flavor: Flavor, report: &mut Report) {
     }
 }
 
-async fn check_server_ids(conn: &mut Conn, config: &Config, info: &SourceInfo, report: &mut Report) {
+async fn check_server_ids(
+    conn: &mut Conn,
+    config: &Config,
+    info: &SourceInfo,
+    report: &mut Report,
+) {
     let ours: Vec<u32> = (0..config.targets.len() as u32)
         .map(|i| config.source.server_id + i)
         .collect();
@@ -197,7 +212,11 @@ async fn check_server_ids(conn: &mut Conn, config: &Config, info: &SourceInfo, r
     match hosts {
         Ok(rows) => {
             let live: Vec<u32> = rows.iter().filter_map(|r| r.get::<u32, _>(0)).collect();
-            let clash: Vec<u32> = ours.iter().copied().filter(|id| live.contains(id)).collect();
+            let clash: Vec<u32> = ours
+                .iter()
+                .copied()
+                .filter(|id| live.contains(id))
+                .collect();
             if clash.is_empty() {
                 report.ok(format!(
                     "replica server ids {}..={} are free",
@@ -255,7 +274,11 @@ async fn check_tables(conn: &mut Conn, config: &Config, report: &mut Report) {
     report.ok(format!(
         "{} selected table(s): {}",
         selected.len(),
-        selected.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+        selected
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let fks: Vec<(String, String, String, String, String, String, String)> = match conn
         .query(

@@ -273,16 +273,25 @@ impl Config {
         }
         let mut names = HashSet::new();
         for (i, t) in self.targets.iter().enumerate() {
-            if t.name.is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(self.invalid(
                     format!("targets[{i}].name"),
                     "use letters, digits, '_' or '-'",
                 ));
             }
             if !names.insert(t.name.to_ascii_lowercase()) {
-                return Err(self.invalid(format!("targets[{i}].name"), format!("target `{}` is defined twice", t.name)));
+                return Err(self.invalid(
+                    format!("targets[{i}].name"),
+                    format!("target `{}` is defined twice", t.name),
+                ));
             }
-            let url = check_url(&t.url).map_err(|r| self.invalid(format!("targets.{}.url", t.name), r))?;
+            let url = check_url(&t.url)
+                .map_err(|r| self.invalid(format!("targets.{}.url", t.name), r))?;
             if url.path().trim_matches('/').is_empty() {
                 return Err(self.invalid(
                     format!("targets.{}.url", t.name),
@@ -317,17 +326,24 @@ impl Config {
                     return Err(self.invalid(key("table"), "must not be empty"));
                 }
                 if m.source.contains('*') {
-                    return Err(self.invalid(key("table"), "a `*` pattern maps many tables and cannot rename them to one"));
+                    return Err(self.invalid(
+                        key("table"),
+                        "a `*` pattern maps many tables and cannot rename them to one",
+                    ));
                 }
             }
             if let Some(cols) = &m.columns {
                 if cols.is_empty() {
-                    return Err(self.invalid(key("columns"), "must name at least the primary key columns"));
+                    return Err(
+                        self.invalid(key("columns"), "must name at least the primary key columns")
+                    );
                 }
                 let mut seen = HashSet::new();
                 for c in cols {
                     if !seen.insert(c.to_ascii_lowercase()) {
-                        return Err(self.invalid(key("columns"), format!("column `{c}` is listed twice")));
+                        return Err(
+                            self.invalid(key("columns"), format!("column `{c}` is listed twice"))
+                        );
                     }
                 }
             }
@@ -481,7 +497,10 @@ targets = ["order", "purchase"]
         assert_eq!(c.targets[0].url, "mysql://x:y@h:1/o");
         assert_eq!(c.source.server_id, 77);
         let err = load(BASE, vec![("ROWSYNC_TARGETS__NOPE__URL", "x")]).unwrap_err();
-        assert!(err.to_string().contains("no `targets` entry named `nope`"), "{err}");
+        assert!(
+            err.to_string().contains("no `targets` entry named `nope`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -494,7 +513,10 @@ targets = ["order", "purchase"]
 
     #[test]
     fn undefined_target_in_mapping_is_rejected() {
-        let text = BASE.replace(r#"targets = ["order", "purchase"]"#, r#"targets = ["order", "billing"]"#);
+        let text = BASE.replace(
+            r#"targets = ["order", "purchase"]"#,
+            r#"targets = ["order", "billing"]"#,
+        );
         let err = load(&text, vec![]).unwrap_err().to_string();
         assert!(err.contains("mappings[0].targets"), "{err}");
         assert!(err.contains("`billing` is not defined"), "{err}");
@@ -502,9 +524,18 @@ targets = ["order", "purchase"]
 
     #[test]
     fn bad_start_and_target_without_database_are_rejected() {
-        let text = BASE.replace("server_id = 4101", "server_id = 4101\nstart = \"yesterday\"");
-        assert!(load(&text, vec![]).unwrap_err().to_string().contains("source.start"));
+        let text = BASE.replace(
+            "server_id = 4101",
+            "server_id = 4101\nstart = \"yesterday\"",
+        );
+        assert!(load(&text, vec![])
+            .unwrap_err()
+            .to_string()
+            .contains("source.start"));
         let text = BASE.replace("/order_db", "/");
-        assert!(load(&text, vec![]).unwrap_err().to_string().contains("targets.order.url"));
+        assert!(load(&text, vec![])
+            .unwrap_err()
+            .to_string()
+            .contains("targets.order.url"));
     }
 }

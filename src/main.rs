@@ -14,7 +14,11 @@ use rowsync::pipeline::runner;
 use rowsync::pipeline::status::TargetStatus;
 
 #[derive(Parser)]
-#[command(name = "rowsync", version, about = "Replicates selected MySQL/MariaDB tables into other databases from the binlog, exactly once")]
+#[command(
+    name = "rowsync",
+    version,
+    about = "Replicates selected MySQL/MariaDB tables into other databases from the binlog, exactly once"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +52,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -83,7 +90,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             for f in &report.findings {
                 println!("{f}");
             }
-            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Status { config } => {
             let config = Config::load(&config)?;
@@ -91,7 +102,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .context("reading the source")?;
             print!("{}", rowsync::report::render(&head, &targets));
-            Ok(if targets.iter().all(|t| t.error.is_none()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if targets.iter().all(|t| t.error.is_none()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

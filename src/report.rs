@@ -81,7 +81,12 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
 /// The report as text.
 pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
     let mut s = String::new();
-    let gtid = |c: &Checkpoint| c.gtid.as_ref().map(|g| g.to_string()).unwrap_or_else(|| "-".into());
+    let gtid = |c: &Checkpoint| {
+        c.gtid
+            .as_ref()
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
     let _ = writeln!(s, "source head: {} gtid {}", head.position, gtid(head));
     for t in targets {
         match (&t.error, &t.checkpoint) {
@@ -89,7 +94,11 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
                 let _ = writeln!(s, "target {}: UNREACHABLE: {e}", t.target);
             }
             (None, None) => {
-                let _ = writeln!(s, "target {}: no checkpoint yet (starts at `source.start` on first run)", t.target);
+                let _ = writeln!(
+                    s,
+                    "target {}: no checkpoint yet (starts at `source.start` on first run)",
+                    t.target
+                );
             }
             (None, Some(c)) => {
                 let lag = match (t.caught_up, t.lag_secs) {
@@ -97,7 +106,13 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
                     (false, Some(l)) => format!("behind, lag {l}s"),
                     (false, None) => "behind".to_string(),
                 };
-                let _ = writeln!(s, "target {}: checkpoint {} gtid {} — {lag}", t.target, c.position, gtid(c));
+                let _ = writeln!(
+                    s,
+                    "target {}: checkpoint {} gtid {} — {lag}",
+                    t.target,
+                    c.position,
+                    gtid(c)
+                );
             }
         }
         for st in &t.stopped {
@@ -107,7 +122,10 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
                 st.table,
                 st.since,
                 st.reason,
-                st.statement.as_ref().map(|q| format!(" (statement: {q})")).unwrap_or_default()
+                st.statement
+                    .as_ref()
+                    .map(|q| format!(" (statement: {q})"))
+                    .unwrap_or_default()
             );
         }
     }

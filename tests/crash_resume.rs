@@ -28,9 +28,11 @@ fn triggers(table: &str, log: &str) -> Vec<String> {
 }
 
 async fn log_of(conn: &mut mysql_async::Conn, log: &str) -> Vec<(i64, i64)> {
-    conn.query(format!("SELECT id, version FROM {log} ORDER BY id, version"))
-        .await
-        .unwrap()
+    conn.query(format!(
+        "SELECT id, version FROM {log} ORDER BY id, version"
+    ))
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +54,11 @@ async fn kill_9_ten_times_loses_and_repeats_nothing() {
         src.query_drop(s).await.unwrap();
     }
     exec(&mut order.conn("").await, &["CREATE DATABASE order_db"]).await;
-    exec(&mut purchase.conn("").await, &["CREATE DATABASE purchase_db"]).await;
+    exec(
+        &mut purchase.conn("").await,
+        &["CREATE DATABASE purchase_db"],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),
@@ -86,13 +92,20 @@ async fn kill_9_ten_times_loses_and_repeats_nothing() {
             let (n, picks): (usize, Vec<(u8, usize)>) = {
                 let mut rng = rand::rng();
                 let n = rng.random_range(1..=20usize).min(CHANGES - done);
-                (n, (0..n).map(|_| (rng.random_range(0..10u8), rng.random_range(0..usize::MAX))).collect())
+                (
+                    n,
+                    (0..n)
+                        .map(|_| (rng.random_range(0..10u8), rng.random_range(0..usize::MAX)))
+                        .collect(),
+                )
             };
             let mut stmts = vec!["START TRANSACTION".to_string()];
             for (kind, pick) in picks {
                 version += 1;
                 if live.is_empty() || kind < 4 {
-                    stmts.push(format!("INSERT INTO product VALUES ({next_id}, 'code-{next_id}', {version})"));
+                    stmts.push(format!(
+                        "INSERT INTO product VALUES ({next_id}, 'code-{next_id}', {version})"
+                    ));
                     live.push(next_id);
                     next_id += 1;
                 } else if kind < 9 {
@@ -124,10 +137,21 @@ async fn kill_9_ten_times_loses_and_repeats_nothing() {
 
     let mut src = source.conn("product").await;
     let expected_log = log_of(&mut src, "changes").await;
-    assert!(expected_log.len() > CHANGES / 2, "workload too small: {}", expected_log.len());
+    assert!(
+        expected_log.len() > CHANGES / 2,
+        "workload too small: {}",
+        expected_log.len()
+    );
     for (server, db) in [(&order, "order_db"), (&purchase, "purchase_db")] {
         let mut rep = server.conn(db).await;
-        wait_equal(&mut src, &mut rep, "product", "id", Duration::from_secs(300)).await;
+        wait_equal(
+            &mut src,
+            &mut rep,
+            "product",
+            "id",
+            Duration::from_secs(300),
+        )
+        .await;
         let applied = log_of(&mut rep, "applied").await;
         let mut dupes = applied.clone();
         dupes.dedup();
@@ -138,7 +162,10 @@ async fn kill_9_ten_times_loses_and_repeats_nothing() {
             applied.len(),
             dupes.len()
         );
-        assert_eq!(applied, expected_log, "{db}: the replica's change log differs from the source's");
+        assert_eq!(
+            applied, expected_log,
+            "{db}: the replica's change log differs from the source's"
+        );
     }
     eprintln!(
         "{} changes, {kills} kills; converged {:?} after the workload ended",

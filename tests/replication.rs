@@ -16,21 +16,34 @@ use mysql_async::prelude::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn setup() -> (Server, Server, Server, tempfile::TempDir, std::path::PathBuf) {
+async fn setup() -> (
+    Server,
+    Server,
+    Server,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
     let source = Server::start(Role::Source);
     let order = Server::start(Role::Target);
     let purchase = Server::start(Role::Target);
     let mut src = source.conn("").await;
     exec(&mut src, PRODUCT_SCHEMA).await;
     exec(&mut order.conn("").await, &["CREATE DATABASE order_db"]).await;
-    exec(&mut purchase.conn("").await, &["CREATE DATABASE purchase_db"]).await;
+    exec(
+        &mut purchase.conn("").await,
+        &["CREATE DATABASE purchase_db"],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),
         &config_text(
             &source,
             4101,
-            &[("order", order.url("order_db")), ("purchase", purchase.url("purchase_db"))],
+            &[
+                ("order", order.url("order_db")),
+                ("purchase", purchase.url("purchase_db")),
+            ],
             PRODUCT_MAPPINGS,
             "",
         ),
@@ -91,10 +104,22 @@ async fn changes_reach_both_targets_and_replicas_equal_the_source() {
             .unwrap();
         assert_eq!(uniques, Some(0));
     }
-    assert_eq!(rowsync.terminate(), Some(0), "SIGTERM must exit 0; log:\n{}", rowsync.log_text());
+    assert_eq!(
+        rowsync.terminate(),
+        Some(0),
+        "SIGTERM must exit 0; log:\n{}",
+        rowsync.log_text()
+    );
 
     // Changes made while rowsync is down arrive after a restart, exactly once.
-    exec(&mut src, &["INSERT INTO product VALUES (20, 'P-20', 'Z', 2, 2020, 1.00, 0)", "DELETE FROM batch"]).await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO product VALUES (20, 'P-20', 'Z', 2, 2020, 1.00, 0)",
+            "DELETE FROM batch",
+        ],
+    )
+    .await;
     let rowsync = Rowsync::start(&cfg);
     for (server, db) in [(&order, "order_db"), (&purchase, "purchase_db")] {
         let mut rep = server.conn(db).await;
@@ -103,7 +128,10 @@ async fn changes_reach_both_targets_and_replicas_equal_the_source() {
     }
     let (code, text) = rowsync_cmd(&["status", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("target order: checkpoint mysql-bin."), "{text}");
+    assert!(
+        text.contains("target order: checkpoint mysql-bin."),
+        "{text}"
+    );
     drop(rowsync);
 }
 
@@ -114,7 +142,11 @@ async fn readers_never_see_half_a_transaction() {
     wait_started(&order, "order_db", &rowsync).await;
     let mut src = source.conn("product").await;
     // parent_id holds an account balance here: transfers keep the sum at 1000.
-    exec(&mut src, &["INSERT INTO category VALUES (1, 'a', 500), (2, 'b', 500)"]).await;
+    exec(
+        &mut src,
+        &["INSERT INTO category VALUES (1, 'a', 500), (2, 'b', 500)"],
+    )
+    .await;
     let mut rep = order.conn("order_db").await;
     wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
 

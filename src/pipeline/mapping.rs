@@ -171,7 +171,10 @@ impl Projection {
 
     /// The replica row for a source row.
     pub fn row(&self, source_row: &[Value]) -> Vec<Value> {
-        self.columns.iter().map(|&i| source_row[i].clone()).collect()
+        self.columns
+            .iter()
+            .map(|&i| source_row[i].clone())
+            .collect()
     }
 
     /// The replica key of a source row.
@@ -217,7 +220,9 @@ impl Router {
     }
 
     pub fn mappings_for<'a>(&'a self, table: &'a TableName) -> impl Iterator<Item = &'a Mapping> {
-        self.mappings.iter().filter(move |m| m.source.matches(table))
+        self.mappings
+            .iter()
+            .filter(move |m| m.source.matches(table))
     }
 
     pub fn mappings(&self) -> &[Mapping] {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::mapping::Router;
 use super::status::{State, TargetStatus};
 use crate::config::{Config, TargetConfig};
-use crate::sink::apply::{ApplyExit, Applier};
+use crate::sink::apply::{Applier, ApplyExit};
 use crate::sink::{checkpoint, replica, target, SinkError};
 use crate::source::conn::source_opts;
 use crate::source::info::SourceInfo;
@@ -45,7 +45,11 @@ impl PipelineError {
 }
 
 /// Runs every target until `cancel`; returns when all have shut down.
-pub async fn run_all(config: Arc<Config>, statuses: Vec<Arc<TargetStatus>>, cancel: CancellationToken) {
+pub async fn run_all(
+    config: Arc<Config>,
+    statuses: Vec<Arc<TargetStatus>>,
+    cancel: CancellationToken,
+) {
     let mut tasks = Vec::new();
     for (index, status) in statuses.into_iter().enumerate() {
         let config = config.clone();
@@ -60,7 +64,12 @@ pub async fn run_all(config: Arc<Config>, statuses: Vec<Arc<TargetStatus>>, canc
 }
 
 /// Runs target `index` with retries until cancelled or stopped by a definite error.
-pub async fn run_target(config: Arc<Config>, index: usize, status: Arc<TargetStatus>, cancel: CancellationToken) {
+pub async fn run_target(
+    config: Arc<Config>,
+    index: usize,
+    status: Arc<TargetStatus>,
+    cancel: CancellationToken,
+) {
     let target = &config.targets[index];
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -77,7 +86,9 @@ pub async fn run_target(config: Arc<Config>, index: usize, status: Arc<TargetSta
                     backoff = Duration::from_millis(500);
                 }
                 tracing::warn!(target = %target.name, error = %e, retry_in = ?backoff, "target pipeline failed; retrying");
-                status.set_state(State::Retrying { error: e.to_string() });
+                status.set_state(State::Retrying {
+                    error: e.to_string(),
+                });
                 tokio::select! {
                     _ = cancel.cancelled() => {
                         status.set_state(State::ShutDown);
@@ -89,7 +100,9 @@ pub async fn run_target(config: Arc<Config>, index: usize, status: Arc<TargetSta
             }
             Err(e) => {
                 tracing::error!(target = %target.name, error = %e, "target pipeline stopped; fix the cause and restart rowsync");
-                status.set_state(State::Stopped { error: e.to_string() });
+                status.set_state(State::Stopped {
+                    error: e.to_string(),
+                });
                 cancel.cancelled().await;
                 return;
             }
@@ -105,8 +118,10 @@ async fn run_once(
 ) -> Result<(), PipelineError> {
     let target: &TargetConfig = &config.targets[index];
     let router = Arc::new(Router::for_target(config, &target.name));
-    let opts = source_opts(&config.source.url, config.source.tls.as_ref()).map_err(|e| SourceError::Config {
-        reason: format!("source.url: {e}"),
+    let opts = source_opts(&config.source.url, config.source.tls.as_ref()).map_err(|e| {
+        SourceError::Config {
+            reason: format!("source.url: {e}"),
+        }
     })?;
 
     let mut conn = target::connect(target).await?;
@@ -114,7 +129,9 @@ async fn run_once(
     let stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
     let skip: HashSet<_> = stopped.iter().map(|s| s.table.clone()).collect();
 
-    let mut src = mysql_async::Conn::new(opts.clone()).await.map_err(SourceError::from)?;
+    let mut src = mysql_async::Conn::new(opts.clone())
+        .await
+        .map_err(SourceError::from)?;
     let info = SourceInfo::read(&mut src).await?;
     for table in replica::selected_tables(&mut src, &router).await? {
         if skip.contains(&table) {
@@ -127,7 +144,9 @@ async fn run_once(
     let start = match checkpoint::load(&mut conn, &config.pipeline).await? {
         Some(c) => c,
         None => {
-            let c = info.resolve_start(&mut src, &config.source.start_at()).await?;
+            let c = info
+                .resolve_start(&mut src, &config.source.start_at())
+                .await?;
             // Stored before streaming: a crash before the first commit must resume here,
             // not at a later "current".
             checkpoint::store(&mut conn, &config.pipeline, &c).await?;
@@ -152,7 +171,15 @@ async fn run_once(
     let reader_cancel = cancel.child_token();
     let reader_task = tokio::spawn(reader.run(start, tx, reader_cancel.clone()));
 
-    let mut applier = Applier::new(conn, config.pipeline.clone(), router, config.apply.clone(), status.clone(), skip).await?;
+    let mut applier = Applier::new(
+        conn,
+        config.pipeline.clone(),
+        router,
+        config.apply.clone(),
+        status.clone(),
+        skip,
+    )
+    .await?;
     let applied = applier.run(&mut rx, cancel).await;
     reader_cancel.cancel();
     drop(rx);

@@ -13,9 +13,13 @@ pub enum State {
     Starting,
     Streaming,
     /// A retryable error; the pipeline reconnects after a backoff.
-    Retrying { error: String },
+    Retrying {
+        error: String,
+    },
     /// A definite error; the target stays stopped until restarted.
-    Stopped { error: String },
+    Stopped {
+        error: String,
+    },
     ShutDown,
 }
 

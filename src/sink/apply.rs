@@ -218,20 +218,27 @@ impl Applier {
             SourceEvent::Begin => self.in_source_txn = true,
             SourceEvent::Rows(batch) => {
                 self.rows(batch)?;
-                if self.ops.len() >= self.limits.batch_rows || self.ops_bytes >= self.max_statement_bytes {
+                if self.ops.len() >= self.limits.batch_rows
+                    || self.ops_bytes >= self.max_statement_bytes
+                {
                     self.flush_ops().await?;
                 }
             }
             SourceEvent::Truncate(table) => {
                 if !self.stopped.contains(&table) {
-                    let replicas: Vec<String> = self.router.mappings_for(&table).map(|m| m.replica_name(&table)).collect();
+                    let replicas: Vec<String> = self
+                        .router
+                        .mappings_for(&table)
+                        .map(|m| m.replica_name(&table))
+                        .collect();
                     for replica in replicas {
                         self.push(Op::Truncate(replica));
                     }
                 }
             }
             SourceEvent::Ddl { table, statement } => {
-                let reason = "DDL the replica does not follow automatically; re-copy the table".to_string();
+                let reason =
+                    "DDL the replica does not follow automatically; re-copy the table".to_string();
                 self.stop_table(table, Some(statement), reason);
             }
             SourceEvent::TableStopped { table, reason } => self.stop_table(table, None, reason),
@@ -241,7 +248,8 @@ impl Applier {
                 self.group_txns += 1;
                 if self.has_writes()
                     && (self.group_txns >= self.limits.max_group_transactions
-                        || self.group_started.elapsed() >= Duration::from_millis(self.limits.max_group_ms))
+                        || self.group_started.elapsed()
+                            >= Duration::from_millis(self.limits.max_group_ms))
                 {
                     self.commit_group().await?;
                 }
@@ -273,7 +281,10 @@ impl Applier {
         self.ops.push(op);
     }
 
-    fn projections(&mut self, schema: &Arc<TableSchema>) -> Result<Vec<Arc<Projection>>, SinkError> {
+    fn projections(
+        &mut self,
+        schema: &Arc<TableSchema>,
+    ) -> Result<Vec<Arc<Projection>>, SinkError> {
         if let Some(r) = self.routes.get(&schema.name) {
             if Arc::ptr_eq(&r.schema, schema) || *r.schema == **schema {
                 return Ok(r.projections.clone());
@@ -384,7 +395,12 @@ impl Applier {
         Ok(())
     }
 
-    async fn write_rows(&mut self, p: &Projection, upsert: bool, rows: &[&Vec<Value>]) -> Result<(), SinkError> {
+    async fn write_rows(
+        &mut self,
+        p: &Projection,
+        upsert: bool,
+        rows: &[&Vec<Value>],
+    ) -> Result<(), SinkError> {
         let width = rows.first().map(|r| r.len()).unwrap_or(1).max(1);
         let max_rows = (MAX_PLACEHOLDERS / width).min(self.limits.batch_rows.max(1));
         let mut start = 0;
@@ -392,16 +408,23 @@ impl Applier {
             // Statement sizes are powers of two so few distinct statements get prepared.
             let mut n = (rows.len() - start).min(max_rows);
             n = 1 << (usize::BITS - 1 - n.leading_zeros());
-            let mut bytes: usize = rows[start..start + n].iter().map(|r| r.iter().map(Value::size_hint).sum::<usize>()).sum();
+            let mut bytes: usize = rows[start..start + n]
+                .iter()
+                .map(|r| r.iter().map(Value::size_hint).sum::<usize>())
+                .sum();
             while n > 1 && bytes > self.max_statement_bytes {
                 n /= 2;
-                bytes = rows[start..start + n].iter().map(|r| r.iter().map(Value::size_hint).sum::<usize>()).sum();
+                bytes = rows[start..start + n]
+                    .iter()
+                    .map(|r| r.iter().map(Value::size_hint).sum::<usize>())
+                    .sum();
             }
             let sql = self.statement(p, upsert, n);
             let mut args = MySqlArguments::default();
             for row in &rows[start..start + n] {
                 for v in row.iter() {
-                    bind(&mut args, v).map_err(|e| SinkError::db(sql.to_string(), sqlx::Error::Encode(e)))?;
+                    bind(&mut args, v)
+                        .map_err(|e| SinkError::db(sql.to_string(), sqlx::Error::Encode(e)))?;
                 }
             }
             sqlx::query_with(AssertSqlSafe(sql.clone()), args)
@@ -472,7 +495,13 @@ impl Applier {
         self.ensure_txn().await?;
         for mut stop in std::mem::take(&mut self.pending_stops) {
             stop.since = checkpoint.position.to_string();
-            checkpoint::stop_table(&mut self.conn, &self.pipeline, &stop, checkpoint.gtid.as_ref()).await?;
+            checkpoint::stop_table(
+                &mut self.conn,
+                &self.pipeline,
+                &stop,
+                checkpoint.gtid.as_ref(),
+            )
+            .await?;
             self.status.table_stopped(stop);
         }
         checkpoint::store(&mut self.conn, &self.pipeline, &checkpoint).await?;
@@ -503,7 +532,9 @@ fn bind(args: &mut MySqlArguments, v: &Value) -> Result<(), sqlx::error::BoxDynE
         Value::Float(f) => args.add(*f),
         Value::Double(d) => args.add(*d),
         Value::Year(y) | Value::Enum(y) => args.add(*y),
-        Value::Decimal(s) | Value::Temporal(s) | Value::Text(s) | Value::Json(s) => args.add(s.as_str()),
+        Value::Decimal(s) | Value::Temporal(s) | Value::Text(s) | Value::Json(s) => {
+            args.add(s.as_str())
+        }
         Value::Bytes(b) => args.add(b.as_slice()),
     }
 }

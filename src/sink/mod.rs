@@ -44,7 +44,7 @@ pub enum SinkError {
     Source {
         table: TableName,
         #[source]
-        source: SourceError,
+        source: Box<SourceError>,
     },
     #[error("stored checkpoint is unreadable: {0}")]
     Checkpoint(String),
@@ -52,7 +52,9 @@ pub enum SinkError {
 
 /// MySQL error numbers a retry can fix: deadlock, lock wait timeout, connection lost or
 /// killed, server shutting down or read-only for a while, too many connections.
-const RETRYABLE_CODES: &[u16] = &[1213, 1205, 2006, 2013, 1053, 1927, 1290, 1040, 1317, 1159, 1161];
+const RETRYABLE_CODES: &[u16] = &[
+    1213, 1205, 2006, 2013, 1053, 1927, 1290, 1040, 1317, 1159, 1161,
+];
 
 impl SinkError {
     pub fn db(statement: impl Into<String>, source: sqlx::Error) -> SinkError {
@@ -82,7 +84,9 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::Db { source, .. } => match source {
-                sqlx::Error::Database(_) => self.code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
+                sqlx::Error::Database(_) => {
+                    self.code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
+                }
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::PoolTimedOut

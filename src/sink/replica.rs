@@ -81,7 +81,11 @@ impl SourceDefinition {
                 columns.push((name, line.to_owned()));
             } else if line.starts_with("PRIMARY KEY") {
                 primary_key = key_columns(line);
-            } else if line.starts_with("KEY ") || line.starts_with("INDEX ") || line.starts_with("FULLTEXT ") || line.starts_with("SPATIAL ") {
+            } else if line.starts_with("KEY ")
+                || line.starts_with("INDEX ")
+                || line.starts_with("FULLTEXT ")
+                || line.starts_with("SPATIAL ")
+            {
                 keys.push((line.to_owned(), key_columns(line)));
             } else if let Some(rest) = line.strip_prefix(')') {
                 // Keep charset and collation; engine, AUTO_INCREMENT, partitioning are ours.
@@ -193,7 +197,10 @@ fn strip_generated(def: &str) -> String {
 }
 
 /// Source tables (existing now) that `router` selects.
-pub async fn selected_tables(src: &mut Conn, router: &Router) -> Result<Vec<TableName>, SourceError> {
+pub async fn selected_tables(
+    src: &mut Conn,
+    router: &Router,
+) -> Result<Vec<TableName>, SourceError> {
     let all: Vec<(String, String)> = src
         .query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2")
         .await?;
@@ -204,15 +211,17 @@ pub async fn selected_tables(src: &mut Conn, router: &Router) -> Result<Vec<Tabl
         .collect())
 }
 
-pub async fn source_definition(src: &mut Conn, table: &TableName) -> Result<SourceDefinition, SinkError> {
-    let err = |source| SinkError::Source {
-        table: table.clone(),
-        source,
-    };
+pub async fn source_definition(
+    src: &mut Conn,
+    table: &TableName,
+) -> Result<SourceDefinition, SinkError> {
     let row: Option<(String, String)> = src
         .query_first(format!("SHOW CREATE TABLE {}", table.quoted()))
         .await
-        .map_err(|e| err(e.into()))?;
+        .map_err(|e| SinkError::Source {
+            table: table.clone(),
+            source: Box::new(e.into()),
+        })?;
     let (_, create) = row.ok_or_else(|| SinkError::Incompatible {
         table: table.to_string(),
         reason: "SHOW CREATE TABLE returned nothing on the source".into(),
@@ -277,7 +286,11 @@ pub async fn ensure_replica(
                 .await
                 .map_err(|e| SinkError::db(PK, e))?;
             let pk: Vec<String> = pk.into_iter().map(|(n,)| n.to_ascii_lowercase()).collect();
-            let want: Vec<String> = def.primary_key.iter().map(|n| n.to_ascii_lowercase()).collect();
+            let want: Vec<String> = def
+                .primary_key
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
             if pk != want {
                 return Err(incompatible(format!(
                     "its primary key is ({}) but the source's is ({})",
@@ -319,12 +332,20 @@ mod tests {
         let cols = def.mapped_columns(&all).unwrap();
         let ddl = def.replica_ddl("product_copy", &cols);
         assert!(ddl.starts_with("CREATE TABLE `product_copy` ("), "{ddl}");
-        assert!(ddl.contains("`model` varchar(100) CHARACTER SET latin1"), "{ddl}");
+        assert!(
+            ddl.contains("`model` varchar(100) CHARACTER SET latin1"),
+            "{ddl}"
+        );
         assert!(ddl.contains("KEY `idx_cat` (`category_id`)"), "{ddl}");
         assert!(!ddl.contains("UNIQUE"), "{ddl}");
         assert!(!ddl.contains("FOREIGN"), "{ddl}");
         assert!(!ddl.contains("GENERATED"), "{ddl}");
-        assert!(ddl.ends_with("ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 DEFAULT COLLATE=utf8mb4_general_ci"), "{ddl}");
+        assert!(
+            ddl.ends_with(
+                "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 DEFAULT COLLATE=utf8mb4_general_ci"
+            ),
+            "{ddl}"
+        );
     }
 
     #[test]

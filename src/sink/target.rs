@@ -11,9 +11,13 @@ use crate::config::{TargetConfig, TlsConfig, TlsVerify};
 use crate::source::conn::session_init;
 
 /// Connect options for a target; errors name the bad URL part.
-pub fn connect_options(url: &str, tls: Option<&TlsConfig>) -> Result<MySqlConnectOptions, SinkError> {
+pub fn connect_options(
+    url: &str,
+    tls: Option<&TlsConfig>,
+) -> Result<MySqlConnectOptions, SinkError> {
     let url = url.replacen("mariadb://", "mysql://", 1);
-    let mut opts = MySqlConnectOptions::from_str(&url).map_err(|e| SinkError::db("parse target URL", e))?;
+    let mut opts =
+        MySqlConnectOptions::from_str(&url).map_err(|e| SinkError::db("parse target URL", e))?;
     opts = opts
         .statement_cache_capacity(256)
         .timezone(Some("+00:00".to_string()));

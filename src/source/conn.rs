@@ -12,7 +12,8 @@ use crate::config::{TlsConfig, TlsVerify};
 /// replica must take them as they are, as native row replication does. Replica columns have
 /// the source's types (checked or created by rowsync), so nothing is truncated. A stored 0
 /// in an AUTO_INCREMENT column stays 0.
-pub const SESSION_SQL_MODE: &str = "ALLOW_INVALID_DATES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+pub const SESSION_SQL_MODE: &str =
+    "ALLOW_INVALID_DATES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
 
 /// Statements run on every new rowsync session, source or target.
 pub fn session_init() -> Vec<String> {

@@ -5,9 +5,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
 use super::charset::Charsets;
-use super::position::{
-    BinlogFile, Checkpoint, Flavor, GtidSet, Position, SourceIdentity, StartAt,
-};
+use super::position::{BinlogFile, Checkpoint, Flavor, GtidSet, Position, SourceIdentity, StartAt};
 use super::SourceError;
 
 /// Source server facts read at connect time.
@@ -53,13 +51,9 @@ impl SourceInfo {
         };
         let log_bin = var(conn, "log_bin").await?.as_deref() == Some("1");
         let basename = var(conn, "log_bin_basename").await?.unwrap_or_default();
-        let binlog_base = basename
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let mysql_gtid_mode = flavor == Flavor::Mysql
-            && var(conn, "gtid_mode").await?.as_deref() == Some("ON");
+        let binlog_base = basename.rsplit('/').next().unwrap_or_default().to_string();
+        let mysql_gtid_mode =
+            flavor == Flavor::Mysql && var(conn, "gtid_mode").await?.as_deref() == Some("ON");
         let mut charsets: Vec<(u16, String)> = conn
             .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL")
             .await?;

@@ -69,7 +69,10 @@ pub enum SourceEvent {
         statement: String,
     },
     /// A selected table stops: its rows cannot be replicated from here on.
-    TableStopped { table: TableName, reason: String },
+    TableStopped {
+        table: TableName,
+        reason: String,
+    },
     /// The end of a source transaction (or of a group that touched no selected table).
     Commit(Checkpoint),
     /// The source sent a heartbeat: nothing more to read right now.
@@ -85,7 +88,9 @@ pub enum SourceError {
     ReadTimeout(std::time::Duration),
     #[error("binlog event at {position} failed its checksum")]
     Checksum { position: String },
-    #[error("the source has binary logging off (log_bin=OFF); enable it and set binlog_format=ROW")]
+    #[error(
+        "the source has binary logging off (log_bin=OFF); enable it and set binlog_format=ROW"
+    )]
     BinlogOff,
     #[error("start position {position} is not available on the source: {reason}. Re-copy the target's tables, or start from `current`")]
     PositionUnavailable { position: String, reason: String },

@@ -74,7 +74,8 @@ impl BinlogReader {
         let by_gtid = info.has_gtid()
             && matches!(
                 (&start.gtid, info.flavor()),
-                (Some(GtidSet::Maria(_)), Flavor::Mariadb) | (Some(GtidSet::Mysql(_)), Flavor::Mysql)
+                (Some(GtidSet::Maria(_)), Flavor::Mariadb)
+                    | (Some(GtidSet::Mysql(_)), Flavor::Mysql)
             );
         if !by_gtid {
             check_identity(&start, &info)?;
@@ -98,7 +99,14 @@ impl BinlogReader {
                 request = request.with_filename(b"").with_pos(4u64);
             }
             (Some(GtidSet::Mysql(sets)), true) => {
-                start_text = format!("GTID set {}", start.gtid.as_ref().map(|g| g.to_string()).unwrap_or_default());
+                start_text = format!(
+                    "GTID set {}",
+                    start
+                        .gtid
+                        .as_ref()
+                        .map(|g| g.to_string())
+                        .unwrap_or_default()
+                );
                 let sids: Vec<DumpSid<'static>> = sets
                     .iter()
                     .map(|(sid, intervals)| {
@@ -390,7 +398,9 @@ impl StreamState {
             mariadb::START_ENCRYPTION_EVENT => {
                 return Err(self.unsupported("encrypted binlog (encrypt_binlog=ON)"));
             }
-            k if (mariadb::QUERY_COMPRESSED_EVENT..=mariadb::DELETE_ROWS_COMPRESSED_EVENT).contains(&k) => {
+            k if (mariadb::QUERY_COMPRESSED_EVENT..=mariadb::DELETE_ROWS_COMPRESSED_EVENT)
+                .contains(&k) =>
+            {
                 return Err(self.unsupported(
                     "MariaDB compressed binlog events (log_bin_compress=ON); turn it off on the source",
                 ));
@@ -404,7 +414,12 @@ impl StreamState {
         Ok(out)
     }
 
-    fn query(&mut self, db: &str, sql: &str, out: &mut Vec<SourceEvent>) -> Result<(), SourceError> {
+    fn query(
+        &mut self,
+        db: &str,
+        sql: &str,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<(), SourceError> {
         let statement = classify(db, sql);
         match statement {
             Statement::Begin => {
@@ -453,7 +468,11 @@ impl StreamState {
                 self.forget_table(t);
             }
             Statement::Drop(tables) => {
-                let hit: Vec<TableName> = tables.iter().filter(|t| selected(self, t)).cloned().collect();
+                let hit: Vec<TableName> = tables
+                    .iter()
+                    .filter(|t| selected(self, t))
+                    .cloned()
+                    .collect();
                 for t in &hit {
                     self.ensure_begin(out);
                     out.push(SourceEvent::Ddl {
@@ -557,10 +576,17 @@ impl StreamState {
             )));
         }
         let ncols = table.columns.len();
-        let before = data.columns_before_image().map(|b| b.iter().take(ncols).map(|x| *x).collect::<Vec<bool>>());
-        let after = data.columns_after_image().map(|b| b.iter().take(ncols).map(|x| *x).collect::<Vec<bool>>());
+        let before = data
+            .columns_before_image()
+            .map(|b| b.iter().take(ncols).map(|x| *x).collect::<Vec<bool>>());
+        let after = data
+            .columns_after_image()
+            .map(|b| b.iter().take(ncols).map(|x| *x).collect::<Vec<bool>>());
         for image in [&before, &after].into_iter().flatten() {
-            if image.len() < ncols || image.iter().any(|p| !p) || data.num_columns() as usize != ncols {
+            if image.len() < ncols
+                || image.iter().any(|p| !p)
+                || data.num_columns() as usize != ncols
+            {
                 let reason = format!(
                     "a rows event at {} lacks columns (binlog_row_image must be FULL in every session writing it)",
                     self.position()
@@ -586,14 +612,20 @@ impl StreamState {
         while !r.is_empty() {
             let change = match data {
                 RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
-                    RowChange::Insert(decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?)
+                    RowChange::Insert(
+                        decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?,
+                    )
                 }
                 RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => {
-                    RowChange::Delete(decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?)
+                    RowChange::Delete(
+                        decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?,
+                    )
                 }
                 _ => {
-                    let before = decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?;
-                    let after = decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?;
+                    let before =
+                        decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?;
+                    let after =
+                        decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?;
                     RowChange::Update { before, after }
                 }
             };
@@ -628,7 +660,9 @@ mod tests {
     #[test]
     fn rotate_name_with_checksum_tail() {
         assert_eq!(
-            parse_rotate_name(b"mysql-bin.000003", false).unwrap().to_string(),
+            parse_rotate_name(b"mysql-bin.000003", false)
+                .unwrap()
+                .to_string(),
             "mysql-bin.000003"
         );
         assert_eq!(

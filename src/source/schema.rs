@@ -117,7 +117,10 @@ pub fn from_table_map(
         ];
         let unsigned = ty.is_numeric_type() && signedness.next().unwrap_or(false);
         let collation = if ty.is_character_type() {
-            charset.next().transpose().map_err(|e| malformed(e.to_string()))?
+            charset
+                .next()
+                .transpose()
+                .map_err(|e| malformed(e.to_string()))?
         } else if ty.is_enum_or_set_type() {
             enum_set_charset
                 .next()

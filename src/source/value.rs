@@ -184,7 +184,12 @@ fn fraction(r: &mut Reader<'_>, fsp: u8) -> Result<(u64, u64), DecodeError> {
             let v = r.be(3)?;
             (v, v)
         }
-        _ => return Err(DecodeError::Malformed("fractional seconds", fsp.to_string())),
+        _ => {
+            return Err(DecodeError::Malformed(
+                "fractional seconds",
+                fsp.to_string(),
+            ))
+        }
     })
 }
 
@@ -432,11 +437,12 @@ pub fn json_text(bytes: &[u8]) -> Result<String, DecodeError> {
     let value: mysql_common::binlog::jsonb::Value<'_> = buf
         .parse(())
         .map_err(|e| DecodeError::Malformed("JSON", e.to_string()))?;
-    let json: serde_json::Value = value
-        .try_into()
-        .map_err(|e: mysql_common::binlog::jsonb::JsonbToJsonError| {
-            DecodeError::Malformed("JSON", e.to_string())
-        })?;
+    let json: serde_json::Value =
+        value
+            .try_into()
+            .map_err(|e: mysql_common::binlog::jsonb::JsonbToJsonError| {
+                DecodeError::Malformed("JSON", e.to_string())
+            })?;
     Ok(json.to_string())
 }
 
@@ -533,10 +539,7 @@ mod tests {
         let stored = (packed + 0x8000_0000_0000) as u64;
         let bytes = &stored.to_be_bytes()[2..];
         let c = col(ColumnType::MYSQL_TYPE_TIME2, [6, 0], false);
-        assert_eq!(
-            one(bytes, &c),
-            Value::Temporal("-838:59:59.000000".into())
-        );
+        assert_eq!(one(bytes, &c), Value::Temporal("-838:59:59.000000".into()));
     }
 
     #[test]

@@ -18,7 +18,11 @@ use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
 static SERVER_ID: AtomicU32 = AtomicU32::new(1);
 
 fn mariadbd() -> PathBuf {
-    for p in ["/usr/sbin/mariadbd", "/usr/bin/mariadbd", "/usr/local/bin/mariadbd"] {
+    for p in [
+        "/usr/sbin/mariadbd",
+        "/usr/bin/mariadbd",
+        "/usr/local/bin/mariadbd",
+    ] {
         if Path::new(p).exists() {
             return p.into();
         }
@@ -61,7 +65,9 @@ fn template() -> PathBuf {
     if is_root() {
         cmd.arg("--user=root");
     }
-    let status = cmd.status().expect("run mariadb-install-db (is MariaDB installed?)");
+    let status = cmd
+        .status()
+        .expect("run mariadb-install-db (is MariaDB installed?)");
     assert!(status.success(), "mariadb-install-db failed");
     // Another process may have won the race; either copy is fine.
     if std::fs::rename(&staging, &dir).is_err() {
@@ -115,7 +121,8 @@ impl Server {
             .expect("tempdir");
         let data = dir.path().join("data");
         copy_dir(&template(), &data);
-        let server_id = 1000 + SERVER_ID.fetch_add(1, Ordering::SeqCst) + std::process::id() % 10_000 * 10;
+        let server_id =
+            1000 + SERVER_ID.fetch_add(1, Ordering::SeqCst) + std::process::id() % 10_000 * 10;
         let port = free_port();
         let mut args = vec![
             "--no-defaults".to_string(),
@@ -210,7 +217,10 @@ impl Server {
     pub fn stop(&mut self, hard: bool) {
         if let Some(mut child) = self.child.take() {
             let sig = if hard { "-KILL" } else { "-TERM" };
-            let _ = Command::new("kill").arg(sig).arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
     }
@@ -266,7 +276,13 @@ pub async fn dump(conn: &mut Conn, table: &str, order: &str) -> Vec<String> {
 }
 
 /// Polls until `table` on `replica` equals the source's, or panics with the difference.
-pub async fn wait_equal(source: &mut Conn, replica: &mut Conn, table: &str, order: &str, within: Duration) {
+pub async fn wait_equal(
+    source: &mut Conn,
+    replica: &mut Conn,
+    table: &str,
+    order: &str,
+    within: Duration,
+) {
     let deadline = Instant::now() + within;
     loop {
         let a = dump(source, table, order).await;
@@ -295,13 +311,21 @@ pub fn write_config(dir: &Path, body: &str) -> PathBuf {
 }
 
 /// The standard config: one source, targets named by (name, url), mappings as TOML text.
-pub fn config_text(source: &Server, server_id: u32, targets: &[(&str, String)], mappings: &str, extra_source: &str) -> String {
+pub fn config_text(
+    source: &Server,
+    server_id: u32,
+    targets: &[(&str, String)],
+    mappings: &str,
+    extra_source: &str,
+) -> String {
     let mut s = format!(
         "[source]\nurl = \"{}\"\nserver_id = {server_id}\nheartbeat_secs = 1\n{extra_source}\n",
         source.url("")
     );
     for (name, url) in targets {
-        s.push_str(&format!("\n[[targets]]\nname = \"{name}\"\nurl = \"{url}\"\n"));
+        s.push_str(&format!(
+            "\n[[targets]]\nname = \"{name}\"\nurl = \"{url}\"\n"
+        ));
     }
     s.push('\n');
     s.push_str(mappings);
@@ -316,7 +340,10 @@ pub struct Rowsync {
 
 impl Rowsync {
     pub fn start(config: &Path) -> Rowsync {
-        let log = config.with_extension(format!("log.{}", Instant::now().elapsed().as_nanos() + rand_suffix()));
+        let log = config.with_extension(format!(
+            "log.{}",
+            Instant::now().elapsed().as_nanos() + rand_suffix()
+        ));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rowsync"))
             .arg("run")
@@ -347,7 +374,10 @@ impl Rowsync {
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = c.try_wait() {
@@ -355,7 +385,10 @@ impl Rowsync {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("rowsync did not exit within 30 s of SIGTERM; log:\n{}", self.log_text());
+                panic!(
+                    "rowsync did not exit within 30 s of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -375,7 +408,11 @@ fn rand_suffix() -> u128 {
 impl Drop for Rowsync {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- rowsync log ({}) ---\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- rowsync log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
         self.kill9();
     }
@@ -433,7 +470,11 @@ pub async fn wait_started(target: &Server, db: &str, rowsync: &Rowsync) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "rowsync did not start; log:\n{}", rowsync.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "rowsync did not start; log:\n{}",
+            rowsync.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

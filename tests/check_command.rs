@@ -1,0 +1,111 @@
+//! `rowsync check` reports bad configs, a source that does not log ROW events, a CASCADE
+//! foreign key on a selected table and an unreachable target — each with exit status ≠ 0 —
+//! and exits 0 on a healthy setup.
+//!
+//! Run: `cargo nextest run --test check_command`
+
+mod common;
+
+use common::*;
+
+fn check(cfg: &std::path::Path) -> (i32, String) {
+    rowsync_cmd(&["check", "--config", cfg.to_str().unwrap()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_problems_with_their_fix() {
+    let source = Server::start(Role::Source);
+    let target = Server::start(Role::Target);
+    exec(&mut source.conn("").await, PRODUCT_SCHEMA).await;
+    exec(&mut target.conn("").await, &["CREATE DATABASE order_db"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = "[[mappings]]\nsource = \"product.product\"\ntargets = [\"order\"]\n";
+    let good = config_text(
+        &source,
+        4501,
+        &[("order", target.url("order_db"))],
+        mapping,
+        "",
+    );
+    let cfg = write_config(dir.path(), &good);
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("target `order` is reachable"), "{out}");
+
+    // A config error names the file and the key.
+    let bad = good.replace("server_id = 4501", "server_id = 4501\nservr = 1");
+    let cfg_bad = dir.path().join("bad.toml");
+    std::fs::write(&cfg_bad, bad).unwrap();
+    let (code, out) = check(&cfg_bad);
+    assert_ne!(code, 0);
+    assert!(out.contains("bad.toml") && out.contains("servr"), "{out}");
+
+    // A column list without the primary key.
+    let no_pk = good.replace(
+        "targets = [\"order\"]",
+        "targets = [\"order\"]\ncolumns = [\"code\", \"model\"]",
+    );
+    std::fs::write(&cfg_bad, no_pk).unwrap();
+    let (code, out) = check(&cfg_bad);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("must include the primary key column `id`"),
+        "{out}"
+    );
+
+    // An unreachable target.
+    let unreachable = good.replace(&target.url("order_db"), "mysql://root@127.0.0.1:1/order_db");
+    std::fs::write(&cfg_bad, unreachable).unwrap();
+    let (code, out) = check(&cfg_bad);
+    assert_ne!(code, 0);
+    assert!(out.contains("target `order` is unreachable"), "{out}");
+
+    // A CASCADE foreign key touching a selected table.
+    exec(
+        &mut source.conn("product").await,
+        &["CREATE TABLE child (id INT PRIMARY KEY, product_id BIGINT UNSIGNED, FOREIGN KEY (product_id) REFERENCES product (id) ON DELETE CASCADE) ENGINE=InnoDB"],
+    )
+    .await;
+    let (code, out) = check(&cfg);
+    assert_ne!(code, 0);
+    assert!(out.contains("ON DELETE CASCADE"), "{out}");
+
+    // A table without primary key.
+    let cfg_nopk = dir.path().join("nopk.toml");
+    exec(
+        &mut source.conn("product").await,
+        &["CREATE TABLE heap (a INT) ENGINE=InnoDB"],
+    )
+    .await;
+    std::fs::write(&cfg_nopk, good.replace("product.product", "product.heap")).unwrap();
+    let (code, out) = check(&cfg_nopk);
+    assert_ne!(code, 0);
+    assert!(out.contains("has no primary key"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refuses_a_statement_format_source() {
+    let source = Server::start_with(
+        Role::Source,
+        &["--binlog-format=STATEMENT", "--binlog-row-metadata=MINIMAL"],
+    );
+    let target = Server::start(Role::Target);
+    exec(&mut source.conn("").await, PRODUCT_SCHEMA).await;
+    exec(&mut target.conn("").await, &["CREATE DATABASE order_db"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &config_text(
+            &source,
+            4601,
+            &[("order", target.url("order_db"))],
+            "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n",
+            "",
+        ),
+    );
+    let (code, out) = check(&cfg);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("binlog_format is STATEMENT"), "{out}");
+    assert!(out.contains("binlog_row_metadata is MINIMAL"), "{out}");
+    assert!(out.contains("sync_binlog is 0"), "{out}");
+}
