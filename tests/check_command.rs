@@ -14,11 +14,9 @@ fn check(cfg: &std::path::Path) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_problems_with_their_fix() {
-    let source = Server::start(Role::Source);
-    let target = Server::start(Role::Target);
-    exec(&mut source.conn("").await, PRODUCT_SCHEMA).await;
-    exec(&mut target.conn("").await, &["CREATE DATABASE order_db"]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order"], "", 4501).await;
+    let (source, dir) = (c.source, c.dir);
+    let target = c.targets.into_iter().next().unwrap();
     let mapping = "[[mappings]]\nsource = \"product.product\"\ntargets = [\"order\"]\n";
     let good = config_text(
         &source,
@@ -89,20 +87,15 @@ async fn check_refuses_a_statement_format_source() {
         Role::Source,
         &["--binlog-format=STATEMENT", "--binlog-row-metadata=MINIMAL"],
     );
-    let target = Server::start(Role::Target);
-    exec(&mut source.conn("").await, PRODUCT_SCHEMA).await;
-    exec(&mut target.conn("").await, &["CREATE DATABASE order_db"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &config_text(
-            &source,
-            4601,
-            &[("order", target.url("order_db"))],
-            "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n",
-            "",
-        ),
-    );
+    let c = Cluster::start_with(
+        source,
+        PRODUCT_SCHEMA,
+        &["order"],
+        "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n",
+        4601,
+    )
+    .await;
+    let cfg = c.cfg;
     let (code, out) = check(&cfg);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("binlog_format is STATEMENT"), "{out}");

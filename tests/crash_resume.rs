@@ -37,39 +37,23 @@ async fn log_of(conn: &mut mysql_async::Conn, log: &str) -> Vec<(i64, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_ten_times_loses_and_repeats_nothing() {
-    let source = Server::start(Role::Source);
-    let order = Server::start(Role::Target);
-    let purchase = Server::start(Role::Target);
-    let mut src = source.conn("").await;
-    exec(
-        &mut src,
+    let c = Cluster::start(
         &[
             "CREATE DATABASE product",
             "CREATE TABLE product.product (id BIGINT PRIMARY KEY, code VARCHAR(40) NOT NULL, version BIGINT NOT NULL) ENGINE=InnoDB",
         ],
+        &["order", "purchase"],
+        "[[mappings]]\nsource = \"product.product\"\ntargets = [\"order\", \"purchase\"]\n\n[apply]\nmax_group_transactions = 200\nbatch_rows = 300\n",
+        4301,
     )
     .await;
+    let (source, cfg) = (c.source, c.cfg);
+    let mut targets = c.targets.into_iter();
+    let (order, purchase) = (targets.next().unwrap(), targets.next().unwrap());
     let mut src = source.conn("product").await;
     for s in triggers("product", "changes") {
         src.query_drop(s).await.unwrap();
     }
-    exec(&mut order.conn("").await, &["CREATE DATABASE order_db"]).await;
-    exec(
-        &mut purchase.conn("").await,
-        &["CREATE DATABASE purchase_db"],
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &config_text(
-            &source,
-            4301,
-            &[("order", order.url("order_db")), ("purchase", purchase.url("purchase_db"))],
-            "[[mappings]]\nsource = \"product.product\"\ntargets = [\"order\", \"purchase\"]\n\n[apply]\nmax_group_transactions = 200\nbatch_rows = 300\n",
-            "",
-        ),
-    );
     let mut rowsync = Rowsync::start(&cfg);
     wait_started(&order, "order_db", &rowsync).await;
     wait_started(&purchase, "purchase_db", &rowsync).await;

@@ -23,32 +23,16 @@ async fn setup() -> (
     tempfile::TempDir,
     std::path::PathBuf,
 ) {
-    let source = Server::start(Role::Source);
-    let order = Server::start(Role::Target);
-    let purchase = Server::start(Role::Target);
-    let mut src = source.conn("").await;
-    exec(&mut src, PRODUCT_SCHEMA).await;
-    exec(&mut order.conn("").await, &["CREATE DATABASE order_db"]).await;
-    exec(
-        &mut purchase.conn("").await,
-        &["CREATE DATABASE purchase_db"],
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order", "purchase"],
+        PRODUCT_MAPPINGS,
+        4101,
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &config_text(
-            &source,
-            4101,
-            &[
-                ("order", order.url("order_db")),
-                ("purchase", purchase.url("purchase_db")),
-            ],
-            PRODUCT_MAPPINGS,
-            "",
-        ),
-    );
-    (source, order, purchase, dir, cfg)
+    let mut targets = c.targets.into_iter();
+    let (order, purchase) = (targets.next().unwrap(), targets.next().unwrap());
+    (c.source, order, purchase, c.dir, c.cfg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,5 +164,59 @@ async fn readers_never_see_half_a_transaction() {
     let mut src = source.conn("product").await;
     wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
     assert!(reads > 10, "the reader ran only {reads} times");
+    drop(rowsync);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_follows_and_other_ddl_stops_only_that_table() {
+    let (source, order, _purchase, _dir, cfg) = setup().await;
+    let rowsync = Rowsync::start(&cfg);
+    wait_started(&order, "order_db", &rowsync).await;
+    let mut src = source.conn("product").await;
+    let mut rep = order.conn("order_db").await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO category VALUES (1, 'a', NULL), (2, 'b', NULL)",
+            "INSERT INTO batch VALUES (1, 1, 5, '2024-01-01 00:00:00')",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    // TRUNCATE empties the replica at its place in the stream; rows after it land.
+    exec(
+        &mut src,
+        &[
+            "TRUNCATE TABLE category",
+            "INSERT INTO category VALUES (3, 'after', NULL)",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+
+    // An ALTER the replica does not follow yet stops that table only, visibly.
+    exec(
+        &mut src,
+        &[
+            "ALTER TABLE batch ADD COLUMN note VARCHAR(20) NULL",
+            "INSERT INTO batch VALUES (1, 2, 6, '2024-01-02 00:00:00', 'x')",
+            "INSERT INTO category VALUES (4, 'still flowing', NULL)",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    let n: Option<u64> = rep.query_first("SELECT COUNT(*) FROM batch").await.unwrap();
+    assert_eq!(
+        n,
+        Some(1),
+        "rows after the ALTER must not be mis-mapped into the replica"
+    );
+    let (code, text) = rowsync_cmd(&["status", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("table product.batch NEEDS RE-COPY since mysql-bin.")
+            && text.contains("ALTER TABLE batch ADD COLUMN"),
+        "{text}"
+    );
     drop(rowsync);
 }

@@ -11,30 +11,16 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_target_does_not_hold_back_the_other() {
-    let source = Server::start(Role::Source);
-    let order = Server::start(Role::Target);
-    let mut purchase = Server::start(Role::Target);
-    exec(&mut source.conn("").await, PRODUCT_SCHEMA).await;
-    exec(&mut order.conn("").await, &["CREATE DATABASE order_db"]).await;
-    exec(
-        &mut purchase.conn("").await,
-        &["CREATE DATABASE purchase_db"],
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order", "purchase"],
+        PRODUCT_MAPPINGS,
+        4401,
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &config_text(
-            &source,
-            4401,
-            &[
-                ("order", order.url("order_db")),
-                ("purchase", purchase.url("purchase_db")),
-            ],
-            PRODUCT_MAPPINGS,
-            "",
-        ),
-    );
+    let (source, cfg) = (c.source, c.cfg);
+    let mut targets = c.targets.into_iter();
+    let (order, mut purchase) = (targets.next().unwrap(), targets.next().unwrap());
     let rowsync = Rowsync::start(&cfg);
     wait_started(&order, "order_db", &rowsync).await;
     wait_started(&purchase, "purchase_db", &rowsync).await;

@@ -13,11 +13,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips() {
-    let source = Server::start(Role::Source);
-    let target = Server::start(Role::Target);
-    let mut src = source.conn("").await;
-    exec(
-        &mut src,
+    let c = Cluster::start(
         &[
             "CREATE DATABASE product",
             "CREATE TABLE product.types (
@@ -33,20 +29,13 @@ async fn every_type_round_trips() {
                 tx TEXT, bn BINARY(4), vb VARBINARY(20), bl BLOB, lt LONGTEXT
             ) ENGINE=InnoDB",
         ],
+        &["order"],
+        "[[mappings]]\nsource = \"product.types\"\ntargets = [\"order\"]\n",
+        4201,
     )
     .await;
-    exec(&mut target.conn("").await, &["CREATE DATABASE order_db"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &config_text(
-            &source,
-            4201,
-            &[("order", target.url("order_db"))],
-            "[[mappings]]\nsource = \"product.types\"\ntargets = [\"order\"]\n",
-            "",
-        ),
-    );
+    let (source, cfg) = (c.source, c.cfg);
+    let target = c.targets.into_iter().next().unwrap();
     let rowsync = Rowsync::start(&cfg);
     wait_started(&target, "order_db", &rowsync).await;
 

@@ -478,3 +478,58 @@ pub async fn wait_started(target: &Server, db: &str, rowsync: &Rowsync) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A source with `schema` applied and one target server per name, each with database
+/// `<name>_db`, plus a config replicating `mappings` into them.
+pub struct Cluster {
+    pub source: Server,
+    pub targets: Vec<Server>,
+    pub dir: tempfile::TempDir,
+    pub cfg: PathBuf,
+}
+
+impl Cluster {
+    pub async fn start(schema: &[&str], names: &[&str], mappings: &str, server_id: u32) -> Cluster {
+        Self::start_with(
+            Server::start(Role::Source),
+            schema,
+            names,
+            mappings,
+            server_id,
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        source: Server,
+        schema: &[&str],
+        names: &[&str],
+        mappings: &str,
+        server_id: u32,
+    ) -> Cluster {
+        exec(&mut source.conn("").await, schema).await;
+        let mut targets = Vec::new();
+        let mut urls = Vec::new();
+        for name in names {
+            let t = Server::start(Role::Target);
+            exec(
+                &mut t.conn("").await,
+                &[&format!("CREATE DATABASE {name}_db")],
+            )
+            .await;
+            urls.push((*name, t.url(&format!("{name}_db"))));
+            targets.push(t);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write_config(
+            dir.path(),
+            &config_text(&source, server_id, &urls, mappings, ""),
+        );
+        Cluster {
+            source,
+            targets,
+            dir,
+            cfg,
+        }
+    }
+}
