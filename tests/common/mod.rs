@@ -46,13 +46,26 @@ fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
-/// The shared template datadir, created on first use by any test process.
+/// The shared template datadir, created on first use by any test process. Threads of one
+/// process create it once; processes race through an atomic rename of their own staging dir.
 fn template() -> PathBuf {
+    static TEMPLATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(make_template).clone()
+}
+
+fn make_template() -> PathBuf {
     let dir = target_dir().join("mariadb-template-v1");
     if dir.join("mysql").exists() {
         return dir;
     }
-    let staging = target_dir().join(format!("mariadb-template-{}", std::process::id()));
+    let staging = target_dir().join(format!(
+        "mariadb-template-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
     let _ = std::fs::remove_dir_all(&staging);
     let mut cmd = Command::new("mariadb-install-db");
     cmd.arg("--no-defaults")
