@@ -106,6 +106,10 @@ pub enum MappingError {
     UnknownColumn { table: TableName, column: String },
     #[error("{table}: the column list must include the primary key column `{column}`")]
     MissingKey { table: TableName, column: String },
+    #[error("replica table `{replica}` does not exist in the target")]
+    MissingReplica { replica: String },
+    #[error("replica table `{replica}` has no column `{column}` (a source ALTER it did not follow?); re-copy the table")]
+    ReplicaLacksColumn { replica: String, column: String },
 }
 
 /// A mapping resolved against one source schema: positions of the replica's columns in the

@@ -157,6 +157,7 @@ async fn run_once(
     drop(src);
     status.started(&start, stopped);
 
+    let opts_for_writer = opts.clone();
     let reader = BinlogReader::new(
         ReaderOptions {
             opts,
@@ -173,6 +174,7 @@ async fn run_once(
 
     let mut applier = Applier::new(
         conn,
+        opts_for_writer,
         config.pipeline.clone(),
         router,
         config.apply.clone(),

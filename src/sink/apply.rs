@@ -18,13 +18,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{self, StoppedTable};
 use super::SinkError;
+use super::{ddl, replica};
 use crate::config::ApplyConfig;
-use crate::pipeline::mapping::{Projection, Router};
+use crate::pipeline::mapping::{Mapping, MappingError, Projection, Router};
 use crate::pipeline::status::TargetStatus;
 use crate::source::position::Checkpoint;
 use crate::source::schema::{quote_ident, TableName, TableSchema};
 use crate::source::value::Value;
-use crate::source::{RowBatch, RowChange, SourceEvent};
+use crate::source::{DdlKind, RowBatch, RowChange, SourceEvent};
 
 /// Most placeholders one prepared statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -63,6 +64,8 @@ struct TableRoutes {
 
 pub struct Applier {
     conn: MySqlConnection,
+    /// For reading source definitions when a selected table is created mid-stream.
+    source: mysql_async::Opts,
     pipeline: String,
     router: Arc<Router>,
     limits: ApplyConfig,
@@ -82,12 +85,16 @@ pub struct Applier {
     pending: Option<Checkpoint>,
     pending_stops: Vec<StoppedTable>,
     last_store: Instant,
-    sql_cache: HashMap<(String, u8, usize), Arc<str>>,
+    /// Statement text per (replica, its column list, upsert?, rows): a schema change gives a
+    /// new column list and so a new statement.
+    sql_cache: HashMap<(String, Vec<String>, bool, usize), Arc<str>>,
 }
 
 impl Applier {
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
         mut conn: MySqlConnection,
+        source: mysql_async::Opts,
         pipeline: String,
         router: Arc<Router>,
         limits: ApplyConfig,
@@ -101,6 +108,7 @@ impl Applier {
             .map_err(|e| SinkError::db(PACKET, e))?;
         Ok(Applier {
             conn,
+            source,
             pipeline,
             router,
             limits,
@@ -217,7 +225,7 @@ impl Applier {
         match event {
             SourceEvent::Begin => self.in_source_txn = true,
             SourceEvent::Rows(batch) => {
-                self.rows(batch)?;
+                self.rows(batch).await?;
                 if self.ops.len() >= self.limits.batch_rows
                     || self.ops_bytes >= self.max_statement_bytes
                 {
@@ -236,10 +244,29 @@ impl Applier {
                     }
                 }
             }
-            SourceEvent::Ddl { table, statement } => {
-                let reason =
-                    "DDL the replica does not follow automatically; re-copy the table".to_string();
-                self.stop_table(table, Some(statement), reason);
+            SourceEvent::Ddl {
+                table,
+                kind,
+                statement,
+            } => {
+                if self.stopped.contains(&table) {
+                    return Ok(());
+                }
+                self.routes.remove(&table);
+                match kind {
+                    DdlKind::Alter => self.follow_alter(table, statement).await?,
+                    DdlKind::Create => self.create_replicas(table, statement).await?,
+                    DdlKind::Drop => self.stop_table(
+                        table,
+                        Some(statement),
+                        "the source table was dropped; the replica is kept as it was".into(),
+                    ),
+                    DdlKind::Rename => self.stop_table(
+                        table,
+                        Some(statement),
+                        "the source table was renamed (or swapped in by an online schema change tool); re-copy it".into(),
+                    ),
+                }
             }
             SourceEvent::TableStopped { table, reason } => self.stop_table(table, None, reason),
             SourceEvent::Commit(checkpoint) => {
@@ -281,7 +308,9 @@ impl Applier {
         self.ops.push(op);
     }
 
-    fn projections(
+    /// The projections of `schema` under this target's mappings, built once per schema and
+    /// checked against the replica's columns.
+    async fn projections(
         &mut self,
         schema: &Arc<TableSchema>,
     ) -> Result<Vec<Arc<Projection>>, SinkError> {
@@ -295,6 +324,26 @@ impl Applier {
             .mappings_for(&schema.name)
             .map(|m| Projection::new(m, schema).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        for p in &projections {
+            let have = replica::columns(&mut self.conn, &p.replica).await?;
+            if have.is_empty() {
+                return Err(MappingError::MissingReplica {
+                    replica: p.replica.clone(),
+                }
+                .into());
+            }
+            if let Some(missing) = p
+                .names
+                .iter()
+                .find(|n| !have.iter().any(|h| h.eq_ignore_ascii_case(n)))
+            {
+                return Err(MappingError::ReplicaLacksColumn {
+                    replica: p.replica.clone(),
+                    column: missing.clone(),
+                }
+                .into());
+            }
+        }
         self.routes.insert(
             schema.name.clone(),
             TableRoutes {
@@ -305,11 +354,80 @@ impl Applier {
         Ok(projections)
     }
 
-    fn rows(&mut self, batch: RowBatch) -> Result<(), SinkError> {
+    /// Applies an ALTER of a selected table to its replicas, or stops the table.
+    async fn follow_alter(&mut self, table: TableName, statement: String) -> Result<(), SinkError> {
+        // DDL commits implicitly on the target: commit the finished transactions first.
+        if self.has_writes() {
+            self.commit_group().await?;
+        }
+        let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
+        for m in mappings {
+            let replica = m.replica_name(&table);
+            let key = replica::primary_key(&mut self.conn, &replica).await?;
+            let changes = match ddl::plan_alter(&statement, &m, &key) {
+                Ok(c) => c,
+                Err(reason) => {
+                    self.stop_table(table, Some(statement), reason);
+                    return Ok(());
+                }
+            };
+            for change in changes {
+                let columns = replica::columns(&mut self.conn, &replica).await?;
+                let Some(sql) = change.statement(&replica, &columns) else {
+                    continue;
+                };
+                tracing::info!(replica = %replica, statement = %sql, "following source ALTER");
+                if let Err(e) = self.conn.execute(AssertSqlSafe(sql.clone())).await {
+                    let e = SinkError::db(sql, e);
+                    if e.is_retryable() {
+                        return Err(e);
+                    }
+                    self.stop_table(
+                        table,
+                        Some(statement),
+                        format!("the replica could not follow: {e}"),
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the replicas of a selected table created on the source mid-stream.
+    async fn create_replicas(
+        &mut self,
+        table: TableName,
+        statement: String,
+    ) -> Result<(), SinkError> {
+        if self.has_writes() {
+            self.commit_group().await?;
+        }
+        let mut src = mysql_async::Conn::new(self.source.clone())
+            .await
+            .map_err(|e| SinkError::Source {
+                table: table.clone(),
+                source: Box::new(e.into()),
+            })?;
+        let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
+        for m in mappings {
+            match replica::ensure_replica(&mut src, &mut self.conn, &m, &table).await {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => {
+                    self.stop_table(table, Some(statement), e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn rows(&mut self, batch: RowBatch) -> Result<(), SinkError> {
         if self.stopped.contains(&batch.table.name) {
             return Ok(());
         }
-        let projections = match self.projections(&batch.table) {
+        let projections = match self.projections(&batch.table).await {
             Ok(p) => p,
             Err(SinkError::Mapping(e)) => {
                 self.stop_table(batch.table.name.clone(), None, e.to_string());
@@ -437,7 +555,7 @@ impl Applier {
     }
 
     fn statement(&mut self, p: &Projection, upsert: bool, n: usize) -> Arc<str> {
-        let key = (p.replica.clone(), u8::from(upsert), n);
+        let key = (p.replica.clone(), p.names.clone(), upsert, n);
         if let Some(sql) = self.sql_cache.get(&key) {
             return sql.clone();
         }

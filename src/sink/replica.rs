@@ -196,6 +196,34 @@ fn strip_generated(def: &str) -> String {
     out
 }
 
+/// The replica's column names (empty if it does not exist).
+pub async fn columns(
+    target: &mut MySqlConnection,
+    replica: &str,
+) -> Result<Vec<String>, SinkError> {
+    const SQL: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
+    let rows: Vec<(String,)> = sqlx::query_as(SQL)
+        .bind(replica)
+        .fetch_all(&mut *target)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
+/// The replica's primary key columns, in key order.
+pub async fn primary_key(
+    target: &mut MySqlConnection,
+    replica: &str,
+) -> Result<Vec<String>, SinkError> {
+    const SQL: &str = "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX";
+    let rows: Vec<(String,)> = sqlx::query_as(SQL)
+        .bind(replica)
+        .fetch_all(&mut *target)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
 /// Source tables (existing now) that `router` selects.
 pub async fn selected_tables(
     src: &mut Conn,
@@ -268,24 +296,13 @@ pub async fn ensure_replica(
                     "it uses engine {engine}; replicas must be transactional (InnoDB) so rows and checkpoint commit together"
                 )));
             }
-            const COLS: &str = "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
-            let existing: Vec<(String, String)> = sqlx::query_as(COLS)
-                .bind(&replica)
-                .fetch_all(&mut *target)
-                .await
-                .map_err(|e| SinkError::db(COLS, e))?;
-            for c in &columns {
-                if !existing.iter().any(|(n, _)| n.eq_ignore_ascii_case(c)) {
-                    return Err(incompatible(format!("it has no column `{c}`")));
-                }
-            }
-            const PK: &str = "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX";
-            let pk: Vec<(String,)> = sqlx::query_as(PK)
-                .bind(&replica)
-                .fetch_all(&mut *target)
-                .await
-                .map_err(|e| SinkError::db(PK, e))?;
-            let pk: Vec<String> = pk.into_iter().map(|(n,)| n.to_ascii_lowercase()).collect();
+            // Columns are checked when rows arrive, against the schema of that point of the
+            // stream: the source may already have columns whose ALTER is still to be replayed.
+            let pk: Vec<String> = primary_key(target, &replica)
+                .await?
+                .into_iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
             let want: Vec<String> = def
                 .primary_key
                 .iter()

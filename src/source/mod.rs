@@ -63,9 +63,10 @@ pub enum SourceEvent {
     Rows(RowBatch),
     /// TRUNCATE of a selected table, at its place in the stream.
     Truncate(TableName),
-    /// A DDL statement on a selected table that the replica cannot follow by itself.
+    /// A DDL statement on a selected table, at its place in the stream (a group of its own).
     Ddl {
         table: TableName,
+        kind: DdlKind,
         statement: String,
     },
     /// A selected table stops: its rows cannot be replicated from here on.
@@ -77,6 +78,15 @@ pub enum SourceEvent {
     Commit(Checkpoint),
     /// The source sent a heartbeat: nothing more to read right now.
     CaughtUp,
+}
+
+/// What a DDL statement does to a selected table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DdlKind {
+    Alter,
+    Create,
+    Drop,
+    Rename,
 }
 
 /// Errors of the source side, each classed as retryable or definite.

@@ -27,7 +27,7 @@ use super::position::{BinlogFile, Checkpoint, Flavor, GtidSet, Position, Sid};
 use super::schema::{self, TableName, TableSchema};
 use super::statement::{classify, Statement};
 use super::value::{decode_row, ColumnFormat, Reader};
-use super::{RowBatch, RowChange, SourceError, SourceEvent};
+use super::{DdlKind, RowBatch, RowChange, SourceError, SourceEvent};
 use crate::pipeline::mapping::Router;
 
 /// MySQL 8's heartbeat with a 64-bit position (mysql_common has no constant for it).
@@ -459,39 +459,27 @@ impl StreamState {
                 self.ensure_begin(out);
                 out.push(SourceEvent::Truncate(t.clone()));
             }
-            Statement::Alter(t) | Statement::Create(t) if selected(self, t) => {
-                self.ensure_begin(out);
-                out.push(SourceEvent::Ddl {
-                    table: t.clone(),
-                    statement: sql.to_owned(),
-                });
-                self.forget_table(t);
+            Statement::Alter(t) if selected(self, t) => {
+                self.ddl(out, t, DdlKind::Alter, sql);
+            }
+            Statement::Create(t) if selected(self, t) => {
+                self.ddl(out, t, DdlKind::Create, sql);
             }
             Statement::Drop(tables) => {
-                let hit: Vec<TableName> = tables
+                for t in tables
                     .iter()
                     .filter(|t| selected(self, t))
                     .cloned()
-                    .collect();
-                for t in &hit {
-                    self.ensure_begin(out);
-                    out.push(SourceEvent::Ddl {
-                        table: t.clone(),
-                        statement: sql.to_owned(),
-                    });
-                    self.forget_table(t);
+                    .collect::<Vec<_>>()
+                {
+                    self.ddl(out, &t, DdlKind::Drop, sql);
                 }
             }
             Statement::Rename(pairs) => {
                 for (from, to) in pairs {
                     for t in [from, to] {
                         if selected(self, t) {
-                            self.ensure_begin(out);
-                            out.push(SourceEvent::Ddl {
-                                table: t.clone(),
-                                statement: sql.to_owned(),
-                            });
-                            self.forget_table(t);
+                            self.ddl(out, t, DdlKind::Rename, sql);
                         }
                     }
                 }
@@ -512,6 +500,16 @@ impl StreamState {
             self.commit(out);
         }
         Ok(())
+    }
+
+    fn ddl(&mut self, out: &mut Vec<SourceEvent>, table: &TableName, kind: DdlKind, sql: &str) {
+        self.ensure_begin(out);
+        out.push(SourceEvent::Ddl {
+            table: table.clone(),
+            kind,
+            statement: sql.to_owned(),
+        });
+        self.forget_table(table);
     }
 
     fn forget_table(&mut self, table: &TableName) {
