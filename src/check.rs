@@ -93,7 +93,7 @@ async fn check_source(config: &Config, report: &mut Report) {
         Ok(o) => o,
         Err(e) => return report.fail(format!("source.url is not usable: {e}")),
     };
-    let mut conn = match Conn::new(opts).await {
+    let mut conn = match crate::source::conn::connect(&opts).await {
         Ok(c) => c,
         Err(e) => {
             return report.fail(format!(

@@ -24,7 +24,7 @@ pub struct TargetReport {
 /// Builds the report; `Err` only when the source itself cannot be read.
 pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetReport>)> {
     let opts = source_opts(&config.source.url, config.source.tls.as_ref())?;
-    let mut src = mysql_async::Conn::new(opts).await?;
+    let mut src = crate::source::conn::connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
     let head = info.head(&mut src).await?;
     let now = SystemTime::now()

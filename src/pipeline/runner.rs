@@ -129,9 +129,7 @@ async fn run_once(
     let stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
     let skip: HashSet<_> = stopped.iter().map(|s| s.table.clone()).collect();
 
-    let mut src = mysql_async::Conn::new(opts.clone())
-        .await
-        .map_err(SourceError::from)?;
+    let mut src = crate::source::conn::connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
     for table in replica::selected_tables(&mut src, &router).await? {
         if skip.contains(&table) {

@@ -22,6 +22,7 @@ use super::{ddl, replica};
 use crate::config::ApplyConfig;
 use crate::pipeline::mapping::{Mapping, MappingError, Projection, Router};
 use crate::pipeline::status::TargetStatus;
+use crate::source::conn::connect;
 use crate::source::position::Checkpoint;
 use crate::source::schema::{quote_ident, TableName, TableSchema};
 use crate::source::value::Value;
@@ -403,12 +404,10 @@ impl Applier {
         if self.has_writes() {
             self.commit_group().await?;
         }
-        let mut src = mysql_async::Conn::new(self.source.clone())
-            .await
-            .map_err(|e| SinkError::Source {
-                table: table.clone(),
-                source: Box::new(e.into()),
-            })?;
+        let mut src = connect(&self.source).await.map_err(|e| SinkError::Source {
+            table: table.clone(),
+            source: Box::new(e),
+        })?;
         let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
         for m in mappings {
             match replica::ensure_replica(&mut src, &mut self.conn, &m, &table).await {

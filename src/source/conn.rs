@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use mysql_async::{ClientIdentity, Opts, OptsBuilder, SslOpts};
 
+use super::SourceError;
 use crate::config::{TlsConfig, TlsVerify};
 
 /// `sql_mode` for rowsync sessions. Not strict: the source may hold values its own (possibly
@@ -22,6 +23,18 @@ pub fn session_init() -> Vec<String> {
         format!("SET sql_mode = '{SESSION_SQL_MODE}'"),
         "SET NAMES utf8mb4".into(),
     ]
+}
+
+/// How long opening a connection may take. A frozen server accepts TCP connections but never
+/// answers, so without a limit a reconnect would hang forever.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a source session within `CONNECT_TIMEOUT`.
+pub async fn connect(opts: &Opts) -> Result<mysql_async::Conn, SourceError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(opts.clone())).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(SourceError::ConnectTimeout(CONNECT_TIMEOUT)),
+    }
 }
 
 /// Options for a source connection.

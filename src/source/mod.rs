@@ -96,6 +96,8 @@ pub enum SourceError {
     Connection(#[from] mysql_async::Error),
     #[error("no binlog event for {0:?}: the connection looks dead, reconnecting")]
     ReadTimeout(std::time::Duration),
+    #[error("the source did not answer within {0:?}")]
+    ConnectTimeout(std::time::Duration),
     #[error("binlog event at {position} failed its checksum")]
     Checksum { position: String },
     #[error(
@@ -139,9 +141,10 @@ impl SourceError {
                 mysql_async::Error::Url(_) => false,
                 _ => true,
             },
-            SourceError::ReadTimeout(_) | SourceError::Checksum { .. } | SourceError::Closed => {
-                true
-            }
+            SourceError::ReadTimeout(_)
+            | SourceError::ConnectTimeout(_)
+            | SourceError::Checksum { .. }
+            | SourceError::Closed => true,
             _ => false,
         }
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, GtidEvent, RotateEvent, RowsEventData};
 use mysql_async::prelude::*;
-use mysql_async::{BinlogStreamRequest, Conn, Opts};
+use mysql_async::{BinlogStreamRequest, Opts};
 use mysql_common::binlog::consts::EventType;
 use mysql_common::binlog::events::{QueryEvent, TableMapEvent};
 use mysql_common::packets::{GnoInterval, Sid as DumpSid};
@@ -66,7 +66,7 @@ impl BinlogReader {
         tx: mpsc::Sender<SourceEvent>,
         cancel: CancellationToken,
     ) -> Result<(), SourceError> {
-        let mut conn = Conn::new(self.options.opts.clone()).await?;
+        let mut conn = super::conn::connect(&self.options.opts).await?;
         let info = SourceInfo::read(&mut conn).await?;
         if !info.log_bin {
             return Err(SourceError::BinlogOff);
@@ -193,7 +193,8 @@ struct Group {
     standalone: bool,
     /// A `Begin` was sent downstream (the group has selected rows).
     began: bool,
-    xa_prepared: bool,
+    /// Inside an XA transaction: its rows are not replicated.
+    xa: bool,
     maria_gtid: Option<super::position::MariaGtid>,
     mysql_gtid: Option<(Sid, u64)>,
 }
@@ -347,7 +348,7 @@ impl StreamState {
                 })?;
                 self.begin_group(g.standalone());
                 self.group.maria_gtid = Some(g.gtid);
-                self.group.xa_prepared = g.prepared_xa();
+                self.group.xa = g.prepared_xa();
             }
             k if k == EventType::GTID_EVENT as u8 || k == EventType::ANONYMOUS_GTID_EVENT as u8 => {
                 self.begin_group(false);
@@ -372,12 +373,8 @@ impl StreamState {
                 return Ok(out);
             }
             k if k == EventType::XA_PREPARE_LOG_EVENT as u8 => {
+                // The prepared part ends here; its selected tables were stopped (see `rows`).
                 advance(self);
-                if self.group.began {
-                    return Err(self.unsupported(
-                        "XA PREPARE of a transaction that changed selected tables (XA is not replicated yet; commit such changes without XA)",
-                    ));
-                }
                 self.commit(&mut out);
                 return Ok(out);
             }
@@ -443,7 +440,11 @@ impl StreamState {
                 self.commit(out);
                 return Ok(());
             }
-            Statement::XaStart | Statement::XaEnd | Statement::XaPrepare => return Ok(()),
+            Statement::XaStart => {
+                self.group.xa = true;
+                return Ok(());
+            }
+            Statement::XaEnd | Statement::XaPrepare => return Ok(()),
             Statement::XaCommit { .. } | Statement::XaRollback => {
                 if self.group.standalone || !self.group.open {
                     self.commit(out);
@@ -565,6 +566,22 @@ impl StreamState {
         };
         let table = mapped.schema.clone();
         if self.skip.contains(&table.name) {
+            return Ok(());
+        }
+        if self.group.xa {
+            // Rows of an XA transaction belong to a PREPARE that may be committed or rolled
+            // back much later; holding them across restarts is not supported yet, so the
+            // table stops rather than risk applying a rolled-back change or losing a
+            // committed one.
+            self.ensure_begin(out);
+            self.skip.insert(table.name.clone());
+            out.push(SourceEvent::TableStopped {
+                table: table.name.clone(),
+                reason: format!(
+                    "changed inside an XA transaction at {}; XA is not replicated — re-copy the table once the XA transaction has ended",
+                    self.position()
+                ),
+            });
             return Ok(());
         }
         if matches!(data, RowsEventData::PartialUpdateRowsEvent(_)) {

@@ -1,0 +1,167 @@
+//! The source misbehaving: frozen with SIGSTOP (the reader notices through its read timeout
+//! and reconnects once the source resumes), writing in two GTID domains (positions resume per
+//! domain across a restart), and XA transactions (never applied half; their table stops with
+//! a clear reason while other tables keep flowing).
+//!
+//! Run: `cargo nextest run --test source_faults`
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use mysql_async::prelude::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_source_is_detected_and_reconnected() {
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order"],
+        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
+        4701,
+    )
+    .await;
+    let (source, order) = (c.source, &c.targets[0]);
+    let rowsync = Rowsync::start(&c.cfg);
+    wait_started(order, "order_db", &rowsync).await;
+    let mut src = source.conn("product").await;
+    let mut rep = order.conn("order_db").await;
+    exec(
+        &mut src,
+        &["INSERT INTO category VALUES (1, 'before', NULL)"],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    drop(src);
+
+    // Heartbeats come every second; the read timeout is 4 s. Freeze for longer.
+    let pid = source.pid().unwrap();
+    signal(pid, "-STOP");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    signal(pid, "-CONT");
+
+    let mut src = source.conn("product").await;
+    exec(
+        &mut src,
+        &["INSERT INTO category VALUES (2, 'after', NULL)"],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    let log = rowsync.log_text();
+    assert!(
+        log.contains("the connection looks dead"),
+        "the freeze went unnoticed; log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gtid_domains_resume_after_a_restart() {
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order"],
+        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
+        4801,
+    )
+    .await;
+    let (source, order) = (c.source, &c.targets[0]);
+    let mut rowsync = Rowsync::start(&c.cfg);
+    wait_started(order, "order_db", &rowsync).await;
+    let mut src = source.conn("product").await;
+    let mut rep = order.conn("order_db").await;
+    for round in 0..3 {
+        for i in 0..20 {
+            let id = round * 100 + i;
+            let domain = i % 2;
+            exec(
+                &mut src,
+                &[
+                    &format!("SET SESSION gtid_domain_id = {domain}"),
+                    &format!("INSERT INTO category VALUES ({id}, 'd{domain}', {round})"),
+                ],
+            )
+            .await;
+        }
+        wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+        assert_eq!(rowsync.terminate(), Some(0), "{}", rowsync.log_text());
+        // Writes while rowsync is down, in both domains.
+        for domain in 0..2 {
+            let id = round * 100 + 50 + domain;
+            exec(
+                &mut src,
+                &[
+                    &format!("SET SESSION gtid_domain_id = {domain}"),
+                    &format!("INSERT INTO category VALUES ({id}, 'down', {round})"),
+                ],
+            )
+            .await;
+        }
+        rowsync = Rowsync::start(&c.cfg);
+    }
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    let gtid: Option<String> = rep
+        .query_first("SELECT gtid FROM rowsync_checkpoint")
+        .await
+        .unwrap();
+    let gtid = gtid.unwrap_or_default();
+    assert!(
+        gtid.starts_with("0-") && gtid.contains(",1-"),
+        "checkpoint should hold both domains: {gtid}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xa_prepare_and_rollback_leave_nothing_on_the_replica() {
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order"],
+        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
+        4901,
+    )
+    .await;
+    let (source, order) = (c.source, &c.targets[0]);
+    let rowsync = Rowsync::start(&c.cfg);
+    wait_started(order, "order_db", &rowsync).await;
+    let mut src = source.conn("product").await;
+    let mut rep = order.conn("order_db").await;
+    exec(
+        &mut src,
+        &[
+            "XA START 'x1'",
+            "INSERT INTO category VALUES (1, 'xa', NULL)",
+            "XA END 'x1'",
+            "XA PREPARE 'x1'",
+            "XA ROLLBACK 'x1'",
+            "INSERT INTO product VALUES (1, 'P-1', 'after xa', 1, 2020, 1.00, 0)",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
+    let n: Option<u64> = rep
+        .query_first("SELECT COUNT(*) FROM category")
+        .await
+        .unwrap();
+    assert_eq!(
+        n,
+        Some(0),
+        "a rolled-back XA transaction reached the replica"
+    );
+    let (code, text) = rowsync_cmd(&["status", "--config", c.cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("table product.category NEEDS RE-COPY") && text.contains("XA transaction"),
+        "{text}"
+    );
+}
