@@ -9,9 +9,9 @@ pub const BINLOG_CHECKPOINT_EVENT: u8 = 161;
 pub const GTID_EVENT: u8 = 162;
 pub const GTID_LIST_EVENT: u8 = 163;
 pub const START_ENCRYPTION_EVENT: u8 = 164;
-/// First and last of MariaDB's compressed QUERY and rows events (`log_bin_compress`).
+/// MariaDB's compressed QUERY event (`log_bin_compress`); compressed rows events are framed
+/// in `rows_event`.
 pub const QUERY_COMPRESSED_EVENT: u8 = 165;
-pub const DELETE_ROWS_COMPRESSED_EVENT: u8 = 171;
 
 /// The group is a single statement with no BEGIN/COMMIT (DDL).
 pub const FL_STANDALONE: u8 = 1;

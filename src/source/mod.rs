@@ -27,6 +27,7 @@ pub mod info;
 pub mod mariadb;
 pub mod position;
 pub mod reader;
+pub mod rows_event;
 pub mod schema;
 pub mod statement;
 pub mod value;

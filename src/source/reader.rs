@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{Event, EventData, GtidEvent, RotateEvent, RowsEventData};
+use mysql_async::binlog::events::{Event, GtidEvent, RotateEvent};
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Opts};
 use mysql_common::binlog::consts::EventType;
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::info::SourceInfo;
 use super::mariadb;
 use super::position::{BinlogFile, Checkpoint, Flavor, GtidSet, Position, Sid};
+use super::rows_event::{self, compressed_query, rows_event_type, RowsKind};
 use super::schema::{self, TableName, TableSchema};
 use super::statement::{classify, Statement};
 use super::value::{decode_row, ColumnFormat, Reader};
@@ -378,13 +379,17 @@ impl StreamState {
                 self.commit(&mut out);
                 return Ok(out);
             }
-            k if (EventType::WRITE_ROWS_EVENT_V1 as u8..=EventType::DELETE_ROWS_EVENT_V1 as u8)
-                .contains(&k)
-                || (EventType::WRITE_ROWS_EVENT as u8..=EventType::DELETE_ROWS_EVENT as u8)
-                    .contains(&k)
-                || k == EventType::PARTIAL_UPDATE_ROWS_EVENT as u8 =>
-            {
-                self.rows(event, stream, &mut out)?;
+            k if rows_event_type(k).is_some() => {
+                self.rows(k, event.data(), stream, &mut out)?;
+            }
+            mariadb::QUERY_COMPRESSED_EVENT => {
+                let (db, sql) =
+                    compressed_query(event.data()).map_err(|e| SourceError::Protocol {
+                        reason: format!("malformed compressed query event: {e}"),
+                    })?;
+                advance(self);
+                self.query(&db, &sql, &mut out)?;
+                return Ok(out);
             }
             k if k == EventType::HEARTBEAT_EVENT as u8 || k == HEARTBEAT_EVENT_V2 => {
                 if !self.group.open {
@@ -394,13 +399,6 @@ impl StreamState {
             }
             mariadb::START_ENCRYPTION_EVENT => {
                 return Err(self.unsupported("encrypted binlog (encrypt_binlog=ON)"));
-            }
-            k if (mariadb::QUERY_COMPRESSED_EVENT..=mariadb::DELETE_ROWS_COMPRESSED_EVENT)
-                .contains(&k) =>
-            {
-                return Err(self.unsupported(
-                    "MariaDB compressed binlog events (log_bin_compress=ON); turn it off on the source",
-                ));
             }
             k if k == EventType::TRANSACTION_PAYLOAD_EVENT as u8 => {
                 // Its inner events follow from the stream itself; nothing to do here.
@@ -540,20 +538,15 @@ impl StreamState {
 
     fn rows(
         &mut self,
-        event: &Event,
+        kind: u8,
+        body: &[u8],
         stream: &mysql_async::BinlogStream,
         out: &mut Vec<SourceEvent>,
     ) -> Result<(), SourceError> {
-        let data = match event.read_data() {
-            Ok(Some(EventData::RowsEvent(r))) => r,
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                return Err(SourceError::Protocol {
-                    reason: format!("malformed rows event: {e}"),
-                })
-            }
-        };
-        let table_id = data.table_id();
+        let data = rows_event::parse(kind, body).map_err(|e| SourceError::Protocol {
+            reason: format!("malformed rows event at {}: {e}", self.position()),
+        })?;
+        let table_id = data.table_id;
         if !self.tables.contains_key(&table_id) {
             // A table map we have not seen through the router yet (the stream's own cache
             // always has it).
@@ -584,24 +577,15 @@ impl StreamState {
             });
             return Ok(());
         }
-        if matches!(data, RowsEventData::PartialUpdateRowsEvent(_)) {
+        if data.kind == RowsKind::PartialUpdate {
             return Err(self.unsupported(format!(
                 "partial JSON update of {} (binlog_row_value_options=PARTIAL_JSON); turn it off",
                 table.name
             )));
         }
         let ncols = table.columns.len();
-        let before = data
-            .columns_before_image()
-            .map(|b| b.iter().take(ncols).map(|x| *x).collect::<Vec<bool>>());
-        let after = data
-            .columns_after_image()
-            .map(|b| b.iter().take(ncols).map(|x| *x).collect::<Vec<bool>>());
-        for image in [&before, &after].into_iter().flatten() {
-            if image.len() < ncols
-                || image.iter().any(|p| !p)
-                || data.num_columns() as usize != ncols
-            {
+        for image in [&data.before, &data.after].into_iter().flatten() {
+            if data.columns != ncols || image.iter().any(|p| !p) {
                 let reason = format!(
                     "a rows event at {} lacks columns (binlog_row_image must be FULL in every session writing it)",
                     self.position()
@@ -617,26 +601,23 @@ impl StreamState {
         }
         let formats = &mapped.formats;
         let all = vec![true; ncols];
-        let mut r = Reader::new(data.rows_data());
         let mut changes = Vec::new();
         let decode_err = |s: &Self, source| SourceError::Decode {
             table: table.name.clone(),
             position: s.position().to_string(),
             source,
         };
+        let rows = data.rows().map_err(|e| decode_err(self, e))?;
+        let mut r = Reader::new(&rows);
         while !r.is_empty() {
-            let change = match data {
-                RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
-                    RowChange::Insert(
-                        decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?,
-                    )
-                }
-                RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => {
-                    RowChange::Delete(
-                        decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?,
-                    )
-                }
-                _ => {
+            let change = match data.kind {
+                RowsKind::Write => RowChange::Insert(
+                    decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?,
+                ),
+                RowsKind::Delete => RowChange::Delete(
+                    decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?,
+                ),
+                RowsKind::Update | RowsKind::PartialUpdate => {
                     let before =
                         decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?;
                     let after =
