@@ -151,7 +151,7 @@ impl BinlogReader {
                 Ok(Some(Err(e))) => return Err(SourceError::from(e).explain_start(&start_text)),
                 Ok(Some(Ok(event))) => event,
             };
-            for out in state.handle(&event, &stream)? {
+            for out in state.handle(&event)? {
                 tx.send(out).await.map_err(|_| SourceError::Closed)?;
             }
         }
@@ -305,7 +305,6 @@ impl StreamState {
     fn handle(
         &mut self,
         event: &Event,
-        stream: &mysql_async::BinlogStream,
     ) -> Result<Vec<SourceEvent>, SourceError> {
         let header = event.header();
         let kind = header.event_type_raw();
@@ -380,7 +379,7 @@ impl StreamState {
                 return Ok(out);
             }
             k if rows_event_type(k).is_some() => {
-                self.rows(k, event.data(), stream, &mut out)?;
+                self.rows(k, event.data(), &mut out)?;
             }
             mariadb::QUERY_COMPRESSED_EVENT => {
                 let (db, sql) =
@@ -540,22 +539,25 @@ impl StreamState {
         &mut self,
         kind: u8,
         body: &[u8],
-        stream: &mysql_async::BinlogStream,
         out: &mut Vec<SourceEvent>,
     ) -> Result<(), SourceError> {
         let data = rows_event::parse(kind, body).map_err(|e| SourceError::Protocol {
             reason: format!("malformed rows event at {}: {e}", self.position()),
         })?;
         let table_id = data.table_id;
-        if !self.tables.contains_key(&table_id) {
-            // A table map we have not seen through the router yet (the stream's own cache
-            // always has it).
-            if let Some(tme) = stream.get_tme(table_id) {
-                self.table_map(tme)?;
+        let mapped = match self.tables.get(&table_id) {
+            Some(Some(mapped)) => mapped,
+            Some(None) => return Ok(()),
+            // Every rows event follows its TABLE_MAP in the same group; a missing one means
+            // we cannot tell whether the rows belong to a selected table.
+            None => {
+                return Err(SourceError::Protocol {
+                    reason: format!(
+                        "rows event for unknown table id {table_id} at {}",
+                        self.position()
+                    ),
+                })
             }
-        }
-        let Some(Some(mapped)) = self.tables.get(&table_id) else {
-            return Ok(());
         };
         let table = mapped.schema.clone();
         if self.skip.contains(&table.name) {
@@ -648,6 +650,10 @@ fn parse_rotate_name(name: &[u8], artificial: bool) -> Result<BinlogFile, Source
         reason: format!("rotate to unparseable binlog file name {text:?}"),
     })
 }
+
+#[cfg(test)]
+#[path = "reader_mysql_tests.rs"]
+mod mysql_tests;
 
 #[cfg(test)]
 mod tests {
