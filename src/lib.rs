@@ -9,6 +9,7 @@
 //! - `sink`: target writers, replica tables, checkpoints committed with the rows.
 //! - `check`: `rowsync check`, the pre-flight report on source and targets.
 //! - `report`: `rowsync status`, each target's checkpoint and lag.
+//! - `state`: the local SQLite store of what `run` saw, read by `status`.
 //! - `admin`: HTTP API and UI (observes `pipeline::status`).
 
 pub mod admin;
@@ -18,3 +19,4 @@ pub mod pipeline;
 pub mod report;
 pub mod sink;
 pub mod source;
+pub mod state;

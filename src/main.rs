@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use rowsync::config::Config;
 use rowsync::pipeline::runner;
 use rowsync::pipeline::status::TargetStatus;
+use rowsync::state::StateStore;
 
 #[derive(Parser)]
 #[command(
@@ -102,6 +103,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .context("reading the source")?;
             print!("{}", rowsync::report::render(&head, &targets));
+            let path = config.state_path();
+            if path.exists() {
+                let stored = StateStore::open(&path)
+                    .await?
+                    .load(&config.pipeline)
+                    .await?;
+                print!("{}", rowsync::report::render_daemon(&stored));
+            }
             Ok(if targets.iter().all(|t| t.error.is_none()) {
                 ExitCode::SUCCESS
             } else {
@@ -126,19 +135,28 @@ async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
             cancel.cancel();
         })
     };
+    let store = StateStore::open(&config.state_path()).await?;
     let reporter = {
         let statuses = statuses.clone();
         let cancel = cancel.clone();
+        let pipeline = config.pipeline.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            tick.tick().await;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n: u64 = 0;
             loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+                let stop = tokio::select! {
+                    _ = cancel.cancelled() => true,
+                    _ = tick.tick() => false,
+                };
+                n += 1;
                 for s in &statuses {
                     let snap = s.snapshot();
+                    if let Err(e) = store.save(&pipeline, &snap).await {
+                        tracing::warn!(error = %e, "cannot record target state");
+                    }
+                    if stop || n % 10 != 0 {
+                        continue;
+                    }
                     tracing::info!(
                         target = %snap.target,
                         state = ?snap.state,
@@ -149,10 +167,14 @@ async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
                         "progress"
                     );
                 }
+                if stop {
+                    return;
+                }
             }
         })
     };
     runner::run_all(config, statuses, cancel.clone()).await;
+    // The reporter records the final states before it returns.
     cancel.cancel();
     signals.abort();
     let _ = reporter.await;

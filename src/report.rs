@@ -131,3 +131,26 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
     }
     s
 }
+
+/// What the daemon last recorded for each target (from the state store).
+pub fn render_daemon(stored: &[crate::state::StoredState]) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut s = String::new();
+    for t in stored {
+        let _ = writeln!(
+            s,
+            "daemon: target {} {}{} (recorded {}s ago)",
+            t.target,
+            t.state.to_uppercase(),
+            t.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default(),
+            (now - t.updated_at).max(0)
+        );
+    }
+    s
+}

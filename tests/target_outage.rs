@@ -93,3 +93,78 @@ async fn a_dead_target_does_not_hold_back_the_other() {
         "the outage should have been retried; log:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfixable_target_error_stops_only_that_target() {
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order", "purchase"],
+        PRODUCT_MAPPINGS,
+        4451,
+    )
+    .await;
+    let (source, order, purchase) = (&c.source, &c.targets[0], &c.targets[1]);
+    let rowsync = Rowsync::start(&c.cfg);
+    wait_started(order, "order_db", &rowsync).await;
+    wait_started(purchase, "purchase_db", &rowsync).await;
+    // The purchase replica refuses one value: a constraint the replica does not satisfy.
+    exec(
+        &mut purchase.conn("purchase_db").await,
+        &["CREATE TRIGGER no_poison BEFORE INSERT ON category FOR EACH ROW IF NEW.name = 'poison' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poison row refused'; END IF"],
+    )
+    .await;
+    let mut src = source.conn("product").await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO category VALUES (1, 'fine', NULL)",
+            "INSERT INTO category VALUES (2, 'poison', NULL)",
+            "INSERT INTO category VALUES (3, 'after', NULL)",
+        ],
+    )
+    .await;
+    let mut rep_order = order.conn("order_db").await;
+    wait_equal(
+        &mut src,
+        &mut rep_order,
+        "category",
+        "id",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // The stop is visible in status, with the statement and reason, and is not retried.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let (_, text) = rowsync_cmd(&["status", "--config", c.cfg.to_str().unwrap()]);
+        if text.contains("daemon: target purchase STOPPED") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stopped state in status:\n{text}\nlog:\n{}",
+            rowsync.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        text.contains("poison row refused") && text.contains("INSERT INTO `category`"),
+        "{text}"
+    );
+    assert!(text.contains("daemon: target order STREAMING"), "{text}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = rowsync.log_text();
+    assert_eq!(log.matches("target pipeline stopped").count(), 1, "{log}");
+    assert!(
+        !log.contains("retrying"),
+        "a definite error must not be retried: {log}"
+    );
+    // Nothing of the failed group reached the stopped replica.
+    let n: Option<u64> = mysql_async::prelude::Queryable::query_first(
+        &mut purchase.conn("purchase_db").await,
+        "SELECT COUNT(*) FROM category WHERE id >= 2",
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, Some(0));
+}

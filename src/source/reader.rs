@@ -302,10 +302,7 @@ impl StreamState {
         Ok(())
     }
 
-    fn handle(
-        &mut self,
-        event: &Event,
-    ) -> Result<Vec<SourceEvent>, SourceError> {
+    fn handle(&mut self, event: &Event) -> Result<Vec<SourceEvent>, SourceError> {
         let header = event.header();
         let kind = header.event_type_raw();
         let mut out = Vec::new();
