@@ -154,7 +154,7 @@ async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
                     if let Err(e) = store.save(&pipeline, &snap).await {
                         tracing::warn!(error = %e, "cannot record target state");
                     }
-                    if stop || n % 10 != 0 {
+                    if stop || !n.is_multiple_of(10) {
                         continue;
                     }
                     tracing::info!(

@@ -102,3 +102,53 @@ async fn check_refuses_a_statement_format_source() {
     assert!(out.contains("binlog_row_metadata is MINIMAL"), "{out}");
     assert!(out.contains("sync_binlog is 0"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_missing_grants_and_a_server_id_in_use() {
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order"],
+        "[[mappings]]\nsource = \"product.product\"\ntargets = [\"order\"]\n",
+        4551,
+    )
+    .await;
+    // A running rowsync holds replica id 4551.
+    let rowsync = Rowsync::start(&c.cfg);
+    wait_started(&c.targets[0], "order_db", &rowsync).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (code, out) = check(&c.cfg);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("server id(s) [4551] are used by a live replica"),
+        "{out}"
+    );
+    drop(rowsync);
+
+    // A user without replication privileges.
+    exec(
+        &mut c.source.conn("").await,
+        &[
+            "CREATE USER 'weak'@'%' IDENTIFIED BY 'pw'",
+            "GRANT SELECT ON *.* TO 'weak'@'%'",
+        ],
+    )
+    .await;
+    // Only the source connects as the weak user; the target keeps root.
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    let (head, tail) = text.split_once("[[targets]]").unwrap();
+    let weak = c.dir.path().join("weak.toml");
+    std::fs::write(
+        &weak,
+        format!(
+            "{}[[targets]]{tail}",
+            head.replace("mysql://root@", "mysql://weak:pw@")
+        ),
+    )
+    .unwrap();
+    let (code, out) = check(&weak);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("source user lacks REPLICATION SLAVE, BINLOG MONITOR"),
+        "{out}"
+    );
+}

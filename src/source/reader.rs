@@ -348,7 +348,8 @@ impl StreamState {
                 self.group.xa = g.prepared_xa();
             }
             k if k == EventType::GTID_EVENT as u8 || k == EventType::ANONYMOUS_GTID_EVENT as u8 => {
-                self.begin_group(false);
+                // A single statement (DDL) unless a BEGIN or XA START follows.
+                self.begin_group(true);
                 if k == EventType::GTID_EVENT as u8 {
                     let g: GtidEvent = event.read_event().map_err(io)?;
                     self.group.mysql_gtid = Some((Sid(g.sid()), g.gno()));
@@ -414,7 +415,11 @@ impl StreamState {
         let statement = classify(db, sql);
         match statement {
             Statement::Begin => {
-                if !self.group.open {
+                if self.group.open {
+                    // MySQL's GTID event does not say whether a multi-event group follows;
+                    // BEGIN does.
+                    self.group.standalone = false;
+                } else {
                     self.begin_group(false);
                 }
                 return Ok(());
@@ -436,6 +441,7 @@ impl StreamState {
             }
             Statement::XaStart => {
                 self.group.xa = true;
+                self.group.standalone = false;
                 return Ok(());
             }
             Statement::XaEnd | Statement::XaPrepare => return Ok(()),
