@@ -124,14 +124,15 @@ async fn check_source(config: &Config, report: &mut Report) {
             info.binlog_row_image
         ));
     }
+    const FALLBACK: &str = "rowsync falls back to information_schema for column names and keys, read when a table is first seen and after each DDL on it, and checked against every TABLE_MAP's column types (a mismatch stops the table); a rename or reorder of same-typed columns between the stream position and now goes unseen";
     match info.binlog_row_metadata.as_deref() {
         Some(m) if m.eq_ignore_ascii_case("FULL") => {}
-        Some(m) => report.fail(format!(
-            "source binlog_row_metadata is {m} — set binlog_row_metadata=FULL; without column names in the binlog rowsync cannot map rows safely across ALTERs (no information_schema fallback yet)"
+        Some(m) => report.warn(format!(
+            "source binlog_row_metadata is {m}: {FALLBACK} — set binlog_row_metadata=FULL"
         )),
-        None => report.fail(
-            "source has no binlog_row_metadata setting (MySQL 5.7) — rowsync needs MySQL 8.0.1+ or MariaDB 10.5+ with binlog_row_metadata=FULL",
-        ),
+        None => report.warn(format!(
+            "source has no binlog_row_metadata setting (MySQL before 8.0.1): {FALLBACK}"
+        )),
     }
     match conn.query_first::<String, _>("SELECT @@sync_binlog").await {
         Ok(Some(v)) if v != "1" => report.warn(format!(

@@ -21,6 +21,7 @@
 //! the pipeline restarts it from the target's committed checkpoint, which makes a torn
 //! transaction impossible by construction.
 
+pub mod catalog;
 pub mod charset;
 pub mod conn;
 pub mod info;

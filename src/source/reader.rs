@@ -14,18 +14,19 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, GtidEvent, RotateEvent};
 use mysql_async::prelude::*;
-use mysql_async::{BinlogStreamRequest, Opts};
+use mysql_async::{BinlogStreamRequest, Conn, Opts};
 use mysql_common::binlog::consts::EventType;
 use mysql_common::binlog::events::{QueryEvent, TableMapEvent};
 use mysql_common::packets::{GnoInterval, Sid as DumpSid};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::catalog::{self, CatalogTable};
 use super::info::SourceInfo;
 use super::mariadb;
 use super::position::{BinlogFile, Checkpoint, Flavor, GtidSet, Position, Sid};
 use super::rows_event::{self, compressed_query, rows_event_type, RowsKind};
-use super::schema::{self, TableName, TableSchema};
+use super::schema::{self, SchemaError, TableName, TableSchema};
 use super::statement::{classify, Statement};
 use super::value::{decode_row, ColumnFormat, Reader};
 use super::{DdlKind, RowBatch, RowChange, SourceError, SourceEvent};
@@ -136,6 +137,8 @@ impl BinlogReader {
 
         let mut state = StreamState::new(start, info, self.router, self.skip);
         let read_timeout = self.options.read_timeout;
+        // Second session for information_schema reads (the dump connection is busy).
+        let mut catalog_conn: Option<Conn> = None;
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -151,6 +154,15 @@ impl BinlogReader {
                 Ok(Some(Err(e))) => return Err(SourceError::from(e).explain_start(&start_text)),
                 Ok(Some(Ok(event))) => event,
             };
+            if let Some(table) = state.catalog_needed(&event) {
+                if catalog_conn.is_none() {
+                    catalog_conn = Some(super::conn::connect(&self.options.opts).await?);
+                }
+                if let Some(conn) = catalog_conn.as_mut() {
+                    let entry = catalog::load(conn, &table).await?;
+                    state.catalog.insert(table, entry);
+                }
+            }
             for out in state.handle(&event)? {
                 tx.send(out).await.map_err(|_| SourceError::Closed)?;
             }
@@ -215,6 +227,11 @@ struct StreamState {
     gtid: Option<GtidSet>,
     /// `None` marks a table id whose table is not selected.
     tables: HashMap<u64, Option<MappedTable>>,
+    /// information_schema entries of selected tables, when the binlog has no column names;
+    /// dropped at every DDL on the table so the next TABLE_MAP reads them again.
+    catalog: HashMap<TableName, CatalogTable>,
+    /// Tables to stop, found while reading a TABLE_MAP.
+    stops: Vec<(TableName, String)>,
     group: Group,
     last_time: u32,
 }
@@ -234,6 +251,8 @@ impl StreamState {
             router,
             skip,
             tables: HashMap::new(),
+            catalog: HashMap::new(),
+            stops: Vec::new(),
             group: Group::default(),
             last_time: start.source_time,
         }
@@ -364,6 +383,10 @@ impl StreamState {
             k if k == EventType::TABLE_MAP_EVENT as u8 => {
                 let tme: TableMapEvent<'_> = event.read_event().map_err(io)?;
                 self.table_map(&tme)?;
+                for (table, reason) in std::mem::take(&mut self.stops) {
+                    self.ensure_begin(&mut out);
+                    out.push(SourceEvent::TableStopped { table, reason });
+                }
             }
             k if k == EventType::XID_EVENT as u8 => {
                 advance(self);
@@ -513,7 +536,23 @@ impl StreamState {
         self.forget_table(table);
     }
 
+    /// The selected table a TABLE_MAP `event` describes, when the event has no column names
+    /// and no catalog entry is at hand.
+    fn catalog_needed(&self, event: &Event) -> Option<TableName> {
+        if event.header().event_type_raw() != EventType::TABLE_MAP_EVENT as u8 {
+            return None;
+        }
+        let tme: TableMapEvent<'_> = event.read_event().ok()?;
+        let name = TableName::new(tme.database_name(), tme.table_name());
+        let wanted = self.router.selects(&name)
+            && !self.skip.contains(&name)
+            && !self.catalog.contains_key(&name)
+            && !schema::has_column_names(&tme);
+        wanted.then_some(name)
+    }
+
     fn forget_table(&mut self, table: &TableName) {
+        self.catalog.remove(table);
         self.tables.retain(|_, t| match t {
             Some(m) => &m.schema.name != table,
             None => true,
@@ -526,7 +565,17 @@ impl StreamState {
             self.tables.insert(tme.table_id(), None);
             return Ok(());
         }
-        let schema = schema::from_table_map(tme, &self.info.charsets)?;
+        let schema = match schema::from_table_map(tme, &self.info.charsets, self.catalog.get(&name))
+        {
+            Ok(s) => s,
+            Err(e @ SchemaError::CatalogMismatch { .. }) => {
+                self.tables.insert(tme.table_id(), None);
+                self.skip.insert(name.clone());
+                self.stops.push((name, e.to_string()));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Reuse the Arc when the table is unchanged so downstream caches stay warm.
         let schema = match self.tables.get(&tme.table_id()) {
             Some(Some(m)) if *m.schema == *schema => m.schema.clone(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use mysql_common::binlog::events::{OptionalMetaExtractor, TableMapEvent};
 use mysql_common::constants::ColumnType;
 
+use super::catalog::{type_matches, CatalogTable};
 use super::charset::{Charsets, Codec};
 use super::value::ColumnFormat;
 
@@ -78,16 +79,28 @@ impl TableSchema {
 /// Why a TABLE_MAP cannot give a usable schema.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("table map of {0} has no column names: set binlog_row_metadata=FULL on the source")]
+    #[error("table map of {0} has no column names and no catalog entry was read")]
     NoColumnNames(TableName),
+    #[error("{table}: information_schema does not match the binlog at this point ({reason}); the table changed since — re-copy it, or run the source with binlog_row_metadata=FULL")]
+    CatalogMismatch { table: TableName, reason: String },
     #[error("table map of {table} is malformed: {reason}")]
     Malformed { table: TableName, reason: String },
 }
 
-/// Builds the schema of the table a TABLE_MAP event describes.
+/// Whether the TABLE_MAP carries column names (binlog_row_metadata=FULL).
+pub fn has_column_names(tme: &TableMapEvent<'_>) -> bool {
+    OptionalMetaExtractor::new(tme.iter_optional_meta())
+        .map(|m| m.iter_column_name().next().is_some())
+        .unwrap_or(false)
+}
+
+/// Builds the schema of the table a TABLE_MAP event describes. Without column names in the
+/// event, `catalog` (information_schema, read by the caller) supplies names, signedness,
+/// charsets and the key, after a check that it matches the event's column types.
 pub fn from_table_map(
     tme: &TableMapEvent<'_>,
     charsets: &Charsets,
+    catalog: Option<&CatalogTable>,
 ) -> Result<Arc<TableSchema>, SchemaError> {
     let name = TableName::new(tme.database_name(), tme.table_name());
     let malformed = |reason: String| SchemaError::Malformed {
@@ -103,6 +116,19 @@ pub fn from_table_map(
     let nulls = tme.null_bitmask();
 
     let count = tme.columns_count() as usize;
+    let fallback = if has_column_names(tme) { None } else { catalog };
+    if let Some(cat) = fallback {
+        if cat.columns.len() != count {
+            return Err(SchemaError::CatalogMismatch {
+                table: name,
+                reason: format!(
+                    "{} columns in the binlog, {} in information_schema",
+                    count,
+                    cat.columns.len()
+                ),
+            });
+        }
+    }
     let mut columns = Vec::with_capacity(count);
     for i in 0..count {
         let ty = match tme.get_column_type(i) {
@@ -129,15 +155,38 @@ pub fn from_table_map(
         } else {
             None
         };
-        let col_name = match names.next() {
-            Some(Ok(n)) => n.name().into_owned(),
-            Some(Err(e)) => return Err(malformed(e.to_string())),
-            None => return Err(SchemaError::NoColumnNames(name)),
-        };
-        let codec = match (ty, collation) {
-            (ColumnType::MYSQL_TYPE_JSON, _) => Codec::Utf8,
-            (_, Some(id)) => charsets.codec(id),
-            (_, None) => Codec::Raw,
+        let (col_name, unsigned, codec) = match (names.next(), fallback) {
+            (Some(Ok(n)), _) => {
+                let codec = match (ty, collation) {
+                    (ColumnType::MYSQL_TYPE_JSON, _) => Codec::Utf8,
+                    (_, Some(id)) => charsets.codec(id),
+                    (_, None) => Codec::Raw,
+                };
+                (n.name().into_owned(), unsigned, codec)
+            }
+            (Some(Err(e)), _) => return Err(malformed(e.to_string())),
+            (None, Some(cat)) => {
+                let c = &cat.columns[i];
+                if !type_matches(ty, &c.data_type) {
+                    return Err(SchemaError::CatalogMismatch {
+                        table: name,
+                        reason: format!(
+                            "column {} is {:?} in the binlog but `{}` {} in information_schema",
+                            i + 1,
+                            ty,
+                            c.name,
+                            c.data_type
+                        ),
+                    });
+                }
+                let codec = if ty == ColumnType::MYSQL_TYPE_JSON {
+                    Codec::Utf8
+                } else {
+                    c.codec()
+                };
+                (c.name.clone(), c.unsigned, codec)
+            }
+            (None, None) => return Err(SchemaError::NoColumnNames(name)),
         };
         columns.push(ColumnSchema {
             name: col_name,
@@ -150,11 +199,14 @@ pub fn from_table_map(
             nullable: nulls.get(i).map(|b| *b).unwrap_or(true),
         });
     }
-    let primary_key = meta
-        .iter_primary_key()
-        .map(|r| r.map(|i| i as usize))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| malformed(e.to_string()))?;
+    let primary_key = match fallback {
+        Some(cat) => cat.primary_key.clone(),
+        None => meta
+            .iter_primary_key()
+            .map(|r| r.map(|i| i as usize))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| malformed(e.to_string()))?,
+    };
     if primary_key.iter().any(|&i| i >= count) {
         return Err(malformed("primary key names a missing column".into()));
     }
