@@ -236,3 +236,29 @@ async fn ddl_is_followed_in_stream_order_or_stops_only_its_table() {
     );
     drop(rowsync);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_under_a_pattern_is_created_and_streamed() {
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order"],
+        "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n",
+        4151,
+    )
+    .await;
+    let rowsync = Rowsync::start(&c.cfg);
+    wait_started(&c.targets[0], "order_db", &rowsync).await;
+    let mut src = c.source.conn("product").await;
+    let mut rep = c.targets[0].conn("order_db").await;
+    exec(
+        &mut src,
+        &[
+            "CREATE TABLE supplier (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, UNIQUE KEY uk (name)) ENGINE=InnoDB",
+            "INSERT INTO supplier VALUES (1, 'Acme'), (2, 'Globex')",
+            "UPDATE supplier SET name = 'Initech' WHERE id = 2",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "supplier", "id", WAIT).await;
+    drop(rowsync);
+}

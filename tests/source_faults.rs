@@ -283,3 +283,50 @@ async fn a_purged_start_position_is_a_clear_fatal_error() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_master_is_refused_not_silently_skipped() {
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order"],
+        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
+        5701,
+    )
+    .await;
+    let (source, order) = (c.source, &c.targets[0]);
+    let mut rowsync = Rowsync::start(&c.cfg);
+    wait_started(order, "order_db", &rowsync).await;
+    let mut src = source.conn("product").await;
+    exec(&mut src, &["INSERT INTO category VALUES (1, 'a', NULL)"]).await;
+    wait_equal(
+        &mut src,
+        &mut order.conn("order_db").await,
+        "category",
+        "id",
+        WAIT,
+    )
+    .await;
+    assert_eq!(rowsync.terminate(), Some(0));
+    exec(
+        &mut src,
+        &[
+            "RESET MASTER",
+            "INSERT INTO category VALUES (2, 'after reset', NULL)",
+        ],
+    )
+    .await;
+    let rowsync = Rowsync::start(&c.cfg);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let log = rowsync.log_text();
+        if log.contains("target pipeline stopped") {
+            assert!(log.contains("is not available on the source"), "{log}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RESET MASTER went unnoticed; log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -168,3 +168,36 @@ async fn an_unfixable_target_error_stops_only_that_target() {
     .unwrap();
     assert_eq!(n, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_transactional_replica_is_refused() {
+    let c = Cluster::start(
+        PRODUCT_SCHEMA,
+        &["order"],
+        "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\"]\n",
+        4461,
+    )
+    .await;
+    exec(
+        &mut c.targets[0].conn("order_db").await,
+        &["CREATE TABLE category (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, parent_id INT NULL) ENGINE=MyISAM"],
+    )
+    .await;
+    let rowsync = Rowsync::start(&c.cfg);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = rowsync.log_text();
+        if log.contains("target pipeline stopped") {
+            assert!(
+                log.contains("uses engine MyISAM") && log.contains("transactional"),
+                "{log}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal; log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

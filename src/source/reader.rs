@@ -81,6 +81,8 @@ impl BinlogReader {
             );
         if !by_gtid {
             check_identity(&start, &info)?;
+            let head = info.head(&mut conn).await?;
+            check_not_ahead(&start.position, &head.position)?;
         }
         let nanos = self.options.heartbeat.as_nanos().min(u64::MAX as u128);
         conn.query_drop(format!("SET @master_heartbeat_period = {nanos}"))
@@ -195,6 +197,20 @@ fn check_identity(start: &Checkpoint, info: &SourceInfo) -> Result<(), SourceErr
             expected: show(a),
             found: show(b),
         })
+    }
+}
+
+/// A file/offset beyond the source's head means its binlog was reset (RESET MASTER) since the
+/// checkpoint was written: the position now names other transactions, or none.
+fn check_not_ahead(start: &Position, head: &Position) -> Result<(), SourceError> {
+    match start.partial_cmp(head) {
+        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal) => Ok(()),
+        _ => Err(SourceError::PositionUnavailable {
+            position: start.to_string(),
+            reason: format!(
+                "it lies beyond the source's current head {head}, so the binlog was reset (RESET MASTER) or replaced since"
+            ),
+        }),
     }
 }
 
@@ -710,6 +726,49 @@ mod mysql_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_beyond_the_head_are_refused() {
+        let head: Position = "mysql-bin.000002:500".parse().unwrap();
+        assert!(check_not_ahead(&"mysql-bin.000002:400".parse().unwrap(), &head).is_ok());
+        assert!(check_not_ahead(&"mysql-bin.000001:9000".parse().unwrap(), &head).is_ok());
+        assert!(check_not_ahead(&"mysql-bin.000002:501".parse().unwrap(), &head).is_err());
+        assert!(check_not_ahead(&"mysql-bin.000007:4".parse().unwrap(), &head).is_err());
+        assert!(check_not_ahead(&"other-bin.000001:4".parse().unwrap(), &head).is_err());
+    }
+
+    #[test]
+    fn file_positions_need_the_same_server() {
+        use crate::source::charset::Charsets;
+        use crate::source::position::{Flavor, SourceIdentity};
+        let identity = |server_id, uuid: &str| SourceIdentity {
+            flavor: Flavor::Mysql,
+            server_id,
+            server_uuid: Some(uuid.to_string()),
+            binlog_base: "mysql-bin".into(),
+        };
+        let info = SourceInfo {
+            version: "8.0.36".into(),
+            identity: identity(1, "a"),
+            log_bin: true,
+            binlog_format: "ROW".into(),
+            binlog_row_image: "FULL".into(),
+            binlog_row_metadata: Some("FULL".into()),
+            mysql_gtid_mode: false,
+            binlog_checksum: "CRC32".into(),
+            charsets: Charsets::default(),
+        };
+        let start = |source| Checkpoint {
+            position: "mysql-bin.000001:4".parse().unwrap(),
+            gtid: None,
+            source,
+            source_time: 0,
+        };
+        assert!(check_identity(&start(identity(1, "a")), &info).is_ok());
+        let err = check_identity(&start(identity(1, "b")), &info).unwrap_err();
+        assert!(err.to_string().contains("uuid=b"), "{err}");
+        assert!(check_identity(&start(identity(2, "a")), &info).is_err());
+    }
 
     #[test]
     fn rotate_name_with_checksum_tail() {

@@ -269,11 +269,22 @@ pub async fn exec(conn: &mut Conn, statements: &[&str]) {
 
 /// Every row of `table` ordered by `order`, each rendered as text, for exact comparison.
 pub async fn dump(conn: &mut Conn, table: &str, order: &str) -> Vec<String> {
+    try_dump(conn, table, order)
+        .await
+        .unwrap_or_else(|e| panic!("dump {table}: {e}"))
+}
+
+/// `dump`, with the error (e.g. a replica table not created yet) returned.
+pub async fn try_dump(
+    conn: &mut Conn,
+    table: &str,
+    order: &str,
+) -> Result<Vec<String>, mysql_async::Error> {
     let rows: Vec<Row> = conn
         .query(format!("SELECT * FROM {table} ORDER BY {order}"))
-        .await
-        .unwrap_or_else(|e| panic!("dump {table}: {e}"));
-    rows.into_iter()
+        .await?;
+    Ok(rows
+        .into_iter()
         .map(|r| {
             r.unwrap()
                 .into_iter()
@@ -285,7 +296,7 @@ pub async fn dump(conn: &mut Conn, table: &str, order: &str) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join("|")
         })
-        .collect()
+        .collect())
 }
 
 /// Polls until `table` on `replica` equals the source's, or panics with the difference.
@@ -299,10 +310,12 @@ pub async fn wait_equal(
     let deadline = Instant::now() + within;
     loop {
         let a = dump(source, table, order).await;
-        let b = dump(replica, table, order).await;
-        if a == b {
+        // A replica table that does not exist (yet) never counts as equal.
+        let b = try_dump(replica, table, order).await.ok();
+        if b.as_ref() == Some(&a) {
             return;
         }
+        let b = b.unwrap_or_default();
         if Instant::now() > deadline {
             let first_diff = a
                 .iter()
