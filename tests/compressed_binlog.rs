@@ -23,10 +23,9 @@ async fn compressed_events_replicate() {
         5201,
     )
     .await;
-    let rowsync = Rowsync::start(&c.cfg);
-    wait_started(&c.targets[0], "order_db", &rowsync).await;
-    let mut src = c.source.conn("product").await;
-    let mut rep = c.targets[0].conn("order_db").await;
+    let rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
     let mut inserts = vec!["START TRANSACTION".to_string()];
     for i in 0..300 {
         inserts.push(format!(

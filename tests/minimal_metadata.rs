@@ -33,10 +33,9 @@ async fn replicates_from_the_catalog_and_follows_alters() {
         "{out}"
     );
     let _ = code;
-    let rowsync = Rowsync::start(&c.cfg);
-    wait_started(&c.targets[0], "order_db", &rowsync).await;
-    let mut src = c.source.conn("product").await;
-    let mut rep = c.targets[0].conn("order_db").await;
+    let _rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
     exec(
         &mut src,
         &[

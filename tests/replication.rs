@@ -246,10 +246,9 @@ async fn a_table_created_under_a_pattern_is_created_and_streamed() {
         4151,
     )
     .await;
-    let rowsync = Rowsync::start(&c.cfg);
-    wait_started(&c.targets[0], "order_db", &rowsync).await;
-    let mut src = c.source.conn("product").await;
-    let mut rep = c.targets[0].conn("order_db").await;
+    let rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
     exec(
         &mut src,
         &[

@@ -27,18 +27,10 @@ fn signal(pid: u32, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_source_is_detected_and_reconnected() {
-    let c = Cluster::start(
-        PRODUCT_SCHEMA,
-        &["order"],
-        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
-        4701,
-    )
-    .await;
-    let (source, order) = (c.source, &c.targets[0]);
-    let rowsync = Rowsync::start(&c.cfg);
-    wait_started(order, "order_db", &rowsync).await;
-    let mut src = source.conn("product").await;
-    let mut rep = order.conn("order_db").await;
+    let c = Cluster::order_only(4701).await;
+    let rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
     exec(
         &mut src,
         &["INSERT INTO category VALUES (1, 'before', NULL)"],
@@ -48,12 +40,12 @@ async fn a_frozen_source_is_detected_and_reconnected() {
     drop(src);
 
     // Heartbeats come every second; the read timeout is 4 s. Freeze for longer.
-    let pid = source.pid().unwrap();
+    let pid = c.source.pid().unwrap();
     signal(pid, "-STOP");
     tokio::time::sleep(Duration::from_secs(7)).await;
     signal(pid, "-CONT");
 
-    let mut src = source.conn("product").await;
+    let mut src = c.source_conn().await;
     exec(
         &mut src,
         &["INSERT INTO category VALUES (2, 'after', NULL)"],
@@ -69,18 +61,10 @@ async fn a_frozen_source_is_detected_and_reconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gtid_domains_resume_after_a_restart() {
-    let c = Cluster::start(
-        PRODUCT_SCHEMA,
-        &["order"],
-        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
-        4801,
-    )
-    .await;
-    let (source, order) = (c.source, &c.targets[0]);
-    let mut rowsync = Rowsync::start(&c.cfg);
-    wait_started(order, "order_db", &rowsync).await;
-    let mut src = source.conn("product").await;
-    let mut rep = order.conn("order_db").await;
+    let c = Cluster::order_only(4801).await;
+    let mut rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
     for round in 0..3 {
         for i in 0..20 {
             let id = round * 100 + i;
@@ -124,18 +108,10 @@ async fn two_gtid_domains_resume_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xa_prepare_and_rollback_leave_nothing_on_the_replica() {
-    let c = Cluster::start(
-        PRODUCT_SCHEMA,
-        &["order"],
-        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
-        4901,
-    )
-    .await;
-    let (source, order) = (c.source, &c.targets[0]);
-    let rowsync = Rowsync::start(&c.cfg);
-    wait_started(order, "order_db", &rowsync).await;
-    let mut src = source.conn("product").await;
-    let mut rep = order.conn("order_db").await;
+    let c = Cluster::order_only(4901).await;
+    let _rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
     exec(
         &mut src,
         &[
@@ -158,28 +134,15 @@ async fn xa_prepare_and_rollback_leave_nothing_on_the_replica() {
         Some(0),
         "a rolled-back XA transaction reached the replica"
     );
-    let (code, text) = rowsync_cmd(&["status", "--config", c.cfg.to_str().unwrap()]);
-    assert_eq!(code, 0, "{text}");
-    assert!(
-        text.contains("table product.category NEEDS RE-COPY") && text.contains("XA transaction"),
-        "{text}"
-    );
+    c.assert_needs_recopy("product.category", "XA transaction");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_row_images_and_statement_dml_stop_only_their_table() {
-    let c = Cluster::start(
-        PRODUCT_SCHEMA,
-        &["order"],
-        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
-        5301,
-    )
-    .await;
-    let (source, order) = (c.source, &c.targets[0]);
-    let rowsync = Rowsync::start(&c.cfg);
-    wait_started(order, "order_db", &rowsync).await;
-    let mut src = source.conn("product").await;
-    let mut rep = order.conn("order_db").await;
+    let c = Cluster::order_only(5301).await;
+    let _rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
     exec(
         &mut src,
         &[
@@ -198,18 +161,8 @@ async fn partial_row_images_and_statement_dml_stop_only_their_table() {
     )
     .await;
     wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
-    let (code, text) = rowsync_cmd(&["status", "--config", c.cfg.to_str().unwrap()]);
-    assert_eq!(code, 0, "{text}");
-    assert!(
-        text.contains("table product.category NEEDS RE-COPY")
-            && text.contains("binlog_row_image must be FULL"),
-        "{text}"
-    );
-    assert!(
-        text.contains("table product.batch NEEDS RE-COPY")
-            && text.contains("logged as a statement"),
-        "{text}"
-    );
+    c.assert_needs_recopy("product.category", "binlog_row_image must be FULL");
+    c.assert_needs_recopy("product.batch", "logged as a statement");
     // The replicas keep the state from before the bad events, never a mis-mapped row.
     let name: Option<String> = rep
         .query_first("SELECT name FROM category WHERE id = 1")
@@ -220,13 +173,7 @@ async fn partial_row_images_and_statement_dml_stop_only_their_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_start_position_is_a_clear_fatal_error() {
-    let c = Cluster::start(
-        PRODUCT_SCHEMA,
-        &["order"],
-        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
-        5401,
-    )
-    .await;
+    let c = Cluster::order_only(5401).await;
     let (source, order) = (c.source, &c.targets[0]);
     let mut rowsync = Rowsync::start(&c.cfg);
     wait_started(order, "order_db", &rowsync).await;
@@ -265,34 +212,20 @@ async fn a_purged_start_position_is_a_clear_fatal_error() {
     }
 
     let rowsync = Rowsync::start(&c.cfg);
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let log = rowsync.log_text();
-        if log.contains("is not available on the source") {
-            assert!(log.contains("Re-copy"), "{log}");
-            assert!(
-                log.contains("target pipeline stopped"),
-                "must be fatal, not retried: {log}"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no clear error; log:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let log = rowsync
+        .wait_log("is not available on the source", WAIT)
+        .await;
+    assert!(log.contains("Re-copy"), "{log}");
+    let log = rowsync.wait_log("target pipeline stopped", WAIT).await;
+    assert!(
+        !log.contains("retrying"),
+        "must be fatal, not retried: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_master_is_refused_not_silently_skipped() {
-    let c = Cluster::start(
-        PRODUCT_SCHEMA,
-        &["order"],
-        PRODUCT_MAPPINGS.replace(", \"purchase\"", "").as_str(),
-        5701,
-    )
-    .await;
+    let c = Cluster::order_only(5701).await;
     let (source, order) = (c.source, &c.targets[0]);
     let mut rowsync = Rowsync::start(&c.cfg);
     wait_started(order, "order_db", &rowsync).await;
@@ -316,17 +249,6 @@ async fn reset_master_is_refused_not_silently_skipped() {
     )
     .await;
     let rowsync = Rowsync::start(&c.cfg);
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let log = rowsync.log_text();
-        if log.contains("target pipeline stopped") {
-            assert!(log.contains("is not available on the source"), "{log}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "RESET MASTER went unnoticed; log:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let log = rowsync.wait_log("target pipeline stopped", WAIT).await;
+    assert!(log.contains("is not available on the source"), "{log}");
 }

@@ -157,15 +157,9 @@ async fn source_and_target_over_verified_tls() {
 
     let rowsync = Rowsync::start(&cfg);
     // Wait until the stream is open (the harness cannot query the TLS-only target directly).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !rowsync.log_text().contains("binlog stream open") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rowsync did not start; log:\n{}",
-            rowsync.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    rowsync
+        .wait_log("binlog stream open", Duration::from_secs(60))
+        .await;
     setup(
         &source,
         "INSERT INTO product.category VALUES (1, 'over tls', NULL), (2, 'x', 1)",

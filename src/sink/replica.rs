@@ -196,18 +196,26 @@ fn strip_generated(def: &str) -> String {
     out
 }
 
+/// The first column of `sql` run with the replica name bound.
+async fn names(
+    target: &mut MySqlConnection,
+    sql: &'static str,
+    replica: &str,
+) -> Result<Vec<String>, SinkError> {
+    let rows: Vec<(String,)> = sqlx::query_as(sql)
+        .bind(replica)
+        .fetch_all(&mut *target)
+        .await
+        .map_err(|e| SinkError::db(sql, e))?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
 /// The replica's column names (empty if it does not exist).
 pub async fn columns(
     target: &mut MySqlConnection,
     replica: &str,
 ) -> Result<Vec<String>, SinkError> {
-    const SQL: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
-    let rows: Vec<(String,)> = sqlx::query_as(SQL)
-        .bind(replica)
-        .fetch_all(&mut *target)
-        .await
-        .map_err(|e| SinkError::db(SQL, e))?;
-    Ok(rows.into_iter().map(|(n,)| n).collect())
+    names(target, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", replica).await
 }
 
 /// The replica's primary key columns, in key order.
@@ -215,13 +223,7 @@ pub async fn primary_key(
     target: &mut MySqlConnection,
     replica: &str,
 ) -> Result<Vec<String>, SinkError> {
-    const SQL: &str = "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX";
-    let rows: Vec<(String,)> = sqlx::query_as(SQL)
-        .bind(replica)
-        .fetch_all(&mut *target)
-        .await
-        .map_err(|e| SinkError::db(SQL, e))?;
-    Ok(rows.into_iter().map(|(n,)| n).collect())
+    names(target, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", replica).await
 }
 
 /// Source tables (existing now) that `router` selects.

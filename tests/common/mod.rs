@@ -423,6 +423,22 @@ impl Rowsync {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the log contains `needle`; returns the log then.
+    pub async fn wait_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in the log within {within:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 fn rand_suffix() -> u128 {
@@ -515,6 +531,57 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Starts `rowsync run` and waits until every target's pipeline has started.
+    pub async fn run(&self) -> Rowsync {
+        let rowsync = Rowsync::start(&self.cfg);
+        for (server, db) in self.targets.iter().zip(self.databases()) {
+            wait_started(server, &db, &rowsync).await;
+        }
+        rowsync
+    }
+
+    fn databases(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.cfg).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("url = \"mysql://root@127.0.0.1:"))
+            .filter_map(|rest| rest.split_once('/'))
+            .map(|(_, db)| db.trim_end_matches('"').to_string())
+            .filter(|db| !db.is_empty())
+            .collect()
+    }
+
+    /// A session on the source's `product` database.
+    pub async fn source_conn(&self) -> Conn {
+        self.source.conn("product").await
+    }
+
+    /// A session on target `i`'s database.
+    pub async fn replica_conn(&self, i: usize) -> Conn {
+        let db = self.databases()[i].clone();
+        self.targets[i].conn(&db).await
+    }
+
+    /// Asserts that `status` shows `table` as needing a re-copy, with `reason` in the text.
+    pub fn assert_needs_recopy(&self, table: &str, reason: &str) {
+        let (code, text) = rowsync_cmd(&["status", "--config", self.cfg.to_str().unwrap()]);
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            text.contains(&format!("table {table} NEEDS RE-COPY")) && text.contains(reason),
+            "expected {table} to need a re-copy ({reason}):\n{text}"
+        );
+    }
+
+    /// The product schema replicated into one target, `order`.
+    pub async fn order_only(server_id: u32) -> Cluster {
+        Self::start(
+            PRODUCT_SCHEMA,
+            &["order"],
+            &PRODUCT_MAPPINGS.replace(", \"purchase\"", ""),
+            server_id,
+        )
+        .await
+    }
+
     pub async fn start(schema: &[&str], names: &[&str], mappings: &str, server_id: u32) -> Cluster {
         Self::start_with(
             Server::start(Role::Source),
