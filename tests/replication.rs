@@ -110,10 +110,23 @@ async fn changes_reach_both_targets_and_replicas_equal_the_source() {
         wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
         wait_equal(&mut src, &mut rep, "batch", "product_id, batch_no", WAIT).await;
     }
+    // A binlog rotation while streaming: positions move to the new file.
+    exec(
+        &mut src,
+        &[
+            "FLUSH BINARY LOGS",
+            "INSERT INTO product VALUES (21, 'P-21', 'rotated', 2, 2020, 1.00, 0)",
+        ],
+    )
+    .await;
+    for (server, db) in [(&order, "order_db"), (&purchase, "purchase_db")] {
+        wait_equal(&mut src, &mut server.conn(db).await, "product", "id", WAIT).await;
+    }
     let (code, text) = rowsync_cmd(&["status", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.contains("target order: checkpoint mysql-bin."),
+        text.contains("target order: checkpoint mysql-bin.000002:")
+            && text.contains("target purchase: checkpoint mysql-bin.000002:"),
         "{text}"
     );
     drop(rowsync);
