@@ -249,6 +249,16 @@ async fn check_tables(conn: &mut Conn, config: &Config, report: &mut Report) {
                         if let Err(e) = def.mapped_columns(m) {
                             report.fail(format!("mapping of {table} to `{}`: {e}", t.name));
                         }
+                        let missing =
+                            m.filter.iter().flat_map(|f| f.columns()).find(|c| {
+                                !def.columns.iter().any(|(n, _)| n.eq_ignore_ascii_case(c))
+                            });
+                        if let Some(c) = missing {
+                            report.fail(format!(
+                                "mapping of {table} to `{}`: the row filter names column `{c}`, which the table does not have",
+                                t.name
+                            ));
+                        }
                     }
                     Err(e) => report.fail(format!("{table}: {e}")),
                 }

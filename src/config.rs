@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::pipeline::filter::Filter;
 use crate::pipeline::mapping::TablePattern;
 use crate::source::position::StartAt;
 
@@ -150,6 +151,9 @@ pub struct MappingConfig {
     /// Columns to copy; all when absent. Must include the primary key.
     #[serde(default)]
     pub columns: Option<Vec<String>>,
+    /// Row filter over the source columns (see `pipeline::filter`); all rows when absent.
+    #[serde(default, rename = "where")]
+    pub filter: Option<String>,
 }
 
 /// How targets group and batch their writes.
@@ -330,6 +334,11 @@ impl Config {
                         key("table"),
                         "a `*` pattern maps many tables and cannot rename them to one",
                     ));
+                }
+            }
+            if let Some(text) = &m.filter {
+                if let Err(e) = text.parse::<Filter>() {
+                    return Err(self.invalid(key("where"), e.to_string()));
                 }
             }
             if let Some(cols) = &m.columns {
@@ -520,6 +529,24 @@ targets = ["order", "purchase"]
         let err = load(&text, vec![]).unwrap_err().to_string();
         assert!(err.contains("mappings[0].targets"), "{err}");
         assert!(err.contains("`billing` is not defined"), "{err}");
+    }
+
+    #[test]
+    fn bad_filters_are_rejected_with_the_key() {
+        let text = BASE.replace(
+            r#"targets = ["order", "purchase"]"#,
+            "targets = [\"order\"]\nwhere = \"deleted = = 0\"",
+        );
+        let err = load(&text, vec![]).unwrap_err().to_string();
+        assert!(
+            err.contains("mappings[0].where") && err.contains("cannot parse"),
+            "{err}"
+        );
+        let ok = BASE.replace(
+            r#"targets = ["order", "purchase"]"#,
+            "targets = [\"order\"]\nwhere = \"deleted = 0 AND category_id IN (1, 2, 3)\"",
+        );
+        assert!(load(&ok, vec![]).unwrap().mappings[0].filter.is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use super::filter::{EvalError, Filter};
 use crate::config::Config;
 use crate::source::schema::{TableName, TableSchema};
 use crate::source::value::Value;
@@ -89,6 +90,8 @@ pub struct Mapping {
     /// Replica table name; the source table's name when `None`.
     pub table: Option<String>,
     pub columns: Option<Vec<String>>,
+    /// Only rows for which this is true are replicated.
+    pub filter: Option<Filter>,
 }
 
 impl Mapping {
@@ -106,6 +109,8 @@ pub enum MappingError {
     UnknownColumn { table: TableName, column: String },
     #[error("{table}: the column list must include the primary key column `{column}`")]
     MissingKey { table: TableName, column: String },
+    #[error("{table}: the row filter names column `{column}`, which the table does not have")]
+    FilterColumn { table: TableName, column: String },
     #[error("replica table `{replica}` does not exist in the target")]
     MissingReplica { replica: String },
     #[error("replica table `{replica}` has no column `{column}` (a source ALTER it did not follow?); re-copy the table")]
@@ -124,6 +129,9 @@ pub struct Projection {
     pub names: Vec<String>,
     /// Positions of the primary key columns within `columns`.
     pub key: Vec<usize>,
+    pub filter: Option<Filter>,
+    /// Source column names, which the filter refers to.
+    source_names: Vec<String>,
 }
 
 impl Projection {
@@ -161,7 +169,22 @@ impl Projection {
                     })
             })
             .collect::<Result<_, _>>()?;
+        let source_names: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+        if let Some(f) = &mapping.filter {
+            if let Some(column) = f
+                .columns()
+                .into_iter()
+                .find(|c| !source_names.iter().any(|n| n.eq_ignore_ascii_case(c)))
+            {
+                return Err(MappingError::FilterColumn {
+                    table: table.clone(),
+                    column,
+                });
+            }
+        }
         Ok(Projection {
+            filter: mapping.filter.clone(),
+            source_names,
             source: schema.clone(),
             replica: mapping.replica_name(table),
             names: columns
@@ -171,6 +194,14 @@ impl Projection {
             columns,
             key,
         })
+    }
+
+    /// Whether a source row passes the mapping's filter.
+    pub fn keeps(&self, source_row: &[Value]) -> Result<bool, EvalError> {
+        match &self.filter {
+            None => Ok(true),
+            Some(f) => f.matches(&self.source_names, source_row),
+        }
     }
 
     /// The replica row for a source row.
@@ -210,6 +241,8 @@ impl Router {
                 }),
                 table: m.table.clone(),
                 columns: m.columns.clone(),
+                // Validated at load time.
+                filter: m.filter.as_deref().and_then(|f| f.parse().ok()),
             })
             .collect();
         Router { mappings }

@@ -2,6 +2,7 @@
 //! pipelines that join a binlog reader to a target writer (`runner`), and their live state
 //! (`status`), which observers read but never change.
 
+pub mod filter;
 pub mod mapping;
 pub mod runner;
 pub mod status;

@@ -20,6 +20,7 @@ use super::checkpoint::{self, StoppedTable};
 use super::SinkError;
 use super::{ddl, replica};
 use crate::config::ApplyConfig;
+use crate::pipeline::filter::EvalError;
 use crate::pipeline::mapping::{Mapping, MappingError, Projection, Router};
 use crate::pipeline::status::TargetStatus;
 use crate::source::conn::connect;
@@ -435,20 +436,9 @@ impl Applier {
             Err(e) => return Err(e),
         };
         self.status.add_rows(batch.changes.len() as u64);
-        for change in batch.changes {
-            for p in &projections {
-                match &change {
-                    RowChange::Insert(row) => self.push(Op::Upsert(p.clone(), p.row(row))),
-                    RowChange::Update { before, after } => {
-                        let old_key = p.key_of(before);
-                        if old_key != p.key_of(after) {
-                            self.push(Op::Delete(p.clone(), old_key));
-                        }
-                        self.push(Op::Upsert(p.clone(), p.row(after)));
-                    }
-                    RowChange::Delete(row) => self.push(Op::Delete(p.clone(), p.key_of(row))),
-                }
-            }
+        match changes_to_ops(&batch.changes, &projections) {
+            Ok(ops) => ops.into_iter().for_each(|op| self.push(op)),
+            Err(e) => self.stop_table(batch.table.name.clone(), None, e.to_string()),
         }
         Ok(())
     }
@@ -630,6 +620,43 @@ impl Applier {
         self.last_store = Instant::now();
         Ok(())
     }
+}
+
+/// The replica writes for source changes under each projection, filters applied: an update
+/// that moves a row out of a filter deletes it, one that moves a row in inserts it.
+fn changes_to_ops(
+    changes: &[RowChange],
+    projections: &[Arc<Projection>],
+) -> Result<Vec<Op>, EvalError> {
+    let mut ops = Vec::with_capacity(changes.len() * projections.len());
+    for change in changes {
+        for p in projections {
+            match change {
+                RowChange::Insert(row) => {
+                    if p.keeps(row)? {
+                        ops.push(Op::Upsert(p.clone(), p.row(row)));
+                    }
+                }
+                RowChange::Update { before, after } => {
+                    let (was, is) = (p.keeps(before)?, p.keeps(after)?);
+                    let old_key = p.key_of(before);
+                    if was && (!is || old_key != p.key_of(after)) {
+                        ops.push(Op::Delete(p.clone(), old_key));
+                    }
+                    if is {
+                        ops.push(Op::Upsert(p.clone(), p.row(after)));
+                    }
+                }
+                RowChange::Delete(row) => {
+                    // A row the filter never kept is not in the replica.
+                    if p.keeps(row)? {
+                        ops.push(Op::Delete(p.clone(), p.key_of(row)));
+                    }
+                }
+            }
+        }
+    }
+    Ok(ops)
 }
 
 fn same_run(a: &Op, b: &Op) -> bool {

@@ -243,6 +243,7 @@ mod tests {
             source: "p.t".parse().unwrap(),
             table: None,
             columns: None,
+            filter: None,
         }
     }
 

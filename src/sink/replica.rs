@@ -347,6 +347,7 @@ mod tests {
             source: "p.product".parse().unwrap(),
             table: None,
             columns: None,
+            filter: None,
         };
         let cols = def.mapped_columns(&all).unwrap();
         let ddl = def.replica_ddl("product_copy", &cols);
@@ -374,6 +375,7 @@ mod tests {
             source: "p.product".parse().unwrap(),
             table: Some("prod".into()),
             columns: Some(vec!["id".into(), "code".into()]),
+            filter: None,
         };
         let cols = def.mapped_columns(&subset).unwrap();
         let ddl = def.replica_ddl("prod", &cols);

@@ -512,6 +512,7 @@ fn state(crc32: bool) -> StreamState {
         source: "shop.product".parse().unwrap(),
         table: None,
         columns: None,
+        filter: None,
     }]);
     let checksum = if crc32 { "CRC32" } else { "NONE" };
     StreamState::new(start, info(checksum), Arc::new(router), HashSet::new())
