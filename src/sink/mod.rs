@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod ddl;
 pub mod replica;
 pub mod target;
+pub mod writer;
 
 use sqlx::mysql::MySqlDatabaseError;
 

@@ -1,0 +1,257 @@
+//! Writes replica rows: consecutive changes of one kind on one replica become multi-row
+//! statements (upserts by primary key, deletes by key), within the placeholder and packet
+//! limits, with values always bound. The stream's applier and the copier share it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::mysql::{MySqlArguments, MySqlConnection};
+use sqlx::{Arguments, AssertSqlSafe, Executor};
+
+use super::SinkError;
+use crate::pipeline::filter::EvalError;
+use crate::pipeline::mapping::Projection;
+use crate::source::schema::quote_ident;
+use crate::source::value::Value;
+use crate::source::RowChange;
+
+/// Most placeholders one prepared statement may carry.
+const MAX_PLACEHOLDERS: usize = 65_535;
+
+/// One replica write, in source order.
+pub enum Op {
+    Upsert(Arc<Projection>, Vec<Value>),
+    Delete(Arc<Projection>, Vec<Value>),
+    Truncate(String),
+}
+
+impl Op {
+    pub fn size(&self) -> usize {
+        match self {
+            Op::Upsert(_, v) | Op::Delete(_, v) => v.iter().map(Value::size_hint).sum(),
+            Op::Truncate(_) => 64,
+        }
+    }
+}
+
+/// Builds and runs the write statements on one target connection.
+pub struct RowWriter {
+    /// Most rows in one statement.
+    batch_rows: usize,
+    max_statement_bytes: usize,
+    /// Statement text per (replica, its column list, upsert?, rows): a schema change gives a
+    /// new column list and so a new statement.
+    sql_cache: HashMap<(String, Vec<String>, bool, usize), Arc<str>>,
+}
+
+impl RowWriter {
+    /// A writer for `conn`, sized by its `max_allowed_packet`.
+    pub async fn new(
+        conn: &mut MySqlConnection,
+        batch_rows: usize,
+    ) -> Result<RowWriter, SinkError> {
+        const PACKET: &str = "SELECT @@max_allowed_packet";
+        let (packet,): (u64,) = sqlx::query_as(PACKET)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| SinkError::db(PACKET, e))?;
+        Ok(RowWriter {
+            batch_rows: batch_rows.max(1),
+            // Leave room for the statement text and protocol overhead.
+            max_statement_bytes: (packet as usize / 2).clamp(64 * 1024, 16 * 1024 * 1024),
+            sql_cache: HashMap::new(),
+        })
+    }
+
+    /// Bytes of buffered values worth one write.
+    pub fn max_statement_bytes(&self) -> usize {
+        self.max_statement_bytes
+    }
+
+    /// Writes `ops` in order into the session's open transaction (or autocommit).
+    pub async fn write(&mut self, conn: &mut MySqlConnection, ops: &[Op]) -> Result<(), SinkError> {
+        let mut i = 0;
+        while i < ops.len() {
+            // A run of consecutive ops of one kind on one replica becomes one statement (or a
+            // few, within the placeholder and packet limits).
+            let mut j = i + 1;
+            while j < ops.len() && same_run(&ops[i], &ops[j]) {
+                j += 1;
+            }
+            match &ops[i] {
+                Op::Truncate(replica) => {
+                    let sql = format!("DELETE FROM {}", quote_ident(replica));
+                    conn.execute(AssertSqlSafe(sql.clone()))
+                        .await
+                        .map_err(|e| SinkError::db(sql, e))?;
+                }
+                Op::Upsert(p, _) | Op::Delete(p, _) => {
+                    let p = p.clone();
+                    let upsert = matches!(ops[i], Op::Upsert(..));
+                    let rows: Vec<&Vec<Value>> = ops[i..j]
+                        .iter()
+                        .map(|op| match op {
+                            Op::Upsert(_, v) | Op::Delete(_, v) => v,
+                            Op::Truncate(_) => unreachable!("runs never mix kinds"),
+                        })
+                        .collect();
+                    self.write_rows(conn, &p, upsert, &rows).await?;
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    async fn write_rows(
+        &mut self,
+        conn: &mut MySqlConnection,
+        p: &Projection,
+        upsert: bool,
+        rows: &[&Vec<Value>],
+    ) -> Result<(), SinkError> {
+        let width = rows.first().map(|r| r.len()).unwrap_or(1).max(1);
+        let max_rows = (MAX_PLACEHOLDERS / width).min(self.batch_rows.max(1));
+        let mut start = 0;
+        while start < rows.len() {
+            // Statement sizes are powers of two so few distinct statements get prepared.
+            let mut n = (rows.len() - start).min(max_rows);
+            n = 1 << (usize::BITS - 1 - n.leading_zeros());
+            let mut bytes: usize = rows[start..start + n]
+                .iter()
+                .map(|r| r.iter().map(Value::size_hint).sum::<usize>())
+                .sum();
+            while n > 1 && bytes > self.max_statement_bytes {
+                n /= 2;
+                bytes = rows[start..start + n]
+                    .iter()
+                    .map(|r| r.iter().map(Value::size_hint).sum::<usize>())
+                    .sum();
+            }
+            let sql = self.statement(p, upsert, n);
+            let mut args = MySqlArguments::default();
+            for row in &rows[start..start + n] {
+                for v in row.iter() {
+                    bind(&mut args, v)
+                        .map_err(|e| SinkError::db(sql.to_string(), sqlx::Error::Encode(e)))?;
+                }
+            }
+            sqlx::query_with(AssertSqlSafe(sql.clone()), args)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| SinkError::db(sql.to_string(), e))?;
+            start += n;
+        }
+        Ok(())
+    }
+
+    fn statement(&mut self, p: &Projection, upsert: bool, n: usize) -> Arc<str> {
+        let key = (p.replica.clone(), p.names.clone(), upsert, n);
+        if let Some(sql) = self.sql_cache.get(&key) {
+            return sql.clone();
+        }
+        let table = quote_ident(&p.replica);
+        let sql = if upsert {
+            let cols: Vec<String> = p.names.iter().map(|c| quote_ident(c)).collect();
+            let one = format!("({})", vec!["?"; cols.len()].join(","));
+            let updates: Vec<String> = p
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !p.key.contains(i))
+                .map(|(_, c)| format!("{0}=VALUES({0})", quote_ident(c)))
+                .collect();
+            let updates = if updates.is_empty() {
+                // Only key columns: nothing to update, but the statement must not fail.
+                format!("{0}={0}", cols[p.key[0]])
+            } else {
+                updates.join(",")
+            };
+            format!(
+                "INSERT INTO {table} ({}) VALUES {} ON DUPLICATE KEY UPDATE {updates}",
+                cols.join(","),
+                vec![one; n].join(",")
+            )
+        } else if p.key.len() == 1 {
+            format!(
+                "DELETE FROM {table} WHERE {} IN ({})",
+                quote_ident(&p.names[p.key[0]]),
+                vec!["?"; n].join(",")
+            )
+        } else {
+            let one = format!(
+                "({})",
+                p.key
+                    .iter()
+                    .map(|&k| format!("{}=?", quote_ident(&p.names[k])))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            );
+            format!("DELETE FROM {table} WHERE {}", vec![one; n].join(" OR "))
+        };
+        let sql: Arc<str> = sql.into();
+        self.sql_cache.insert(key, sql.clone());
+        sql
+    }
+}
+
+/// The replica writes for source changes under each projection, filters applied: an update
+/// that moves a row out of a filter deletes it, one that moves a row in inserts it.
+pub fn changes_to_ops(
+    changes: &[RowChange],
+    projections: &[Arc<Projection>],
+) -> Result<Vec<Op>, EvalError> {
+    let mut ops = Vec::with_capacity(changes.len() * projections.len());
+    for change in changes {
+        for p in projections {
+            match change {
+                RowChange::Insert(row) => {
+                    if p.keeps(row)? {
+                        ops.push(Op::Upsert(p.clone(), p.row(row)));
+                    }
+                }
+                RowChange::Update { before, after } => {
+                    let (was, is) = (p.keeps(before)?, p.keeps(after)?);
+                    let old_key = p.key_of(before);
+                    if was && (!is || old_key != p.key_of(after)) {
+                        ops.push(Op::Delete(p.clone(), old_key));
+                    }
+                    if is {
+                        ops.push(Op::Upsert(p.clone(), p.row(after)));
+                    }
+                }
+                RowChange::Delete(row) => {
+                    // A row the filter never kept is not in the replica.
+                    if p.keeps(row)? {
+                        ops.push(Op::Delete(p.clone(), p.key_of(row)));
+                    }
+                }
+            }
+        }
+    }
+    Ok(ops)
+}
+
+fn same_run(a: &Op, b: &Op) -> bool {
+    match (a, b) {
+        (Op::Upsert(p, _), Op::Upsert(q, _)) | (Op::Delete(p, _), Op::Delete(q, _)) => {
+            Arc::ptr_eq(p, q) || (p.replica == q.replica && p.names == q.names)
+        }
+        _ => false,
+    }
+}
+
+fn bind(args: &mut MySqlArguments, v: &Value) -> Result<(), sqlx::error::BoxDynError> {
+    match v {
+        Value::Null => args.add(Option::<i64>::None),
+        Value::Int(i) => args.add(*i),
+        Value::UInt(u) | Value::Bit(u) | Value::Set(u) => args.add(*u),
+        Value::Float(f) => args.add(*f),
+        Value::Double(d) => args.add(*d),
+        Value::Year(y) | Value::Enum(y) => args.add(*y),
+        Value::Decimal(s) | Value::Temporal(s) | Value::Text(s) | Value::Json(s) => {
+            args.add(s.as_str())
+        }
+        Value::Bytes(b) => args.add(b.as_slice()),
+    }
+}
