@@ -46,6 +46,8 @@ pub struct Config {
     #[serde(default)]
     pub apply: ApplyConfig,
     #[serde(default)]
+    pub copy: CopyConfig,
+    #[serde(default)]
     pub state: StateConfig,
     /// Where the file was read from, for messages.
     #[serde(skip)]
@@ -77,7 +79,7 @@ pub struct SourceConfig {
 }
 
 fn default_start() -> String {
-    "current".into()
+    "snapshot".into()
 }
 
 fn default_heartbeat() -> f64 {
@@ -98,7 +100,7 @@ impl SourceConfig {
 
     pub fn start_at(&self) -> StartAt {
         // Validated at load time.
-        self.start.parse().unwrap_or(StartAt::Current)
+        self.start.parse().unwrap_or(StartAt::Snapshot)
     }
 }
 
@@ -198,6 +200,27 @@ impl Default for ApplyConfig {
     }
 }
 
+/// How the initial copy reads and writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyConfig {
+    /// Rows read from the source per chunk; each chunk commits with its progress.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+}
+
+fn default_chunk_rows() -> usize {
+    5000
+}
+
+impl Default for CopyConfig {
+    fn default() -> Self {
+        CopyConfig {
+            chunk_rows: default_chunk_rows(),
+        }
+    }
+}
+
 /// Local state of the daemon (what `status` shows besides the targets' checkpoints).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -261,6 +284,9 @@ impl Config {
         }
         if let Err(e) = self.source.start.parse::<StartAt>() {
             return Err(self.invalid("source.start", e.to_string()));
+        }
+        if self.copy.chunk_rows == 0 {
+            return Err(self.invalid("copy.chunk_rows", "must be at least 1"));
         }
         if self.source.heartbeat_secs <= 0.0 || !self.source.heartbeat_secs.is_finite() {
             return Err(self.invalid("source.heartbeat_secs", "must be a positive number"));
@@ -487,7 +513,7 @@ targets = ["order", "purchase"]
     fn contract_example_loads() {
         let c = load(BASE, vec![]).unwrap();
         assert_eq!(c.targets.len(), 2);
-        assert_eq!(c.source.start_at(), StartAt::Current);
+        assert_eq!(c.source.start_at(), StartAt::Snapshot);
         assert_eq!(c.pipeline, "rowsync");
     }
 

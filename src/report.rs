@@ -18,6 +18,8 @@ pub struct TargetReport {
     pub lag_secs: Option<u64>,
     pub caught_up: bool,
     pub stopped: Vec<checkpoint::StoppedTable>,
+    /// Set while the initial copy runs.
+    pub copying: Option<Vec<checkpoint::CopyProgress>>,
     pub error: Option<String>,
 }
 
@@ -39,6 +41,7 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
             lag_secs: None,
             caught_up: false,
             stopped: Vec::new(),
+            copying: None,
             error: None,
         };
         match target::connect(t).await {
@@ -46,15 +49,20 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
             Ok(mut conn) => {
                 let loaded = async {
                     checkpoint::ensure_tables(&mut conn).await?;
-                    let c = checkpoint::load(&mut conn, &config.pipeline).await?;
+                    let c = checkpoint::load_with_phase(&mut conn, &config.pipeline).await?;
                     let s = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
-                    Ok::<_, crate::sink::SinkError>((c, s))
+                    let p = checkpoint::copy_progress(&mut conn, &config.pipeline).await?;
+                    Ok::<_, crate::sink::SinkError>((c, s, p))
                 }
                 .await;
                 match loaded {
                     Err(e) => r.error = Some(e.to_string()),
-                    Ok((c, s)) => {
+                    Ok((c, s, progress)) => {
                         r.stopped = s;
+                        if let Some((_, checkpoint::Phase::Copying)) = &c {
+                            r.copying = Some(progress);
+                        }
+                        let c = c.map(|(c, _)| c);
                         if let Some(c) = &c {
                             r.caught_up = match (&c.gtid, &head.gtid) {
                                 (Some(a), Some(b)) => a == b,
@@ -99,6 +107,25 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
                     "target {}: no checkpoint yet (starts at `source.start` on first run)",
                     t.target
                 );
+            }
+            (None, Some(c)) if t.copying.is_some() => {
+                let _ = writeln!(
+                    s,
+                    "target {}: INITIAL COPY in progress; streams from {} gtid {} when done",
+                    t.target,
+                    c.position,
+                    gtid(c)
+                );
+                for p in t.copying.iter().flatten() {
+                    let _ = writeln!(
+                        s,
+                        "  copy {}: {} / ~{} rows{}",
+                        p.table,
+                        p.rows_copied,
+                        p.rows_estimated,
+                        if p.done { " (done)" } else { "" }
+                    );
+                }
             }
             (None, Some(c)) => {
                 let lag = match (t.caught_up, t.lag_secs) {

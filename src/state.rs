@@ -69,6 +69,7 @@ impl StateStore {
     pub async fn save(&self, pipeline: &str, snapshot: &Snapshot) -> Result<(), StateError> {
         let (state, error) = match &snapshot.state {
             State::Starting => ("starting", None),
+            State::Copying => ("copying", None),
             State::Streaming => ("streaming", None),
             State::Retrying { error } => ("retrying", Some(error.clone())),
             State::Stopped { error } => ("stopped", Some(error.clone())),

@@ -121,7 +121,6 @@ pub enum MappingError {
 /// source row, and of the key in the replica row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projection {
-    pub source: Arc<TableSchema>,
     pub replica: String,
     /// Source column index of each replica column, in replica column order.
     pub columns: Vec<usize>,
@@ -136,28 +135,37 @@ pub struct Projection {
 
 impl Projection {
     pub fn new(mapping: &Mapping, schema: &Arc<TableSchema>) -> Result<Projection, MappingError> {
-        let table = &schema.name;
-        if schema.primary_key.is_empty() {
+        let names: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+        Self::from_columns(mapping, &schema.name, names, &schema.primary_key)
+    }
+
+    /// The projection of a table with source columns `source_names` and key `primary_key`
+    /// (indexes into `source_names`).
+    pub fn from_columns(
+        mapping: &Mapping,
+        table: &TableName,
+        source_names: Vec<String>,
+        primary_key: &[usize],
+    ) -> Result<Projection, MappingError> {
+        if primary_key.is_empty() {
             return Err(MappingError::NoPrimaryKey {
                 table: table.clone(),
             });
         }
+        let index = |c: &str| source_names.iter().position(|n| n.eq_ignore_ascii_case(c));
         let columns: Vec<usize> = match &mapping.columns {
-            None => (0..schema.columns.len()).collect(),
+            None => (0..source_names.len()).collect(),
             Some(list) => list
                 .iter()
                 .map(|c| {
-                    schema
-                        .column_index(c)
-                        .ok_or_else(|| MappingError::UnknownColumn {
-                            table: table.clone(),
-                            column: c.clone(),
-                        })
+                    index(c).ok_or_else(|| MappingError::UnknownColumn {
+                        table: table.clone(),
+                        column: c.clone(),
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let key = schema
-            .primary_key
+        let key = primary_key
             .iter()
             .map(|k| {
                 columns
@@ -165,17 +173,12 @@ impl Projection {
                     .position(|c| c == k)
                     .ok_or_else(|| MappingError::MissingKey {
                         table: table.clone(),
-                        column: schema.columns[*k].name.clone(),
+                        column: source_names[*k].clone(),
                     })
             })
             .collect::<Result<_, _>>()?;
-        let source_names: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
         if let Some(f) = &mapping.filter {
-            if let Some(column) = f
-                .columns()
-                .into_iter()
-                .find(|c| !source_names.iter().any(|n| n.eq_ignore_ascii_case(c)))
-            {
+            if let Some(column) = f.columns().into_iter().find(|c| index(c).is_none()) {
                 return Err(MappingError::FilterColumn {
                     table: table.clone(),
                     column,
@@ -184,13 +187,9 @@ impl Projection {
         }
         Ok(Projection {
             filter: mapping.filter.clone(),
-            source_names,
-            source: schema.clone(),
             replica: mapping.replica_name(table),
-            names: columns
-                .iter()
-                .map(|&i| schema.columns[i].name.clone())
-                .collect(),
+            names: columns.iter().map(|&i| source_names[i].clone()).collect(),
+            source_names,
             columns,
             key,
         })

@@ -20,9 +20,12 @@ use super::mapping::Router;
 use super::status::{State, TargetStatus};
 use crate::config::{Config, TargetConfig};
 use crate::sink::apply::{Applier, ApplyExit};
+use crate::sink::checkpoint::Phase;
+use crate::sink::copy::{self, CopyJob};
 use crate::sink::{checkpoint, replica, target, SinkError};
 use crate::source::conn::source_opts;
 use crate::source::info::SourceInfo;
+use crate::source::position::StartAt;
 use crate::source::reader::{BinlogReader, ReaderOptions};
 use crate::source::SourceError;
 
@@ -139,9 +142,32 @@ async fn run_once(
             replica::ensure_replica(&mut src, &mut conn, mapping, &table).await?;
         }
     }
-    let start = match checkpoint::load(&mut conn, &config.pipeline).await? {
-        Some(c) => c,
+    drop(src);
+    let job = CopyJob {
+        pipeline: &config.pipeline,
+        source: &opts,
+        info: &info,
+        router: &router,
+        skip: &skip,
+        chunk_rows: config.copy.chunk_rows,
+        batch_rows: config.apply.batch_rows,
+        status,
+        cancel,
+    };
+    let start = match checkpoint::load_with_phase(&mut conn, &config.pipeline).await? {
+        Some((c, Phase::Streaming)) => c,
+        Some((c, Phase::Copying)) => match copy::run(&mut conn, &job, Some(c)).await? {
+            Some(c) => c,
+            None => return Ok(()),
+        },
+        None if config.source.start_at() == StartAt::Snapshot => {
+            match copy::run(&mut conn, &job, None).await? {
+                Some(c) => c,
+                None => return Ok(()),
+            }
+        }
         None => {
+            let mut src = crate::source::conn::connect(&opts).await?;
             let c = info
                 .resolve_start(&mut src, &config.source.start_at())
                 .await?;
@@ -152,7 +178,6 @@ async fn run_once(
             c
         }
     };
-    drop(src);
     status.started(&start, stopped);
 
     let opts_for_writer = opts.clone();

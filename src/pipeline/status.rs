@@ -4,13 +4,15 @@
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::sink::checkpoint::StoppedTable;
+use crate::sink::checkpoint::{CopyProgress, StoppedTable};
 use crate::source::position::Checkpoint;
 
 /// Where a target's pipeline is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Starting,
+    /// The initial copy is running.
+    Copying,
     Streaming,
     /// A retryable error; the pipeline reconnects after a backoff.
     Retrying {
@@ -33,6 +35,8 @@ pub struct Snapshot {
     pub rows_applied: u64,
     pub transactions_applied: u64,
     pub stopped_tables: Vec<StoppedTable>,
+    /// Initial copy progress per table.
+    pub copy: Vec<CopyProgress>,
 }
 
 impl Snapshot {
@@ -68,6 +72,7 @@ impl TargetStatus {
                 rows_applied: 0,
                 transactions_applied: 0,
                 stopped_tables: Vec::new(),
+                copy: Vec::new(),
             }),
         }
     }
@@ -109,6 +114,17 @@ impl TargetStatus {
         self.with(|s| {
             s.rows_applied += n;
             s.caught_up = false;
+        });
+    }
+
+    /// Records a table's copy progress (and logs it now and then).
+    pub fn copy_progress(&self, progress: &CopyProgress) {
+        self.with(|s| {
+            s.state = State::Copying;
+            match s.copy.iter_mut().find(|p| p.table == progress.table) {
+                Some(p) => *p = progress.clone(),
+                None => s.copy.push(progress.clone()),
+            }
         });
     }
 

@@ -19,8 +19,20 @@ const CREATE_CHECKPOINT: &str = "CREATE TABLE IF NOT EXISTS `rowsync_checkpoint`
   `server_uuid` VARCHAR(64) NULL,
   `binlog_base` VARCHAR(255) NOT NULL,
   `source_time` INT UNSIGNED NOT NULL,
+  `phase` VARCHAR(16) NOT NULL DEFAULT 'streaming',
   `updated_at` TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
   PRIMARY KEY (`pipeline`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+const CREATE_COPY: &str = "CREATE TABLE IF NOT EXISTS `rowsync_copy` (
+  `pipeline` VARCHAR(128) NOT NULL,
+  `source_table` VARCHAR(200) NOT NULL,
+  `state` VARCHAR(16) NOT NULL,
+  `last_key` TEXT NULL,
+  `rows_copied` BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  `rows_estimated` BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  `updated_at` TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+  PRIMARY KEY (`pipeline`, `source_table`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
 const CREATE_TABLE_STATE: &str = "CREATE TABLE IF NOT EXISTS `rowsync_table_state` (
@@ -37,7 +49,7 @@ const CREATE_TABLE_STATE: &str = "CREATE TABLE IF NOT EXISTS `rowsync_table_stat
 
 /// Creates rowsync's own tables in the target if missing.
 pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<(), SinkError> {
-    for stmt in [CREATE_CHECKPOINT, CREATE_TABLE_STATE] {
+    for stmt in [CREATE_CHECKPOINT, CREATE_TABLE_STATE, CREATE_COPY] {
         conn.execute(stmt)
             .await
             .map_err(|e| SinkError::db(stmt, e))?;
@@ -45,12 +57,38 @@ pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<(), SinkError> 
     Ok(())
 }
 
+/// What a stored checkpoint means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The initial copy is under way; streaming starts from the checkpoint once it is done.
+    Copying,
+    /// Streaming; the checkpoint is the end of the last applied source transaction.
+    Streaming,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Copying => "copying",
+            Phase::Streaming => "streaming",
+        }
+    }
+}
+
 /// The stored checkpoint of `pipeline`, if any.
 pub async fn load(
     conn: &mut MySqlConnection,
     pipeline: &str,
 ) -> Result<Option<Checkpoint>, SinkError> {
-    const SQL: &str = "SELECT `binlog_file`, `binlog_pos`, `gtid`, `flavor`, `server_id`, `server_uuid`, `binlog_base`, `source_time` FROM `rowsync_checkpoint` WHERE `pipeline` = ?";
+    Ok(load_with_phase(conn, pipeline).await?.map(|(c, _)| c))
+}
+
+/// The stored checkpoint of `pipeline` and its phase, if any.
+pub async fn load_with_phase(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+) -> Result<Option<(Checkpoint, Phase)>, SinkError> {
+    const SQL: &str = "SELECT `binlog_file`, `binlog_pos`, `gtid`, `flavor`, `server_id`, `server_uuid`, `binlog_base`, `source_time`, `phase` FROM `rowsync_checkpoint` WHERE `pipeline` = ?";
     let row = sqlx::query(SQL)
         .bind(pipeline)
         .fetch_optional(&mut *conn)
@@ -75,17 +113,26 @@ pub async fn load(
             Flavor::Mysql => GtidSet::parse_mysql(&text).map_err(bad)?,
         }),
     };
-    Ok(Some(Checkpoint {
-        position: Position::new(file.parse().map_err(bad)?, offset),
-        gtid,
-        source: SourceIdentity {
-            flavor,
-            server_id: row.try_get(4).map_err(get)?,
-            server_uuid: row.try_get(5).map_err(get)?,
-            binlog_base: row.try_get(6).map_err(get)?,
+    let phase: String = row.try_get(8).map_err(get)?;
+    let phase = if phase == "copying" {
+        Phase::Copying
+    } else {
+        Phase::Streaming
+    };
+    Ok(Some((
+        Checkpoint {
+            position: Position::new(file.parse().map_err(bad)?, offset),
+            gtid,
+            source: SourceIdentity {
+                flavor,
+                server_id: row.try_get(4).map_err(get)?,
+                server_uuid: row.try_get(5).map_err(get)?,
+                binlog_base: row.try_get(6).map_err(get)?,
+            },
+            source_time: row.try_get(7).map_err(get)?,
         },
-        source_time: row.try_get(7).map_err(get)?,
-    }))
+        phase,
+    )))
 }
 
 /// Writes `checkpoint` for `pipeline`; call inside the transaction that applied its rows.
@@ -94,7 +141,17 @@ pub async fn store(
     pipeline: &str,
     checkpoint: &Checkpoint,
 ) -> Result<(), SinkError> {
-    const SQL: &str = "INSERT INTO `rowsync_checkpoint` (`pipeline`, `binlog_file`, `binlog_pos`, `gtid`, `flavor`, `server_id`, `server_uuid`, `binlog_base`, `source_time`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `binlog_file` = VALUES(`binlog_file`), `binlog_pos` = VALUES(`binlog_pos`), `gtid` = VALUES(`gtid`), `flavor` = VALUES(`flavor`), `server_id` = VALUES(`server_id`), `server_uuid` = VALUES(`server_uuid`), `binlog_base` = VALUES(`binlog_base`), `source_time` = VALUES(`source_time`)";
+    store_phase(conn, pipeline, checkpoint, Phase::Streaming).await
+}
+
+/// Writes `checkpoint` for `pipeline` with its phase.
+pub async fn store_phase(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    checkpoint: &Checkpoint,
+    phase: Phase,
+) -> Result<(), SinkError> {
+    const SQL: &str = "INSERT INTO `rowsync_checkpoint` (`pipeline`, `binlog_file`, `binlog_pos`, `gtid`, `flavor`, `server_id`, `server_uuid`, `binlog_base`, `source_time`, `phase`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `binlog_file` = VALUES(`binlog_file`), `binlog_pos` = VALUES(`binlog_pos`), `gtid` = VALUES(`gtid`), `flavor` = VALUES(`flavor`), `server_id` = VALUES(`server_id`), `server_uuid` = VALUES(`server_uuid`), `binlog_base` = VALUES(`binlog_base`), `source_time` = VALUES(`source_time`), `phase` = VALUES(`phase`)";
     sqlx::query(SQL)
         .bind(pipeline)
         .bind(checkpoint.position.file.to_string())
@@ -105,6 +162,7 @@ pub async fn store(
         .bind(checkpoint.source.server_uuid.clone())
         .bind(checkpoint.source.binlog_base.clone())
         .bind(checkpoint.source_time)
+        .bind(phase.as_str())
         .execute(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
@@ -167,4 +225,62 @@ pub async fn stopped_tables(
             })
         })
         .collect()
+}
+
+/// Copy progress of one source table on this target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyProgress {
+    pub table: TableName,
+    pub done: bool,
+    /// JSON array of the last copied row's key (see `sink::copy`).
+    pub last_key: Option<String>,
+    pub rows_copied: u64,
+    pub rows_estimated: u64,
+}
+
+/// Every table's copy progress for `pipeline`.
+pub async fn copy_progress(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+) -> Result<Vec<CopyProgress>, SinkError> {
+    const SQL: &str = "SELECT `source_table`, `state`, `last_key`, `rows_copied`, `rows_estimated` FROM `rowsync_copy` WHERE `pipeline` = ? ORDER BY `source_table`";
+    let rows: Vec<(String, String, Option<String>, u64, u64)> = sqlx::query_as(SQL)
+        .bind(pipeline)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    rows.into_iter()
+        .map(|(name, state, last_key, rows_copied, rows_estimated)| {
+            let (db, table) = name
+                .split_once('.')
+                .ok_or_else(|| SinkError::Checkpoint(format!("bad table name `{name}`")))?;
+            Ok(CopyProgress {
+                table: TableName::new(db, table),
+                done: state == "done",
+                last_key,
+                rows_copied,
+                rows_estimated,
+            })
+        })
+        .collect()
+}
+
+/// Records a table's copy progress; call inside the transaction that wrote its chunk.
+pub async fn store_copy_progress(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    p: &CopyProgress,
+) -> Result<(), SinkError> {
+    const SQL: &str = "INSERT INTO `rowsync_copy` (`pipeline`, `source_table`, `state`, `last_key`, `rows_copied`, `rows_estimated`) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE `state` = VALUES(`state`), `last_key` = VALUES(`last_key`), `rows_copied` = VALUES(`rows_copied`), `rows_estimated` = VALUES(`rows_estimated`)";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(p.table.to_string())
+        .bind(if p.done { "done" } else { "copying" })
+        .bind(&p.last_key)
+        .bind(p.rows_copied)
+        .bind(p.rows_estimated)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
 }

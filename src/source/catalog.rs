@@ -25,6 +25,8 @@ pub struct CatalogColumn {
     pub data_type: String,
     pub unsigned: bool,
     pub charset: Option<String>,
+    /// Fractional-second digits of temporal columns.
+    pub fsp: u8,
 }
 
 /// A table's columns (in ordinal order) and primary key.
@@ -98,20 +100,23 @@ pub fn type_matches(ty: ColumnType, data_type: &str) -> bool {
 
 /// Reads `table`'s catalog entry now.
 pub async fn load(conn: &mut Conn, table: &TableName) -> Result<CatalogTable, SourceError> {
-    let rows: Vec<(String, String, String, Option<String>)> = conn
+    let rows: Vec<(String, String, String, Option<String>, Option<u8>)> = conn
         .exec(
-            "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE), CHARACTER_SET_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE), CHARACTER_SET_NAME, DATETIME_PRECISION FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (&table.db, &table.table),
         )
         .await?;
     let columns: Vec<CatalogColumn> = rows
         .into_iter()
-        .map(|(name, data_type, column_type, charset)| CatalogColumn {
-            name,
-            data_type,
-            unsigned: column_type.contains("unsigned"),
-            charset,
-        })
+        .map(
+            |(name, data_type, column_type, charset, fsp)| CatalogColumn {
+                name,
+                data_type,
+                unsigned: column_type.contains("unsigned"),
+                charset,
+                fsp: fsp.unwrap_or(0),
+            },
+        )
         .collect();
     let key: Vec<String> = conn
         .exec(

@@ -143,7 +143,8 @@ impl SourceInfo {
         start: &StartAt,
     ) -> Result<Checkpoint, SourceError> {
         match start {
-            StartAt::Current => self.head(conn).await,
+            // The copier opens its own snapshot; its position is the head at that moment.
+            StartAt::Current | StartAt::Snapshot => self.head(conn).await,
             StartAt::Gtid(text) => {
                 let gtid = match self.flavor() {
                     Flavor::Mariadb => GtidSet::parse_maria(text)?,

@@ -30,6 +30,7 @@ pub mod position;
 pub mod reader;
 pub mod rows_event;
 pub mod schema;
+pub mod snapshot;
 pub mod statement;
 pub mod value;
 

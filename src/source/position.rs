@@ -369,6 +369,8 @@ pub struct Checkpoint {
 /// Where a target with no checkpoint starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartAt {
+    /// A consistent copy of every selected table, then the stream from the copy's position.
+    Snapshot,
     /// The source's current state: all GTID domains, or its current file/pos.
     Current,
     /// Right after the given GTID state.
@@ -381,7 +383,9 @@ impl FromStr for StartAt {
     type Err = ParsePositionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "current" {
+        if s == "snapshot" {
+            Ok(StartAt::Snapshot)
+        } else if s == "current" {
             Ok(StartAt::Current)
         } else if let Some(gtid) = s.strip_prefix("gtid:") {
             if gtid.contains('-') && !gtid.contains(':') && gtid.split(',').count() > 0 {
@@ -396,7 +400,7 @@ impl FromStr for StartAt {
             Err(bad(
                 "start",
                 s,
-                "expected \"current\", \"gtid:<state>\" or \"file:<name>:<offset>\"",
+                "expected \"snapshot\", \"current\", \"gtid:<state>\" or \"file:<name>:<offset>\"",
             ))
         }
     }
@@ -405,6 +409,7 @@ impl FromStr for StartAt {
 impl fmt::Display for StartAt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StartAt::Snapshot => f.write_str("snapshot"),
             StartAt::Current => f.write_str("current"),
             StartAt::Gtid(g) => write!(f, "gtid:{g}"),
             StartAt::File(p) => write!(f, "file:{p}"),
@@ -460,6 +465,7 @@ mod tests {
     #[test]
     fn start_specs_parse() {
         assert_eq!("current".parse::<StartAt>().unwrap(), StartAt::Current);
+        assert_eq!("snapshot".parse::<StartAt>().unwrap(), StartAt::Snapshot);
         assert!(matches!(
             "gtid:0-1-100".parse::<StartAt>().unwrap(),
             StartAt::Gtid(_)

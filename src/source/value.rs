@@ -164,7 +164,7 @@ fn int(r: &mut Reader<'_>, bytes: usize, unsigned: bool) -> Result<Value, Decode
 }
 
 /// Appends `.ffffff` cut to `fsp` digits.
-fn push_fraction(out: &mut String, micros: u64, fsp: u8) {
+pub(crate) fn push_fraction(out: &mut String, micros: u64, fsp: u8) {
     if fsp > 0 {
         let digits = format!("{micros:06}");
         out.push('.');
