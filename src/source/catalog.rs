@@ -100,7 +100,9 @@ pub fn type_matches(ty: ColumnType, data_type: &str) -> bool {
 
 /// Reads `table`'s catalog entry now.
 pub async fn load(conn: &mut Conn, table: &TableName) -> Result<CatalogTable, SourceError> {
-    let rows: Vec<(String, String, String, Option<String>, Option<u8>)> = conn
+    // name, DATA_TYPE, COLUMN_TYPE, charset, DATETIME_PRECISION
+    type ColumnRow = (String, String, String, Option<String>, Option<u8>);
+    let rows: Vec<ColumnRow> = conn
         .exec(
             "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE), CHARACTER_SET_NAME, DATETIME_PRECISION FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (&table.db, &table.table),
