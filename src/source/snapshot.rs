@@ -204,7 +204,11 @@ pub fn to_mysql(v: &Value) -> MyValue {
     }
 }
 
-fn datetime_text(y: u16, m: u8, d: u8, h: u8, i: u8, s: u8, us: u32, c: &CatalogColumn) -> String {
+/// DATE or DATETIME/TIMESTAMP text from the protocol's date parts `(y, m, d, h, i, s, µs)`.
+fn datetime_text(
+    (y, m, d, h, i, s, us): (u16, u8, u8, u8, u8, u8, u32),
+    c: &CatalogColumn,
+) -> String {
     if c.data_type == "date" {
         return format!("{y:04}-{m:02}-{d:02}");
     }
@@ -223,7 +227,7 @@ pub fn from_mysql(v: MyValue, c: &CatalogColumn) -> Value {
         MyValue::Float(f) => Value::Float(f),
         MyValue::Double(d) => Value::Double(d),
         MyValue::Date(y, m, d, h, i, s, us) => {
-            Value::Temporal(datetime_text(y, m, d, h, i, s, us, c))
+            Value::Temporal(datetime_text((y, m, d, h, i, s, us), c))
         }
         MyValue::Time(neg, days, h, m, s, us) => {
             let hours = days * 24 + u32::from(h);
