@@ -4,6 +4,7 @@
 //! # Layout
 //! Data flows one way: source → pipeline → sinks; the admin side only observes and commands.
 //! - `config`: the TOML configuration, environment overrides and validation.
+//! - `local`: throwaway local MariaDB servers (the demo and the tests run on them).
 //! - `source`: binlog reader, source positions and GTIDs, table schemas, value decoding.
 //! - `pipeline`: mappings (routing, renames, column subsets), per-target runners, live status.
 //! - `sink`: target writers, replica tables, checkpoints committed with the rows.
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod local;
 pub mod pipeline;
 pub mod report;
 pub mod sink;

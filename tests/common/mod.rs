@@ -14,31 +14,13 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
+pub use rowsync::local::Role;
+use rowsync::local::{Binaries, LocalServer};
 
 static SERVER_ID: AtomicU32 = AtomicU32::new(1);
 
-fn mariadbd() -> PathBuf {
-    for p in [
-        "/usr/sbin/mariadbd",
-        "/usr/bin/mariadbd",
-        "/usr/local/bin/mariadbd",
-    ] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!("mariadbd not found: install MariaDB (apt-get install mariadb-server)");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
+fn binaries() -> Binaries {
+    Binaries::find().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn target_dir() -> PathBuf {
@@ -67,21 +49,7 @@ fn make_template() -> PathBuf {
             .unwrap_or(0)
     ));
     let _ = std::fs::remove_dir_all(&staging);
-    let mut cmd = Command::new("mariadb-install-db");
-    cmd.arg("--no-defaults")
-        .arg(format!("--datadir={}", staging.display()))
-        .arg("--auth-root-authentication-method=normal")
-        .arg("--skip-test-db")
-        .arg("--innodb-log-file-size=16M")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if is_root() {
-        cmd.arg("--user=root");
-    }
-    let status = cmd
-        .status()
-        .expect("run mariadb-install-db (is MariaDB installed?)");
-    assert!(status.success(), "mariadb-install-db failed");
+    rowsync::local::install(&binaries(), &staging).unwrap_or_else(|e| panic!("{e}"));
     // Another process may have won the race; either copy is fine.
     if std::fs::rename(&staging, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&staging);
@@ -99,27 +67,12 @@ fn copy_dir(from: &Path, to: &Path) {
     assert!(status.success());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Role {
-    /// Binary logging on, ROW format, FULL row metadata, utf8mb4.
-    Source,
-    Target,
-}
-
-/// A running throwaway server.
+/// A running throwaway server with its own copy of the template datadir.
 pub struct Server {
+    inner: LocalServer,
     pub port: u16,
     pub server_id: u32,
     dir: tempfile::TempDir,
-    child: Option<Child>,
-    args: Vec<String>,
 }
 
 impl Server {
@@ -136,87 +89,19 @@ impl Server {
         copy_dir(&template(), &data);
         let server_id =
             1000 + SERVER_ID.fetch_add(1, Ordering::SeqCst) + std::process::id() % 10_000 * 10;
-        let port = free_port();
-        let mut args = vec![
-            "--no-defaults".to_string(),
-            format!("--datadir={}", data.display()),
-            format!("--port={port}"),
-            "--bind-address=127.0.0.1".into(),
-            format!("--socket={}", dir.path().join("mysqld.sock").display()),
-            format!("--pid-file={}", dir.path().join("mysqld.pid").display()),
-            format!("--log-error={}", dir.path().join("error.log").display()),
-            format!("--server-id={server_id}"),
-            "--skip-name-resolve".into(),
-            "--innodb-buffer-pool-size=64M".into(),
-            "--innodb-flush-log-at-trx-commit=2".into(),
-            "--sync-binlog=0".into(),
-            "--max-connections=200".into(),
-            "--performance-schema=OFF".into(),
-            "--character-set-server=utf8mb4".into(),
-            "--collation-server=utf8mb4_general_ci".into(),
-        ];
-        if role == Role::Source {
-            args.extend([
-                "--log-bin=mysql-bin".to_string(),
-                "--binlog-format=ROW".into(),
-                "--binlog-row-metadata=FULL".into(),
-                "--binlog-row-image=FULL".into(),
-            ]);
-        }
-        if is_root() {
-            args.push("--user=root".into());
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = Server {
-            port,
+        let inner = LocalServer::start(&binaries(), &data, dir.path(), role, server_id, extra)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Server {
+            port: inner.port,
             server_id,
+            inner,
             dir,
-            child: None,
-            args,
-        };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(mariadbd())
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mariadbd");
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    /// Ready once the server sends its handshake on the TCP port.
-    fn wait_ready(&self) {
-        use std::io::Read;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = std::net::TcpStream::connect(("127.0.0.1", self.port))
-                .and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                    let mut buf = [0u8; 8];
-                    s.read_exact(&mut buf)
-                })
-                .is_ok();
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mariadbd on port {} did not start; log:\n{}",
-                self.port,
-                std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// `mysql://root@127.0.0.1:PORT/db`
     pub fn url(&self, db: &str) -> String {
-        format!("mysql://root@127.0.0.1:{}/{}", self.port, db)
+        self.inner.url(db)
     }
 
     pub async fn conn(&self, db: &str) -> Conn {
@@ -228,33 +113,19 @@ impl Server {
 
     /// Stops the server (SIGKILL when `hard`), keeping its data for `resume`.
     pub fn stop(&mut self, hard: bool) {
-        if let Some(mut child) = self.child.take() {
-            let sig = if hard { "-KILL" } else { "-TERM" };
-            let _ = Command::new("kill")
-                .arg(sig)
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
+        self.inner.stop(hard);
     }
 
     pub fn resume(&mut self) {
-        assert!(self.child.is_none(), "server is running");
-        self.spawn();
+        self.inner.resume().unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.inner.pid()
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop(true);
     }
 }
 
