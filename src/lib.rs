@@ -5,6 +5,7 @@
 //! Data flows one way: source → pipeline → sinks; the admin side only observes and commands.
 //! - `config`: the TOML configuration, environment overrides and validation.
 //! - `local`: throwaway local MariaDB servers (the demo and the tests run on them).
+//! - `demo`: `rowsync demo`, the whole product on local servers.
 //! - `source`: binlog reader, source positions and GTIDs, table schemas, value decoding.
 //! - `pipeline`: mappings (routing, renames, column subsets), per-target runners, live status.
 //! - `sink`: target writers, replica tables, checkpoints committed with the rows.
@@ -16,9 +17,23 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod demo;
 pub mod local;
 pub mod pipeline;
 pub mod report;
 pub mod sink;
 pub mod source;
 pub mod state;
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -42,17 +42,28 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Start local MariaDB servers with a product workload and replicate it, until Ctrl-C.
+    Demo {
+        /// Stop by itself after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own progress; only warnings and errors go to the log there.
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ROWSYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,6 +108,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Demo { seconds } => {
+            rowsync::demo::run(seconds.map(Duration::from_secs)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { config } => {
             let config = Config::load(&config)?;
             let (head, targets) = rowsync::report::collect(&config)
@@ -130,7 +145,7 @@ async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
     let signals = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            rowsync::shutdown_signal().await;
             tracing::info!("shutting down: finishing or rolling back open target transactions");
             cancel.cancel();
         })
@@ -179,16 +194,4 @@ async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
     signals.abort();
     let _ = reporter.await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
