@@ -207,6 +207,13 @@ pub struct CopyConfig {
     /// Rows read from the source per chunk; each chunk commits with its progress.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
+    /// Tables copied at the same time, each in its own snapshot and connections.
+    #[serde(default = "default_parallel_tables")]
+    pub parallel_tables: usize,
+}
+
+fn default_parallel_tables() -> usize {
+    2
 }
 
 fn default_chunk_rows() -> usize {
@@ -217,6 +224,7 @@ impl Default for CopyConfig {
     fn default() -> Self {
         CopyConfig {
             chunk_rows: default_chunk_rows(),
+            parallel_tables: default_parallel_tables(),
         }
     }
 }
@@ -287,6 +295,9 @@ impl Config {
         }
         if self.copy.chunk_rows == 0 {
             return Err(self.invalid("copy.chunk_rows", "must be at least 1"));
+        }
+        if self.copy.parallel_tables == 0 {
+            return Err(self.invalid("copy.parallel_tables", "must be at least 1"));
         }
         if self.source.heartbeat_secs <= 0.0 || !self.source.heartbeat_secs.is_finite() {
             return Err(self.invalid("source.heartbeat_secs", "must be a positive number"));

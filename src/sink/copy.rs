@@ -20,8 +20,8 @@
 //! A table copied from scratch is emptied first (inside the transaction that records its
 //! start), so rows left by an earlier attempt or by hand cannot survive a copy.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use mysql_async::Opts;
 use serde_json::{json, Value as Json};
@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{self, CopyProgress, Phase, StoppedTable};
 use super::writer::{Op, RowWriter};
-use super::{replica, SinkError};
+use super::{replica, target, SinkError};
+use crate::config::TargetConfig;
 use crate::pipeline::mapping::{Projection, Router};
 use crate::pipeline::runner::PipelineError;
 use crate::pipeline::status::TargetStatus;
@@ -49,7 +50,9 @@ pub struct CopyJob<'a> {
     pub info: &'a SourceInfo,
     pub router: &'a Router,
     pub skip: &'a HashSet<TableName>,
+    pub target: &'a TargetConfig,
     pub chunk_rows: usize,
+    pub parallel_tables: usize,
     pub batch_rows: usize,
     pub status: &'a TargetStatus,
     pub cancel: &'a CancellationToken,
@@ -127,14 +130,15 @@ pub async fn run(
     job: &CopyJob<'_>,
     resume: Option<Checkpoint>,
 ) -> Result<Option<Checkpoint>, PipelineError> {
-    let mut snapshot = Snapshot::open(job.source, job.info).await?;
+    // The first snapshot fixes where the stream starts (unless an earlier attempt did).
+    let first = Snapshot::open(job.source, job.info).await?;
     let start = match resume {
         Some(earlier) => {
-            tracing::info!(from = %earlier.position, snapshot = %snapshot.checkpoint.position, "resuming the initial copy");
+            tracing::info!(from = %earlier.position, snapshot = %first.checkpoint.position, "resuming the initial copy");
             earlier
         }
         None => {
-            let start = snapshot.checkpoint.clone();
+            let start = first.checkpoint.clone();
             checkpoint::store_phase(conn, job.pipeline, &start, Phase::Copying).await?;
             tracing::info!(position = %start.position, gtid = ?start.gtid.as_ref().map(|g| g.to_string()), "initial copy starts at a consistent snapshot");
             start
@@ -144,31 +148,73 @@ pub async fn run(
     let mut listing = connect(job.source).await?;
     let tables = replica::selected_tables(&mut listing, job.router).await?;
     drop(listing);
-    let mut writer = RowWriter::new(conn, job.batch_rows).await?;
-    for name in tables.iter().filter(|t| !job.skip.contains(t)) {
-        let previous = progress.iter().find(|p| &p.table == name);
-        if previous.is_some_and(|p| p.done) {
-            continue;
-        }
-        let table = snapshot.table(name).await?;
-        let copied = copy_table(
-            conn,
+    let queue: Mutex<VecDeque<TableName>> = Mutex::new(
+        tables
+            .into_iter()
+            .filter(|t| !job.skip.contains(t))
+            .filter(|t| !progress.iter().any(|p| &p.table == t && p.done))
+            .collect(),
+    );
+    // Tables copy in parallel, each worker in its own snapshot on its own connections.
+    // Every snapshot is at or after `start`, so the stream from `start` brings all of them to
+    // one boundary (see the module doc).
+    let workers = job
+        .parallel_tables
+        .max(1)
+        .min(queue.lock().map(|q| q.len()).unwrap_or(1).max(1));
+    let mut snapshots = vec![first];
+    for _ in 1..workers {
+        snapshots.push(Snapshot::open(job.source, job.info).await?);
+    }
+    let results = futures_util::future::join_all(
+        snapshots
+            .into_iter()
+            .map(|snapshot| worker(snapshot, job, &queue, &progress, &start)),
+    )
+    .await;
+    let mut finished = true;
+    for r in results {
+        finished &= r?;
+    }
+    if !finished {
+        return Ok(None);
+    }
+    checkpoint::store_phase(conn, job.pipeline, &start, Phase::Streaming).await?;
+    tracing::info!("initial copy done; streaming from {}", start.position);
+    Ok(Some(start))
+}
+
+/// Copies tables from `queue` until it is empty; `false` when cancelled.
+async fn worker(
+    mut snapshot: Snapshot,
+    job: &CopyJob<'_>,
+    queue: &Mutex<VecDeque<TableName>>,
+    progress: &[CopyProgress],
+    start: &Checkpoint,
+) -> Result<bool, PipelineError> {
+    let mut conn = target::connect(job.target).await?;
+    let mut writer = RowWriter::new(&mut conn, job.batch_rows).await?;
+    loop {
+        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+        let Some(name) = next else { break };
+        let table = snapshot.table(&name).await?;
+        let previous = progress.iter().find(|p| p.table == name);
+        if !copy_table(
+            &mut conn,
             &mut snapshot,
             &mut writer,
             job,
             &table,
             previous,
-            &start,
+            start,
         )
-        .await?;
-        if !copied {
-            return Ok(None);
+        .await?
+        {
+            return Ok(false);
         }
     }
     snapshot.close().await?;
-    checkpoint::store_phase(conn, job.pipeline, &start, Phase::Streaming).await?;
-    tracing::info!("initial copy done; streaming from {}", start.position);
-    Ok(Some(start))
+    Ok(true)
 }
 
 /// Copies one table chunk by chunk; `false` when cancelled.
