@@ -188,10 +188,12 @@ async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
             }
         })
     };
+    let bars = tokio::spawn(rowsync::progress::show(statuses.clone(), cancel.clone()));
     runner::run_all(config, statuses, cancel.clone()).await;
     // The reporter records the final states before it returns.
     cancel.cancel();
     signals.abort();
     let _ = reporter.await;
+    let _ = bars.await;
     Ok(ExitCode::SUCCESS)
 }
