@@ -1,6 +1,7 @@
 //! Runs one pipeline per target: its own binlog reader (own server id, own position) feeding
 //! its own writer through a bounded channel, so a slow or dead target never holds back the
-//! others, and each catches up from its own checkpoint.
+//! others, and each catches up from its own checkpoint. A target without a checkpoint first
+//! gets its initial copy (`sink::copy`), which hands the stream its start position.
 //!
 //! # Restart discipline
 //! Any error ends both halves. The writer rolls back what is not whole, and the next attempt
@@ -182,7 +183,7 @@ async fn run_once(
     };
     status.started(&start, stopped);
 
-    let opts_for_writer = opts.clone();
+    let source_for_writer = opts.clone();
     let reader = BinlogReader::new(
         ReaderOptions {
             opts,
@@ -199,7 +200,7 @@ async fn run_once(
 
     let mut applier = Applier::new(
         conn,
-        opts_for_writer,
+        source_for_writer,
         config.pipeline.clone(),
         router,
         config.apply.clone(),
