@@ -34,7 +34,13 @@ const SCHEMA: &[&str] = &[
 const MAPPINGS: &str = r#"
 [[mappings]]
 source = "product.product"
-targets = ["order", "purchase"]
+targets = ["order"]
+
+# The Purchase service only cares about current models.
+[[mappings]]
+source = "product.product"
+targets = ["purchase"]
+where = "production_year >= 2020"
 
 [[mappings]]
 source = "product.category"
@@ -96,12 +102,6 @@ fn config(servers: &Servers) -> anyhow::Result<Config> {
         servers.order.url("order_db"),
         servers.purchase.url("purchase_db"),
         servers.dir.path().join("state.db").display()
-    )
-    // The Purchase service only cares about current models.
-    .replacen(
-        "targets = [\"order\", \"purchase\"]\n",
-        "targets = [\"order\"]\n\n[[mappings]]\nsource = \"product.product\"\ntargets = [\"purchase\"]\nwhere = \"production_year >= 2020\"\n",
-        1,
     );
     Ok(Config::from_toml(
         &text,
@@ -202,11 +202,7 @@ pub async fn run(run_for: Option<Duration>) -> anyhow::Result<()> {
     let config = Arc::new(config(&servers)?);
 
     let cancel = CancellationToken::new();
-    let statuses: Vec<Arc<TargetStatus>> = config
-        .targets
-        .iter()
-        .map(|t| Arc::new(TargetStatus::new(&t.name)))
-        .collect();
+    let statuses = TargetStatus::for_targets(&config);
     let pipeline = tokio::spawn(runner::run_all(
         config.clone(),
         statuses.clone(),

@@ -137,11 +137,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
-    let statuses: Vec<Arc<TargetStatus>> = config
-        .targets
-        .iter()
-        .map(|t| Arc::new(TargetStatus::new(&t.name)))
-        .collect();
+    let statuses = TargetStatus::for_targets(&config);
     let signals = {
         let cancel = cancel.clone();
         tokio::spawn(async move {

@@ -62,6 +62,15 @@ pub struct TargetStatus {
 }
 
 impl TargetStatus {
+    /// One status per target of `config`, in its order.
+    pub fn for_targets(config: &crate::config::Config) -> Vec<std::sync::Arc<TargetStatus>> {
+        config
+            .targets
+            .iter()
+            .map(|t| std::sync::Arc::new(TargetStatus::new(&t.name)))
+            .collect()
+    }
+
     pub fn new(target: &str) -> Self {
         TargetStatus {
             inner: Mutex::new(Snapshot {
