@@ -85,7 +85,11 @@ async fn check_reports_problems_with_their_fix() {
 async fn check_refuses_a_statement_format_source() {
     let source = Server::start_with(
         Role::Source,
-        &["--binlog-format=STATEMENT", "--binlog-row-metadata=MINIMAL"],
+        &[
+            "--binlog-format=STATEMENT",
+            "--binlog-row-metadata=MINIMAL",
+            "--binlog-row-image=MINIMAL",
+        ],
     );
     let c = Cluster::start_with(
         source,
@@ -95,12 +99,25 @@ async fn check_refuses_a_statement_format_source() {
         4601,
     )
     .await;
-    let cfg = c.cfg;
+    let cfg = c.cfg.clone();
     let (code, out) = check(&cfg);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("binlog_format is STATEMENT"), "{out}");
     assert!(out.contains("binlog_row_metadata is MINIMAL"), "{out}");
     assert!(out.contains("sync_binlog is 0"), "{out}");
+    assert!(out.contains("binlog_row_image is MINIMAL"), "{out}");
+
+    // A server without binary logging (a target) as the source.
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        &c.source.url(""),
+        &c.targets[0].url(""),
+        1,
+    );
+    let no_binlog = c.dir.path().join("no-binlog.toml");
+    std::fs::write(&no_binlog, text).unwrap();
+    let (code, out) = check(&no_binlog);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("log_bin OFF"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
