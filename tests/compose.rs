@@ -113,3 +113,11 @@ fn compose_file_and_its_config_are_consistent() {
         "the state store's migrations are compiled in"
     );
 }
+
+#[test]
+fn the_example_config_validates() {
+    let config =
+        Config::load(&root().join("config/rowsync.example.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.targets.len(), 2);
+    assert!(config.mappings.iter().any(|m| m.columns.is_some()));
+}
