@@ -26,8 +26,8 @@ use crate::sink::copy::{self, CopyJob};
 use crate::sink::{checkpoint, replica, target, SinkError};
 use crate::source::conn::source_opts;
 use crate::source::info::SourceInfo;
-use crate::source::position::StartAt;
-use crate::source::reader::{BinlogReader, ReaderOptions};
+use crate::source::position::{Checkpoint, GtidSet, StartAt};
+use crate::source::reader::{BinlogReader, Floors, ReaderOptions};
 use crate::source::SourceError;
 
 /// An error of one attempt, from either side.
@@ -130,6 +130,8 @@ async fn run_once(
 
     let mut conn = target::connect(target).await?;
     checkpoint::ensure_tables(&mut conn).await?;
+    // One process at a time works on a target: this session holds the lock until it ends.
+    checkpoint::lock_target(&mut conn, &config.pipeline, &target.name).await?;
     let stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
     let skip: HashSet<_> = stopped.iter().map(|s| s.table.clone()).collect();
 
@@ -181,6 +183,32 @@ async fn run_once(
             c
         }
     };
+    // Tables whose re-copy was under way finish it first; tables re-copied earlier catch up
+    // from their own floor while the others go on from the checkpoint.
+    for f in checkpoint::table_floors(&mut conn, &config.pipeline).await? {
+        if f.state == "copying" && copy::recopy(&mut conn, &job, &f.table).await?.is_none() {
+            return Ok(());
+        }
+    }
+    let mut floors = Floors::new(start.clone());
+    for f in checkpoint::table_floors(&mut conn, &config.pipeline).await? {
+        let Some(position) = f.position else { continue };
+        let gtid = f
+            .gtid
+            .map(|g| GtidSet::parse_for(info.flavor(), &g))
+            .transpose()
+            .map_err(SourceError::from)?;
+        floors.tables.insert(
+            f.table,
+            Checkpoint {
+                position,
+                gtid,
+                source: start.source.clone(),
+                source_time: 0,
+            },
+        );
+    }
+    let stream_start = floors.start();
     status.started(&start, stopped);
 
     let source_for_writer = opts.clone();
@@ -193,10 +221,11 @@ async fn run_once(
         },
         router.clone(),
         skip.clone(),
-    );
+    )
+    .with_floors(floors.clone());
     let (tx, mut rx) = mpsc::channel(config.apply.queue_events.max(1));
     let reader_cancel = cancel.child_token();
-    let reader_task = tokio::spawn(reader.run(start, tx, reader_cancel.clone()));
+    let reader_task = tokio::spawn(reader.run(stream_start, tx, reader_cancel.clone()));
 
     let mut applier = Applier::new(
         conn,
@@ -206,6 +235,7 @@ async fn run_once(
         config.apply.clone(),
         status.clone(),
         skip,
+        floors,
     )
     .await?;
     let applied = applier.run(&mut rx, cancel).await;

@@ -24,7 +24,8 @@ use crate::config::ApplyConfig;
 use crate::pipeline::mapping::{Mapping, MappingError, Projection, Router};
 use crate::pipeline::status::TargetStatus;
 use crate::source::conn::connect;
-use crate::source::position::Checkpoint;
+use crate::source::position::{Checkpoint, GroupId};
+use crate::source::reader::Floors;
 use crate::source::schema::{TableName, TableSchema};
 use crate::source::{DdlKind, RowBatch, SourceEvent};
 
@@ -69,6 +70,12 @@ pub struct Applier {
     pending: Option<Checkpoint>,
     pending_stops: Vec<StoppedTable>,
     last_store: Instant,
+    /// The floors the stream started with (see `source::reader::Floors`).
+    floors: Floors,
+    /// Tables still catching up after a re-copy.
+    catching: HashSet<TableName>,
+    /// Floor changes to store with the next commit: a new floor, or `None` when caught up.
+    pending_floors: HashMap<TableName, Option<Checkpoint>>,
 }
 
 impl Applier {
@@ -81,6 +88,7 @@ impl Applier {
         limits: ApplyConfig,
         status: Arc<TargetStatus>,
         stopped: HashSet<TableName>,
+        floors: Floors,
     ) -> Result<Applier, SinkError> {
         let writer = RowWriter::new(&mut conn, limits.batch_rows).await?;
         Ok(Applier {
@@ -102,6 +110,9 @@ impl Applier {
             pending: None,
             pending_stops: Vec::new(),
             last_store: Instant::now(),
+            catching: floors.tables.keys().cloned().collect(),
+            floors,
+            pending_floors: HashMap::new(),
         })
     }
 
@@ -138,9 +149,10 @@ impl Applier {
                         self.commit_group().await?;
                         continue;
                     }
+                    let waiting = self.pending.is_some() || !self.pending_floors.is_empty();
                     let idle_store = async {
-                        match &self.pending {
-                            Some(_) if !self.in_source_txn => {
+                        match waiting {
+                            true if !self.in_source_txn => {
                                 tokio::time::sleep(
                                     IDLE_CHECKPOINT_DELAY.saturating_sub(self.last_store.elapsed()),
                                 )
@@ -190,7 +202,7 @@ impl Applier {
             self.in_source_txn = false;
             return Ok(());
         }
-        if self.in_txn || self.pending.is_some() {
+        if self.in_txn || self.pending.is_some() || !self.pending_floors.is_empty() {
             self.commit_group().await?;
         }
         Ok(())
@@ -244,10 +256,10 @@ impl Applier {
                 }
             }
             SourceEvent::TableStopped { table, reason } => self.stop_table(table, None, reason),
-            SourceEvent::Commit(checkpoint) => {
+            SourceEvent::Commit { checkpoint, group } => {
                 self.in_source_txn = false;
-                self.pending = Some(checkpoint);
                 self.group_txns += 1;
+                self.advance_floors(&checkpoint, group.as_ref());
                 if self.has_writes()
                     && (self.group_txns >= self.limits.max_group_transactions
                         || self.group_started.elapsed()
@@ -263,7 +275,36 @@ impl Applier {
 
     /// Changes received but not committed yet.
     fn has_writes(&self) -> bool {
-        self.in_txn || !self.ops.is_empty() || !self.pending_stops.is_empty()
+        self.in_txn
+            || !self.ops.is_empty()
+            || !self.pending_stops.is_empty()
+            || !self.pending_floors.is_empty()
+    }
+
+    /// Records that group `group` ended at `checkpoint`: the main checkpoint moves if the main
+    /// floor did not include the group yet; a catching-up table's floor moves while history
+    /// before the main floor replays, and the table is caught up once a group is new to both.
+    fn advance_floors(&mut self, checkpoint: &Checkpoint, group: Option<&GroupId>) {
+        let main_had = group.is_some_and(|g| g.applied_at(&self.floors.main));
+        let catching: Vec<TableName> = self.catching.iter().cloned().collect();
+        for table in catching {
+            let had = match (group, self.floors.tables.get(&table)) {
+                (Some(g), Some(floor)) => g.applied_at(floor),
+                _ => false,
+            };
+            if had {
+                continue;
+            }
+            if main_had {
+                self.pending_floors.insert(table, Some(checkpoint.clone()));
+            } else {
+                self.pending_floors.insert(table.clone(), None);
+                self.catching.remove(&table);
+            }
+        }
+        if !main_had {
+            self.pending = Some(checkpoint.clone());
+        }
     }
 
     fn stop_table(&mut self, table: TableName, statement: Option<String>, reason: String) {
@@ -446,12 +487,24 @@ impl Applier {
 
     /// Writes everything buffered plus the checkpoint, and commits.
     async fn commit_group(&mut self) -> Result<(), SinkError> {
-        let Some(checkpoint) = self.pending.clone() else {
+        // The position this group ends at: the main checkpoint, or (while replaying history
+        // only catching-up tables need) their new floor.
+        let Some(checkpoint) = self
+            .pending
+            .clone()
+            .or_else(|| self.pending_floors.values().flatten().next().cloned())
+        else {
             // Nothing whole to commit (only possible with an empty group).
             return Ok(());
         };
         self.flush_ops().await?;
         self.ensure_txn().await?;
+        for (table, floor) in std::mem::take(&mut self.pending_floors) {
+            checkpoint::set_floor(&mut self.conn, &self.pipeline, &table, floor.as_ref()).await?;
+            if floor.is_none() {
+                tracing::info!(table = %table, "table caught up after its re-copy");
+            }
+        }
         for mut stop in std::mem::take(&mut self.pending_stops) {
             stop.since = checkpoint.position.to_string();
             checkpoint::stop_table(
@@ -463,10 +516,14 @@ impl Applier {
             .await?;
             self.status.table_stopped(stop);
         }
-        checkpoint::store(&mut self.conn, &self.pipeline, &checkpoint).await?;
+        if self.pending.is_some() {
+            checkpoint::store(&mut self.conn, &self.pipeline, &checkpoint).await?;
+        }
         self.exec_plain("COMMIT").await?;
         self.in_txn = false;
-        self.status.committed(&checkpoint, self.group_txns as u64);
+        if self.pending.is_some() {
+            self.status.committed(&checkpoint, self.group_txns as u64);
+        }
         self.group_txns = 0;
         self.pending = None;
         self.last_store = Instant::now();

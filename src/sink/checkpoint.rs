@@ -284,3 +284,135 @@ pub async fn store_copy_progress(
         .map_err(|e| SinkError::db(SQL, e))?;
     Ok(())
 }
+
+/// A table's floor while it catches up after a re-copy: where its own applied history ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFloor {
+    pub table: TableName,
+    /// `copying` (the re-copy runs; the stream skips the table) or `catching_up`.
+    pub state: String,
+    pub position: Option<Position>,
+    pub gtid: Option<String>,
+}
+
+/// Tables being re-copied or catching up after a re-copy.
+pub async fn table_floors(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+) -> Result<Vec<TableFloor>, SinkError> {
+    const SQL: &str = "SELECT `source_table`, `state`, `since_position`, `since_gtid` FROM `rowsync_table_state` WHERE `pipeline` = ? AND `state` IN ('copying', 'catching_up') ORDER BY `source_table`";
+    let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(SQL)
+        .bind(pipeline)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    rows.into_iter()
+        .map(|(name, state, since, gtid)| {
+            let (db, table) = name
+                .split_once('.')
+                .ok_or_else(|| SinkError::Checkpoint(format!("bad table name `{name}`")))?;
+            let position =
+                if since.is_empty() {
+                    None
+                } else {
+                    Some(since.parse().map_err(
+                        |e: crate::source::position::ParsePositionError| {
+                            SinkError::Checkpoint(e.to_string())
+                        },
+                    )?)
+                };
+            Ok(TableFloor {
+                table: TableName::new(db, table),
+                state,
+                position,
+                gtid,
+            })
+        })
+        .collect()
+}
+
+/// Sets `table`'s re-copy state and floor (`None`: not known yet).
+pub async fn mark_table(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    table: &TableName,
+    state: &str,
+    floor: Option<&Checkpoint>,
+) -> Result<(), SinkError> {
+    const SQL: &str = "INSERT INTO `rowsync_table_state` (`pipeline`, `source_table`, `state`, `since_position`, `since_gtid`, `statement`, `reason`) VALUES (?, ?, ?, ?, ?, NULL, '') ON DUPLICATE KEY UPDATE `state` = VALUES(`state`), `since_position` = VALUES(`since_position`), `since_gtid` = VALUES(`since_gtid`), `statement` = NULL, `reason` = ''";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(table.to_string())
+        .bind(state)
+        .bind(floor.map(|f| f.position.to_string()).unwrap_or_default())
+        .bind(floor.and_then(|f| f.gtid.as_ref()).map(|g| g.to_string()))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
+
+/// Moves a catching-up table's floor, or (`None`) ends its catching up.
+pub async fn set_floor(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    table: &TableName,
+    floor: Option<&Checkpoint>,
+) -> Result<(), SinkError> {
+    match floor {
+        Some(f) => mark_table(conn, pipeline, table, "catching_up", Some(f)).await,
+        None => {
+            const SQL: &str = "DELETE FROM `rowsync_table_state` WHERE `pipeline` = ? AND `source_table` = ? AND `state` = 'catching_up'";
+            sqlx::query(SQL)
+                .bind(pipeline)
+                .bind(table.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| SinkError::db(SQL, e))?;
+            Ok(())
+        }
+    }
+}
+
+/// Forgets a table's copy progress, so its next copy starts from scratch.
+pub async fn reset_copy_progress(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    table: &TableName,
+) -> Result<(), SinkError> {
+    const SQL: &str = "DELETE FROM `rowsync_copy` WHERE `pipeline` = ? AND `source_table` = ?";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(table.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
+
+/// Takes the target's lock for `pipeline`, held by this session until it ends, so that two
+/// rowsync processes (a `run` and a `resync`) never write one target at once.
+pub async fn lock_target(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    target: &str,
+) -> Result<(), SinkError> {
+    const SQL: &str = "SELECT GET_LOCK(?, 10)";
+    // Lock names are server-wide and targets may share a server: name the target too.
+    let name: String = format!("rowsync:{pipeline}:{target}")
+        .chars()
+        .take(64)
+        .collect();
+    let (got,): (Option<i64>,) = sqlx::query_as(SQL)
+        .bind(&name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    if got == Some(1) {
+        Ok(())
+    } else {
+        Err(SinkError::Busy(format!(
+            "another rowsync process (run or resync) is working on target `{target}` (lock `{name}` is held)"
+        )))
+    }
+}

@@ -38,10 +38,11 @@ use crate::pipeline::runner::PipelineError;
 use crate::pipeline::status::TargetStatus;
 use crate::source::conn::connect;
 use crate::source::info::SourceInfo;
-use crate::source::position::Checkpoint;
+use crate::source::position::{Checkpoint, GtidSet};
 use crate::source::schema::{quote_ident, TableName};
 use crate::source::snapshot::{CopyTable, Snapshot};
 use crate::source::value::Value;
+use crate::source::SourceError;
 
 /// What the copy needs from its caller.
 pub struct CopyJob<'a> {
@@ -215,6 +216,63 @@ async fn worker(
     }
     snapshot.close().await?;
     Ok(true)
+}
+
+/// Re-copies one table into this target: from a new snapshot (or, after a crash, continuing
+/// the one begun), marked `copying` so the stream skips it meanwhile, then `catching_up` from
+/// the snapshot's position, which the stream takes from there (see `source::reader::Floors`).
+/// Returns that floor, or `None` when cancelled.
+pub async fn recopy(
+    conn: &mut MySqlConnection,
+    job: &CopyJob<'_>,
+    table: &TableName,
+) -> Result<Option<Checkpoint>, PipelineError> {
+    let mut snapshot = Snapshot::open(job.source, job.info).await?;
+    let begun = checkpoint::table_floors(conn, job.pipeline)
+        .await?
+        .into_iter()
+        .find(|f| &f.table == table && f.state == "copying");
+    let floor = match begun.and_then(|f| f.position.map(|p| (p, f.gtid))) {
+        // Resuming: the earlier snapshot's position stays the floor (see the module doc).
+        Some((position, gtid)) => Checkpoint {
+            position,
+            gtid: gtid
+                .map(|g| GtidSet::parse_for(job.info.flavor(), &g))
+                .transpose()
+                .map_err(SourceError::from)?,
+            source: snapshot.checkpoint.source.clone(),
+            source_time: 0,
+        },
+        None => {
+            let floor = snapshot.checkpoint.clone();
+            checkpoint::reset_copy_progress(conn, job.pipeline, table).await?;
+            checkpoint::mark_table(conn, job.pipeline, table, "copying", Some(&floor)).await?;
+            floor
+        }
+    };
+    let previous = checkpoint::copy_progress(conn, job.pipeline)
+        .await?
+        .into_iter()
+        .find(|p| &p.table == table);
+    let copy = snapshot.table(table).await?;
+    let mut writer = RowWriter::new(conn, job.batch_rows).await?;
+    if !copy_table(
+        conn,
+        &mut snapshot,
+        &mut writer,
+        job,
+        &copy,
+        previous.as_ref(),
+        &floor,
+    )
+    .await?
+    {
+        return Ok(None);
+    }
+    snapshot.close().await?;
+    checkpoint::mark_table(conn, job.pipeline, table, "catching_up", Some(&floor)).await?;
+    tracing::info!(table = %table, floor = %floor.position, "table re-copied; the stream catches it up from its snapshot");
+    Ok(Some(floor))
 }
 
 /// Copies one table chunk by chunk; `false` when cancelled.

@@ -51,6 +51,8 @@ pub enum SinkError {
     },
     #[error("stored checkpoint is unreadable: {0}")]
     Checkpoint(String),
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// MySQL error numbers a retry can fix: deadlock, lock wait timeout, connection lost or
@@ -99,6 +101,7 @@ impl SinkError {
                 _ => false,
             },
             SinkError::Source { source, .. } => source.is_retryable(),
+            SinkError::Busy(_) => true,
             _ => false,
         }
     }

@@ -36,7 +36,7 @@ pub mod value;
 
 use std::sync::Arc;
 
-use position::{Checkpoint, ParsePositionError};
+use position::{Checkpoint, GroupId, ParsePositionError};
 use schema::{SchemaError, TableName, TableSchema};
 use value::{DecodeError, Value};
 
@@ -77,8 +77,12 @@ pub enum SourceEvent {
         table: TableName,
         reason: String,
     },
-    /// The end of a source transaction (or of a group that touched no selected table).
-    Commit(Checkpoint),
+    /// The end of a source transaction (or of a group that touched no selected table): the
+    /// state after it, and which transaction it was.
+    Commit {
+        checkpoint: Checkpoint,
+        group: Option<GroupId>,
+    },
     /// The source sent a heartbeat: nothing more to read right now.
     CaughtUp,
 }

@@ -236,6 +236,14 @@ impl GtidSet {
         }
     }
 
+    /// Parses a GTID state in `flavor`'s dialect.
+    pub fn parse_for(flavor: Flavor, s: &str) -> Result<Self, ParsePositionError> {
+        match flavor {
+            Flavor::Mariadb => Self::parse_maria(s),
+            Flavor::Mysql => Self::parse_mysql(s),
+        }
+    }
+
     /// Parses a MariaDB GTID list (`0-1-100,1-2-5`); empty text is the empty state.
     pub fn parse_maria(s: &str) -> Result<Self, ParsePositionError> {
         let mut domains = BTreeMap::new();
@@ -366,6 +374,73 @@ pub struct Checkpoint {
     pub source_time: u32,
 }
 
+impl Checkpoint {
+    /// The earlier of two states of one source: per GTID domain (or uuid) the lesser, and the
+    /// lesser file/offset. Reading from it misses nothing either of them still needs.
+    pub fn earliest(&self, other: &Checkpoint) -> Checkpoint {
+        let position = match self.position.partial_cmp(&other.position) {
+            Some(Ordering::Greater) => other.position.clone(),
+            _ => self.position.clone(),
+        };
+        let gtid = match (&self.gtid, &other.gtid) {
+            (Some(GtidSet::Maria(a)), Some(GtidSet::Maria(b))) => {
+                let mut out = BTreeMap::new();
+                for (d, g) in a {
+                    // A domain one state lacks has to be read from its start.
+                    if let Some(h) = b.get(d) {
+                        out.insert(*d, if h.seq < g.seq { *h } else { *g });
+                    }
+                }
+                Some(GtidSet::Maria(out))
+            }
+            (Some(GtidSet::Mysql(a)), Some(GtidSet::Mysql(b))) => {
+                let mut out = GtidSet::Mysql(BTreeMap::new());
+                for (sid, intervals) in a {
+                    for &(s0, e0) in intervals {
+                        for &(s1, e1) in b.get(sid).into_iter().flatten() {
+                            for gno in s0.max(s1)..=e0.min(e1) {
+                                out.add_mysql(*sid, gno);
+                            }
+                        }
+                    }
+                }
+                Some(out)
+            }
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        Checkpoint {
+            position,
+            gtid,
+            source: self.source.clone(),
+            source_time: self.source_time.min(other.source_time),
+        }
+    }
+}
+
+/// One source transaction (event group): its GTID, or where it starts when there are none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupId {
+    Maria(MariaGtid),
+    Mysql(Sid, u64),
+    Start(Position),
+}
+
+impl GroupId {
+    /// Whether the state `at` already includes this transaction.
+    pub fn applied_at(&self, at: &Checkpoint) -> bool {
+        match (self, &at.gtid) {
+            (GroupId::Maria(g), Some(GtidSet::Maria(domains))) => {
+                domains.get(&g.domain).is_some_and(|d| d.seq >= g.seq)
+            }
+            (GroupId::Mysql(sid, gno), Some(GtidSet::Mysql(sets))) => sets
+                .get(sid)
+                .is_some_and(|iv| iv.iter().any(|&(a, b)| a <= *gno && *gno <= b)),
+            (GroupId::Start(p), _) => matches!(p.partial_cmp(&at.position), Some(Ordering::Less)),
+            _ => false,
+        }
+    }
+}
+
 /// Where a target with no checkpoint starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartAt {
@@ -460,6 +535,48 @@ mod tests {
         s.add_mysql(uuid.parse().unwrap(), 11);
         assert_eq!(s.to_string(), format!("{uuid}:1-9:11"));
         assert!(GtidSet::parse_mysql(&format!("{uuid}:5-1")).is_err());
+    }
+
+    fn maria_checkpoint(gtid: &str, pos: &str) -> Checkpoint {
+        Checkpoint {
+            position: pos.parse().unwrap(),
+            gtid: Some(GtidSet::parse_maria(gtid).unwrap()),
+            source: SourceIdentity {
+                flavor: Flavor::Mariadb,
+                server_id: 1,
+                server_uuid: None,
+                binlog_base: "mysql-bin".into(),
+            },
+            source_time: 0,
+        }
+    }
+
+    #[test]
+    fn groups_know_whether_a_state_includes_them() {
+        let at = maria_checkpoint("0-1-10,1-1-5", "mysql-bin.000002:400");
+        let g = |d, s| {
+            GroupId::Maria(MariaGtid {
+                domain: d,
+                server: 1,
+                seq: s,
+            })
+        };
+        assert!(g(0, 10).applied_at(&at));
+        assert!(!g(0, 11).applied_at(&at));
+        assert!(g(1, 2).applied_at(&at));
+        assert!(!g(2, 1).applied_at(&at));
+        let start = |p: &str| GroupId::Start(p.parse().unwrap());
+        assert!(start("mysql-bin.000002:300").applied_at(&at));
+        assert!(!start("mysql-bin.000002:400").applied_at(&at));
+    }
+
+    #[test]
+    fn earliest_takes_the_lesser_per_domain() {
+        let a = maria_checkpoint("0-1-10,1-1-5", "mysql-bin.000002:400");
+        let b = maria_checkpoint("0-1-7,1-1-9,2-1-1", "mysql-bin.000001:900");
+        let e = a.earliest(&b);
+        assert_eq!(e.gtid.unwrap().to_string(), "0-1-7,1-1-5");
+        assert_eq!(e.position.to_string(), "mysql-bin.000001:900");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::catalog::{self, CatalogTable};
 use super::info::SourceInfo;
 use super::mariadb;
-use super::position::{BinlogFile, Checkpoint, Flavor, GtidSet, Position, Sid};
+use super::position::{BinlogFile, Checkpoint, Flavor, GroupId, GtidSet, Position, Sid};
 use super::rows_event::{self, compressed_query, rows_event_type, RowsKind};
 use super::schema::{self, SchemaError, TableName, TableSchema};
 use super::statement::{classify, Statement};
@@ -50,6 +50,7 @@ pub struct BinlogReader {
     router: Arc<Router>,
     /// Tables stopped earlier (e.g. after a DDL the replica could not follow).
     skip: HashSet<TableName>,
+    floors: Option<Floors>,
 }
 
 impl BinlogReader {
@@ -58,7 +59,14 @@ impl BinlogReader {
             options,
             router,
             skip,
+            floors: None,
         }
+    }
+
+    /// Per-table floors; the stream must start at `floors.start()`.
+    pub fn with_floors(mut self, floors: Floors) -> Self {
+        self.floors = Some(floors);
+        self
     }
 
     /// Streams from `start` into `tx` until cancelled or an error occurs.
@@ -138,6 +146,9 @@ impl BinlogReader {
         tracing::info!(server_id = self.options.server_id, from = %start_text, "binlog stream open");
 
         let mut state = StreamState::new(start, info, self.router, self.skip);
+        if let Some(floors) = self.floors {
+            state.floors = floors;
+        }
         let read_timeout = self.options.read_timeout;
         // Second session for information_schema reads (the dump connection is busy).
         let mut catalog_conn: Option<Conn> = None;
@@ -226,6 +237,38 @@ struct Group {
     xa: bool,
     maria_gtid: Option<super::position::MariaGtid>,
     mysql_gtid: Option<(Sid, u64)>,
+    /// Which transaction this is, for the floors.
+    id: Option<GroupId>,
+}
+
+/// Where each table's already-applied history ends on the target: the main checkpoint, and
+/// an earlier floor for tables catching up after a re-copy. A group is applied to a table only
+/// if the table's floor does not include it yet.
+#[derive(Debug, Clone)]
+pub struct Floors {
+    pub main: Checkpoint,
+    pub tables: HashMap<TableName, Checkpoint>,
+}
+
+impl Floors {
+    pub fn new(main: Checkpoint) -> Floors {
+        Floors {
+            main,
+            tables: HashMap::new(),
+        }
+    }
+
+    /// Where the stream has to start so that every table gets what it lacks.
+    pub fn start(&self) -> Checkpoint {
+        self.tables
+            .values()
+            .fold(self.main.clone(), |acc, f| acc.earliest(f))
+    }
+
+    /// Whether group `id` still has to be applied to `table`.
+    pub fn wants(&self, id: &GroupId, table: &TableName) -> bool {
+        !id.applied_at(self.tables.get(table).unwrap_or(&self.main))
+    }
 }
 
 /// Decoding format of a selected table, per binlog table id.
@@ -248,6 +291,7 @@ struct StreamState {
     catalog: HashMap<TableName, CatalogTable>,
     /// Tables to stop, found while reading a TABLE_MAP.
     stops: Vec<(TableName, String)>,
+    floors: Floors,
     group: Group,
     last_time: u32,
 }
@@ -259,7 +303,9 @@ impl StreamState {
         router: Arc<Router>,
         skip: HashSet<TableName>,
     ) -> Self {
+        let floors = Floors::new(start.clone());
         StreamState {
+            floors,
             file: start.position.file,
             offset: start.position.offset,
             gtid: start.gtid,
@@ -314,8 +360,12 @@ impl StreamState {
                 set.add_mysql(sid, gno);
             }
         }
+        let group = self.group.id.take();
         self.group = Group::default();
-        out.push(SourceEvent::Commit(self.checkpoint()));
+        out.push(SourceEvent::Commit {
+            checkpoint: self.checkpoint(),
+            group,
+        });
     }
 
     fn ensure_begin(&mut self, out: &mut Vec<SourceEvent>) {
@@ -341,6 +391,7 @@ impl StreamState {
         let header = event.header();
         let kind = header.event_type_raw();
         let mut out = Vec::new();
+        let event_start = self.position();
         if kind != EventType::ROTATE_EVENT as u8 || header.log_pos() != 0 {
             self.verify_checksum(event)?;
         }
@@ -379,6 +430,7 @@ impl StreamState {
                     }
                 })?;
                 self.begin_group(g.standalone());
+                self.group.id = Some(GroupId::Maria(g.gtid));
                 self.group.maria_gtid = Some(g.gtid);
                 self.group.xa = g.prepared_xa();
             }
@@ -388,12 +440,15 @@ impl StreamState {
                 if k == EventType::GTID_EVENT as u8 {
                     let g: GtidEvent = event.read_event().map_err(io)?;
                     self.group.mysql_gtid = Some((Sid(g.sid()), g.gno()));
+                    self.group.id = Some(GroupId::Mysql(Sid(g.sid()), g.gno()));
+                } else {
+                    self.group.id = Some(GroupId::Start(event_start.clone()));
                 }
             }
             k if k == EventType::QUERY_EVENT as u8 => {
                 let q: QueryEvent<'_> = event.read_event().map_err(io)?;
                 advance(self);
-                self.query(&q.schema(), &q.query(), &mut out)?;
+                self.query(&q.schema(), &q.query(), event_start, &mut out)?;
                 return Ok(out);
             }
             k if k == EventType::TABLE_MAP_EVENT as u8 => {
@@ -424,7 +479,7 @@ impl StreamState {
                         reason: format!("malformed compressed query event: {e}"),
                     })?;
                 advance(self);
-                self.query(&db, &sql, &mut out)?;
+                self.query(&db, &sql, event_start, &mut out)?;
                 return Ok(out);
             }
             k if k == EventType::HEARTBEAT_EVENT as u8 || k == HEARTBEAT_EVENT_V2 => {
@@ -449,9 +504,14 @@ impl StreamState {
         &mut self,
         db: &str,
         sql: &str,
+        start: Position,
         out: &mut Vec<SourceEvent>,
     ) -> Result<(), SourceError> {
         let statement = classify(db, sql);
+        if !self.group.open {
+            // A group without GTIDs (BEGIN, or a single statement) is known by its start.
+            self.group.id = Some(GroupId::Start(start));
+        }
         match statement {
             Statement::Begin => {
                 if self.group.open {
@@ -459,7 +519,9 @@ impl StreamState {
                     // BEGIN does.
                     self.group.standalone = false;
                 } else {
+                    let id = self.group.id.take();
                     self.begin_group(false);
+                    self.group.id = id;
                 }
                 return Ok(());
             }
@@ -493,7 +555,8 @@ impl StreamState {
             _ => {}
         }
         // Any other statement: DDL, or DML in STATEMENT format.
-        let selected = |s: &Self, t: &TableName| s.router.selects(t) && !s.skip.contains(t);
+        let selected =
+            |s: &Self, t: &TableName| s.router.selects(t) && !s.skip.contains(t) && s.wants(t);
         match &statement {
             Statement::Truncate(t) if selected(self, t) => {
                 self.ensure_begin(out);
@@ -550,6 +613,14 @@ impl StreamState {
             statement: sql.to_owned(),
         });
         self.forget_table(table);
+    }
+
+    /// Whether the current group still has to be applied to `table` (see `Floors`).
+    fn wants(&self, table: &TableName) -> bool {
+        match &self.group.id {
+            Some(id) => self.floors.wants(id, table),
+            None => true,
+        }
     }
 
     /// The selected table a TABLE_MAP `event` describes, when the event has no column names
@@ -628,7 +699,7 @@ impl StreamState {
             }
         };
         let table = mapped.schema.clone();
-        if self.skip.contains(&table.name) {
+        if self.skip.contains(&table.name) || !self.wants(&table.name) {
             return Ok(());
         }
         if self.group.xa {

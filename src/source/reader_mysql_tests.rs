@@ -534,7 +534,7 @@ fn kinds(out: &[SourceEvent]) -> Vec<&'static str> {
             SourceEvent::Truncate(_) => "Truncate",
             SourceEvent::Ddl { .. } => "Ddl",
             SourceEvent::TableStopped { .. } => "TableStopped",
-            SourceEvent::Commit(_) => "Commit",
+            SourceEvent::Commit { .. } => "Commit",
             SourceEvent::CaughtUp => "CaughtUp",
         })
         .collect()
@@ -601,7 +601,7 @@ fn check_insert_transaction(crc32: bool) {
         ])]
     );
 
-    let SourceEvent::Commit(cp) = &out[2] else {
+    let SourceEvent::Commit { checkpoint: cp, .. } = &out[2] else {
         unreachable!()
     };
     assert_eq!(cp.gtid.as_ref().unwrap().to_string(), format!("{UUID}:1-6"));
@@ -658,7 +658,7 @@ fn unselected_table_rows_are_skipped() {
     let mut st = state(false);
     let out = feed(&mut st, &events);
     assert_eq!(kinds(&out), ["Commit"]);
-    let SourceEvent::Commit(cp) = &out[0] else {
+    let SourceEvent::Commit { checkpoint: cp, .. } = &out[0] else {
         unreachable!()
     };
     assert_eq!(cp.gtid.as_ref().unwrap().to_string(), format!("{UUID}:1-6"));
@@ -690,7 +690,7 @@ fn ddl_group_without_xid_commits() {
         }
         other => panic!("expected Ddl, got {other:?}"),
     }
-    let SourceEvent::Commit(cp) = &out[2] else {
+    let SourceEvent::Commit { checkpoint: cp, .. } = &out[2] else {
         unreachable!()
     };
     assert_eq!(cp.gtid.as_ref().unwrap().to_string(), format!("{UUID}:1-6"));
@@ -705,7 +705,7 @@ fn ddl_group_without_xid_commits() {
     next.push(log.read(&xid));
     let out = feed(&mut st, &next);
     assert_eq!(kinds(&out), ["Commit"]);
-    let SourceEvent::Commit(cp) = &out[0] else {
+    let SourceEvent::Commit { checkpoint: cp, .. } = &out[0] else {
         unreachable!()
     };
     assert_eq!(cp.gtid.as_ref().unwrap().to_string(), format!("{UUID}:1-7"));
