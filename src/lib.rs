@@ -11,6 +11,7 @@
 //! - `sink`: target writers, replica tables, checkpoints committed with the rows.
 //! - `check`: `rowsync check`, the pre-flight report on source and targets.
 //! - `report`: `rowsync status`, each target's checkpoint and lag.
+//! - `resync`: `rowsync resync`, the re-copy of one table into one target.
 //! - `progress`: copy progress bars when `run` is in a terminal.
 //! - `state`: the local SQLite store of what `run` saw, read by `status`.
 //! - `admin`: HTTP API and UI (observes `pipeline::status`).
@@ -23,6 +24,7 @@ pub mod local;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
+pub mod resync;
 pub mod sink;
 pub mod source;
 pub mod state;

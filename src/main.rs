@@ -42,6 +42,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Re-copy one table into one target (the stream then catches it up exactly).
+    Resync {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Target name, as in [[targets]].
+        #[arg(long)]
+        target: String,
+        /// Source table, as db.table.
+        #[arg(long)]
+        table: String,
+    },
     /// Start local MariaDB servers with a product workload and replicate it, until Ctrl-C.
     Demo {
         /// Stop by itself after this many seconds.
@@ -107,6 +118,32 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Resync {
+            config,
+            target,
+            table,
+        } => {
+            let config = Config::load(&config)?;
+            let cancel = CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                rowsync::shutdown_signal().await;
+                stop.cancel();
+            });
+            match rowsync::resync::run(&config, &target, &table, &cancel).await? {
+                Some(done) => {
+                    println!(
+                        "re-copied {table} into target `{target}`: {} rows; the stream catches it up from {}",
+                        done.rows, done.floor
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    println!("re-copy interrupted; run the same command again to resume it");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Demo { seconds } => {
             rowsync::demo::run(seconds.map(Duration::from_secs)).await?;

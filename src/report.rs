@@ -18,6 +18,8 @@ pub struct TargetReport {
     pub lag_secs: Option<u64>,
     pub caught_up: bool,
     pub stopped: Vec<checkpoint::StoppedTable>,
+    /// Tables being re-copied or catching up after a re-copy.
+    pub floors: Vec<checkpoint::TableFloor>,
     /// Set while the initial copy runs.
     pub copying: Option<Vec<checkpoint::CopyProgress>>,
     pub error: Option<String>,
@@ -41,6 +43,7 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
             lag_secs: None,
             caught_up: false,
             stopped: Vec::new(),
+            floors: Vec::new(),
             copying: None,
             error: None,
         };
@@ -52,13 +55,15 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
                     let c = checkpoint::load_with_phase(&mut conn, &config.pipeline).await?;
                     let s = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
                     let p = checkpoint::copy_progress(&mut conn, &config.pipeline).await?;
-                    Ok::<_, crate::sink::SinkError>((c, s, p))
+                    let f = checkpoint::table_floors(&mut conn, &config.pipeline).await?;
+                    Ok::<_, crate::sink::SinkError>((c, s, p, f))
                 }
                 .await;
                 match loaded {
                     Err(e) => r.error = Some(e.to_string()),
-                    Ok((c, s, progress)) => {
+                    Ok((c, s, progress, floors)) => {
                         r.stopped = s;
+                        r.floors = floors;
                         if let Some((_, checkpoint::Phase::Copying)) = &c {
                             r.copying = Some(progress);
                         }
@@ -141,6 +146,17 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
                     gtid(c)
                 );
             }
+        }
+        for f in &t.floors {
+            let at = f
+                .position
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let _ = match f.state.as_str() {
+                "copying" => writeln!(s, "  table {} RE-COPYING (snapshot at {at})", f.table),
+                _ => writeln!(s, "  table {} re-copied, catching up from {at}", f.table),
+            };
         }
         for st in &t.stopped {
             let _ = writeln!(
