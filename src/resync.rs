@@ -3,11 +3,14 @@
 //!
 //! The table is marked `copying`, copied from a consistent snapshot (chunks committed with
 //! their progress, so an interrupted re-copy resumes), then marked `catching_up` from the
-//! snapshot's position: the next stream of that target applies the table's changes after that
-//! position, exactly once, while every other table goes on from the target's checkpoint.
-//! A `rowsync run` working on the target holds its lock; the re-copy waits for it briefly and
-//! otherwise asks to stop it first (the running daemon will take re-copy commands through
-//! the admin API).
+//! snapshot's position: the target's stream applies the table's changes after that position,
+//! exactly once, while every other table goes on from the target's checkpoint.
+//!
+//! Without a `rowsync run` on the target, this command copies the table itself (holding the
+//! target's lock) and the next run catches it up. While `rowsync run` works on the target, the
+//! command leaves a request in the target; the daemon stops applying the table at a
+//! transaction boundary, copies it while the other tables keep streaming, restarts its stream
+//! from the floors, and this command reports when the copy is done.
 
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
@@ -56,9 +59,13 @@ pub async fn run(
     let opts = source_opts(&config.source.url, config.source.tls.as_ref())?;
     let mut conn = target::connect(target).await?;
     checkpoint::ensure_tables(&mut conn).await?;
-    checkpoint::lock_target(&mut conn, &config.pipeline, &target.name)
+    if checkpoint::lock_target(&mut conn, &config.pipeline, &target.name, 0)
         .await
-        .context("stop `rowsync run` for this target first")?;
+        .is_err()
+    {
+        // `rowsync run` works on the target: it carries the re-copy out, streaming on.
+        return ask_the_daemon(&mut conn, config, &table, cancel).await;
+    }
     if checkpoint::load(&mut conn, &config.pipeline)
         .await?
         .is_none()
@@ -97,4 +104,49 @@ pub async fn run(
         rows,
         floor: floor.position.to_string(),
     }))
+}
+
+/// Asks the running `rowsync run` to re-copy `table` and waits until it has.
+async fn ask_the_daemon(
+    conn: &mut sqlx::mysql::MySqlConnection,
+    config: &Config,
+    table: &TableName,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Resynced>> {
+    checkpoint::mark_table(conn, &config.pipeline, table, "recopy_requested", None).await?;
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+        }
+        let state = checkpoint::table_state(conn, &config.pipeline, table).await?;
+        if state.as_deref() != Some(last.as_str()) {
+            last = state.clone().unwrap_or_default();
+            tracing::info!(table = %table, state = %last, "re-copy by the running daemon");
+        }
+        match state.as_deref() {
+            Some("recopy_requested") | Some("copying") => continue,
+            // Copied; the daemon's stream catches the table up (or already has).
+            Some("catching_up") | None => {
+                let rows = checkpoint::copy_progress(conn, &config.pipeline)
+                    .await?
+                    .into_iter()
+                    .find(|p| &p.table == table)
+                    .map(|p| p.rows_copied)
+                    .unwrap_or(0);
+                let floor = checkpoint::table_floors(conn, &config.pipeline)
+                    .await?
+                    .into_iter()
+                    .find(|f| &f.table == table)
+                    .and_then(|f| f.position)
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "its snapshot (already caught up)".into());
+                return Ok(Some(Resynced { rows, floor }));
+            }
+            Some(other) => {
+                bail!("the re-copy of {table} ended in state `{other}`; see `rowsync status`")
+            }
+        }
+    }
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::mapping::Router;
 use super::status::{State, TargetStatus};
 use crate::config::{Config, TargetConfig};
-use crate::sink::apply::{Applier, ApplyExit};
+use crate::sink::apply::{Applier, ApplyExit, Command};
 use crate::sink::checkpoint::Phase;
 use crate::sink::copy::{self, CopyJob};
 use crate::sink::{checkpoint, replica, target, SinkError};
@@ -80,7 +80,12 @@ pub async fn run_target(
         let started = Instant::now();
         let result = run_once(&config, index, &status, &cancel).await;
         match result {
-            Ok(()) => {
+            Ok(Outcome::Restart) => {
+                tracing::info!(target = %target.name, "restarting the target's stream from its floors");
+                backoff = Duration::from_millis(500);
+                continue;
+            }
+            Ok(Outcome::Shutdown) => {
                 status.set_state(State::ShutDown);
                 tracing::info!(target = %target.name, "target pipeline shut down");
                 return;
@@ -119,7 +124,7 @@ async fn run_once(
     index: usize,
     status: &Arc<TargetStatus>,
     cancel: &CancellationToken,
-) -> Result<(), PipelineError> {
+) -> Result<Outcome, PipelineError> {
     let target: &TargetConfig = &config.targets[index];
     let router = Arc::new(Router::for_target(config, &target.name));
     let opts = source_opts(&config.source.url, config.source.tls.as_ref()).map_err(|e| {
@@ -131,7 +136,7 @@ async fn run_once(
     let mut conn = target::connect(target).await?;
     checkpoint::ensure_tables(&mut conn).await?;
     // One process at a time works on a target: this session holds the lock until it ends.
-    checkpoint::lock_target(&mut conn, &config.pipeline, &target.name).await?;
+    checkpoint::lock_target(&mut conn, &config.pipeline, &target.name, 10).await?;
     let stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
     let skip: HashSet<_> = stopped.iter().map(|s| s.table.clone()).collect();
 
@@ -163,12 +168,12 @@ async fn run_once(
         Some((c, Phase::Streaming)) => c,
         Some((c, Phase::Copying)) => match copy::run(&mut conn, &job, Some(c)).await? {
             Some(c) => c,
-            None => return Ok(()),
+            None => return Ok(Outcome::Shutdown),
         },
         None if config.source.start_at() == StartAt::Snapshot => {
             match copy::run(&mut conn, &job, None).await? {
                 Some(c) => c,
-                None => return Ok(()),
+                None => return Ok(Outcome::Shutdown),
             }
         }
         None => {
@@ -187,7 +192,7 @@ async fn run_once(
     // from their own floor while the others go on from the checkpoint.
     for f in checkpoint::table_floors(&mut conn, &config.pipeline).await? {
         if f.state == "copying" && copy::recopy(&mut conn, &job, &f.table).await?.is_none() {
-            return Ok(());
+            return Ok(Outcome::Shutdown);
         }
     }
     let mut floors = Floors::new(start.clone());
@@ -227,18 +232,46 @@ async fn run_once(
     let reader_cancel = cancel.child_token();
     let reader_task = tokio::spawn(reader.run(stream_start, tx, reader_cancel.clone()));
 
+    let (commands, command_rx) = mpsc::channel(4);
     let mut applier = Applier::new(
         conn,
-        source_for_writer,
+        source_for_writer.clone(),
         config.pipeline.clone(),
-        router,
+        router.clone(),
         config.apply.clone(),
         status.clone(),
         skip,
         floors,
     )
-    .await?;
-    let applied = applier.run(&mut rx, cancel).await;
+    .await?
+    .with_commands(command_rx);
+    // The writer stops at a boundary when cancelled, or when a re-copy asks for a restart.
+    let restart = cancel.child_token();
+    let apply = async {
+        let result = applier.run(&mut rx, &restart).await;
+        restart.cancel();
+        result
+    };
+    let no_skip = HashSet::new();
+    let job = CopyJob {
+        pipeline: &config.pipeline,
+        source: &source_for_writer,
+        info: &info,
+        router: &router,
+        skip: &no_skip,
+        target,
+        chunk_rows: config.copy.chunk_rows,
+        parallel_tables: 1,
+        batch_rows: config.apply.batch_rows,
+        status,
+        cancel: &restart,
+    };
+    let recopies = async {
+        let result = serve_recopies(&job, &commands, &restart).await;
+        restart.cancel();
+        result
+    };
+    let (applied, recopied) = tokio::join!(apply, recopies);
     reader_cancel.cancel();
     drop(rx);
     let read = match reader_task.await {
@@ -247,16 +280,68 @@ async fn run_once(
             reason: format!("reader task failed: {e}"),
         }),
     };
+    let recopied = recopied?;
     match (applied, read) {
         (Err(e), _) => Err(e.into()),
-        (Ok(ApplyExit::Shutdown), _) => Ok(()),
-        (Ok(ApplyExit::SourceEnded), Err(e)) => Err(e.into()),
-        (Ok(ApplyExit::SourceEnded), Ok(())) => {
-            if cancel.is_cancelled() {
-                Ok(())
-            } else {
-                Err(SourceError::Closed.into())
-            }
+        (Ok(ApplyExit::Shutdown), _) if cancel.is_cancelled() => Ok(Outcome::Shutdown),
+        (Ok(ApplyExit::Shutdown), _) if recopied => Ok(Outcome::Restart),
+        (Ok(_), _) if cancel.is_cancelled() => Ok(Outcome::Shutdown),
+        (Ok(_), Err(e)) => Err(e.into()),
+        (Ok(_), Ok(())) => Err(SourceError::Closed.into()),
+    }
+}
+
+/// How one run of a target's pipeline ended without error.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Shutdown,
+    /// A table was re-copied: start again, so the stream catches it up from its floor.
+    Restart,
+}
+
+/// Carries out re-copies requested while the stream runs (`rowsync resync` writes the request
+/// into the target): the writer stops applying the table at a boundary, the table is copied
+/// while the others keep streaming, and then the pipeline restarts from its floors. Returns
+/// whether a table was re-copied.
+async fn serve_recopies(
+    job: &CopyJob<'_>,
+    commands: &mpsc::Sender<Command>,
+    stop: &CancellationToken,
+) -> Result<bool, PipelineError> {
+    let mut conn = target::connect(job.target).await?;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        let Some(table) = checkpoint::recopy_requests(&mut conn, job.pipeline)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        tracing::info!(table = %table, "re-copy requested");
+        let (ack, acked) = tokio::sync::oneshot::channel();
+        if commands
+            .send(Command::Recopy {
+                table: table.clone(),
+                ack,
+            })
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(false),
+            done = acked => if done.is_err() { return Ok(false) },
+        }
+        let mut src = crate::source::conn::connect(job.source).await?;
+        for mapping in job.router.mappings_for(&table) {
+            replica::ensure_replica(&mut src, &mut conn, mapping, &table).await?;
+        }
+        drop(src);
+        return Ok(copy::recopy(&mut conn, job, &table).await?.is_some());
     }
 }

@@ -32,6 +32,16 @@ use crate::source::{DdlKind, RowBatch, SourceEvent};
 /// How long a checkpoint of transactions without selected rows may wait before it is stored.
 const IDLE_CHECKPOINT_DELAY: Duration = Duration::from_secs(1);
 
+/// Commands from the pipeline to its writer, carried out at a transaction boundary.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop applying `table` (its re-copy starts); `ack` once it is marked `copying`.
+    Recopy {
+        table: TableName,
+        ack: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
 /// Why the writer returned without error.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ApplyExit {
@@ -76,6 +86,9 @@ pub struct Applier {
     catching: HashSet<TableName>,
     /// Floor changes to store with the next commit: a new floor, or `None` when caught up.
     pending_floors: HashMap<TableName, Option<Checkpoint>>,
+    commands: Option<mpsc::Receiver<Command>>,
+    /// Commands received inside a source transaction, for its end.
+    deferred: Vec<Command>,
 }
 
 impl Applier {
@@ -113,7 +126,36 @@ impl Applier {
             catching: floors.tables.keys().cloned().collect(),
             floors,
             pending_floors: HashMap::new(),
+            commands: None,
+            deferred: Vec::new(),
         })
+    }
+
+    /// Lets the pipeline send commands.
+    pub fn with_commands(mut self, commands: mpsc::Receiver<Command>) -> Self {
+        self.commands = Some(commands);
+        self
+    }
+
+    /// Carries out the commands received so far; only at a source transaction boundary.
+    async fn run_commands(&mut self) -> Result<(), SinkError> {
+        while let Some(cmd) = self.commands.as_mut().and_then(|c| c.try_recv().ok()) {
+            self.deferred.push(cmd);
+        }
+        for cmd in std::mem::take(&mut self.deferred) {
+            match cmd {
+                Command::Recopy { table, ack } => {
+                    // What is whole commits first; from here on the table is not applied.
+                    self.commit_group().await?;
+                    self.stopped.insert(table.clone());
+                    self.routes.remove(&table);
+                    checkpoint::mark_table(&mut self.conn, &self.pipeline, &table, "copying", None)
+                        .await?;
+                    let _ = ack.send(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies events until cancelled, the reader ends, or an error.
@@ -137,6 +179,9 @@ impl Applier {
         cancel: &CancellationToken,
     ) -> Result<ApplyExit, SinkError> {
         loop {
+            if !self.in_source_txn {
+                self.run_commands().await?;
+            }
             let event = match rx.try_recv() {
                 Ok(event) => event,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -149,16 +194,20 @@ impl Applier {
                         self.commit_group().await?;
                         continue;
                     }
-                    let waiting = self.pending.is_some() || !self.pending_floors.is_empty();
+                    let waiting = (self.pending.is_some() || !self.pending_floors.is_empty())
+                        && !self.in_source_txn;
+                    let delay = IDLE_CHECKPOINT_DELAY.saturating_sub(self.last_store.elapsed());
                     let idle_store = async {
-                        match waiting {
-                            true if !self.in_source_txn => {
-                                tokio::time::sleep(
-                                    IDLE_CHECKPOINT_DELAY.saturating_sub(self.last_store.elapsed()),
-                                )
-                                .await
-                            }
-                            _ => std::future::pending().await,
+                        if waiting {
+                            tokio::time::sleep(delay).await
+                        } else {
+                            std::future::pending().await
+                        }
+                    };
+                    let command = async {
+                        match self.commands.as_mut() {
+                            Some(c) => c.recv().await,
+                            None => std::future::pending().await,
                         }
                     };
                     tokio::select! {
@@ -166,6 +215,10 @@ impl Applier {
                         _ = cancel.cancelled() => {
                             self.finish().await?;
                             return Ok(ApplyExit::Shutdown);
+                        }
+                        Some(cmd) = command => {
+                            self.deferred.push(cmd);
+                            continue;
                         }
                         _ = idle_store => {
                             self.commit_group().await?;

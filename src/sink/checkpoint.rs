@@ -204,7 +204,7 @@ pub async fn stopped_tables(
     conn: &mut MySqlConnection,
     pipeline: &str,
 ) -> Result<Vec<StoppedTable>, SinkError> {
-    const SQL: &str = "SELECT `source_table`, `since_position`, `statement`, `reason` FROM `rowsync_table_state` WHERE `pipeline` = ? AND `state` = 'needs_recopy' ORDER BY `source_table`";
+    const SQL: &str = "SELECT `source_table`, `since_position`, `statement`, `reason` FROM `rowsync_table_state` WHERE `pipeline` = ? AND `state` IN ('needs_recopy', 'recopy_requested') ORDER BY `source_table`";
     let rows = sqlx::query(SQL)
         .bind(pipeline)
         .fetch_all(&mut *conn)
@@ -396,8 +396,9 @@ pub async fn lock_target(
     conn: &mut MySqlConnection,
     pipeline: &str,
     target: &str,
+    wait_secs: u32,
 ) -> Result<(), SinkError> {
-    const SQL: &str = "SELECT GET_LOCK(?, 10)";
+    const SQL: &str = "SELECT GET_LOCK(?, ?)";
     // Lock names are server-wide and targets may share a server: name the target too.
     let name: String = format!("rowsync:{pipeline}:{target}")
         .chars()
@@ -405,6 +406,7 @@ pub async fn lock_target(
         .collect();
     let (got,): (Option<i64>,) = sqlx::query_as(SQL)
         .bind(&name)
+        .bind(wait_secs)
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
@@ -415,4 +417,38 @@ pub async fn lock_target(
             "another rowsync process (run or resync) is working on target `{target}` (lock `{name}` is held)"
         )))
     }
+}
+
+/// Tables whose re-copy was requested (by `rowsync resync` while `run` works on the target).
+pub async fn recopy_requests(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+) -> Result<Vec<TableName>, SinkError> {
+    const SQL: &str = "SELECT `source_table` FROM `rowsync_table_state` WHERE `pipeline` = ? AND `state` = 'recopy_requested' ORDER BY `updated_at`";
+    let rows: Vec<(String,)> = sqlx::query_as(SQL)
+        .bind(pipeline)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(n,)| n.split_once('.').map(|(d, t)| TableName::new(d, t)))
+        .collect())
+}
+
+/// The re-copy state of `table` (`None` when it has none).
+pub async fn table_state(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    table: &TableName,
+) -> Result<Option<String>, SinkError> {
+    const SQL: &str =
+        "SELECT `state` FROM `rowsync_table_state` WHERE `pipeline` = ? AND `source_table` = ?";
+    let row: Option<(String,)> = sqlx::query_as(SQL)
+        .bind(pipeline)
+        .bind(table.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(row.map(|(s,)| s))
 }
