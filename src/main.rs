@@ -96,9 +96,9 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config } => {
-            let config = Config::load(&config)?;
-            run(Arc::new(config)).await
+        Command::Run { config: path } => {
+            let config = Config::load(&path)?;
+            run(path, config).await
         }
         Command::Check { config } => {
             let config = match Config::load(&config) {
@@ -172,9 +172,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
+async fn run(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
-    let statuses = TargetStatus::for_targets(&config);
     let signals = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -183,50 +182,80 @@ async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
             cancel.cancel();
         })
     };
-    let store = StateStore::open(&config.state_path()).await?;
-    let reporter = {
-        let statuses = statuses.clone();
-        let cancel = cancel.clone();
-        let pipeline = config.pipeline.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut n: u64 = 0;
-            loop {
-                let stop = tokio::select! {
-                    _ = cancel.cancelled() => true,
-                    _ = tick.tick() => false,
-                };
-                n += 1;
-                for s in &statuses {
-                    let snap = s.snapshot();
-                    if let Err(e) = store.save(&pipeline, &snap).await {
-                        tracing::warn!(error = %e, "cannot record target state");
-                    }
-                    if stop || !n.is_multiple_of(10) {
-                        continue;
-                    }
-                    tracing::info!(
-                        target = %snap.target,
-                        state = ?snap.state,
-                        position = %snap.checkpoint.as_ref().map(|c| c.position.to_string()).unwrap_or_default(),
-                        lag_secs = ?snap.lag_secs(),
-                        rows = snap.rows_applied,
-                        transactions = snap.transactions_applied,
-                        "progress"
-                    );
-                }
-                if stop {
-                    return;
-                }
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut config = Arc::new(config);
+    loop {
+        // One generation per configuration; SIGHUP ends it at transaction boundaries.
+        let generation = cancel.child_token();
+        let statuses = TargetStatus::for_targets(&config);
+        let reporter = tokio::spawn(report(config.clone(), statuses.clone(), generation.clone()));
+        let bars = tokio::spawn(rowsync::progress::show(
+            statuses.clone(),
+            generation.clone(),
+        ));
+        let pipelines = runner::run_all(config.clone(), statuses, generation.clone());
+        tokio::pin!(pipelines);
+        let reloaded = loop {
+            tokio::select! {
+                _ = &mut pipelines => break None,
+                _ = hangup.recv() => match Config::load(&path) {
+                    Ok(new) => break Some(new),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one"),
+                },
             }
-        })
-    };
-    let bars = tokio::spawn(rowsync::progress::show(statuses.clone(), cancel.clone()));
-    runner::run_all(config, statuses, cancel.clone()).await;
-    // The reporter records the final states before it returns.
-    cancel.cancel();
+        };
+        if reloaded.is_some() {
+            tracing::info!("SIGHUP: reloading {}", path.display());
+            generation.cancel();
+            pipelines.await;
+        }
+        generation.cancel();
+        let _ = reporter.await?;
+        let _ = bars.await;
+        match reloaded {
+            Some(new) => config = Arc::new(new),
+            None => break,
+        }
+    }
     signals.abort();
-    let _ = reporter.await;
-    let _ = bars.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records each target's state every second and logs progress every ten, until `stop`.
+async fn report(
+    config: Arc<Config>,
+    statuses: Vec<Arc<TargetStatus>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = StateStore::open(&config.state_path()).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        let last = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        n += 1;
+        for s in &statuses {
+            let snap = s.snapshot();
+            if let Err(e) = store.save(&config.pipeline, &snap).await {
+                tracing::warn!(error = %e, "cannot record target state");
+            }
+            if last || !n.is_multiple_of(10) {
+                continue;
+            }
+            tracing::info!(
+                target = %snap.target,
+                state = ?snap.state,
+                position = %snap.checkpoint.as_ref().map(|c| c.position.to_string()).unwrap_or_default(),
+                lag_secs = ?snap.lag_secs(),
+                rows = snap.rows_applied,
+                transactions = snap.transactions_applied,
+                "progress"
+            );
+        }
+        if last {
+            return Ok(());
+        }
+    }
 }

@@ -28,6 +28,7 @@ use crate::source::conn::source_opts;
 use crate::source::info::SourceInfo;
 use crate::source::position::{Checkpoint, GtidSet, StartAt};
 use crate::source::reader::{BinlogReader, Floors, ReaderOptions};
+use crate::source::schema::TableName;
 use crate::source::SourceError;
 
 /// An error of one attempt, from either side.
@@ -142,12 +143,13 @@ async fn run_once(
 
     let mut src = crate::source::conn::connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
-    for table in replica::selected_tables(&mut src, &router).await? {
-        if skip.contains(&table) {
+    let selected = replica::selected_tables(&mut src, &router).await?;
+    for table in &selected {
+        if skip.contains(table) {
             continue;
         }
-        for mapping in router.mappings_for(&table) {
-            replica::ensure_replica(&mut src, &mut conn, mapping, &table).await?;
+        for mapping in router.mappings_for(table) {
+            replica::ensure_replica(&mut src, &mut conn, mapping, table).await?;
         }
     }
     drop(src);
@@ -164,7 +166,9 @@ async fn run_once(
         status,
         cancel,
     };
-    let start = match checkpoint::load_with_phase(&mut conn, &config.pipeline).await? {
+    let loaded = checkpoint::load_with_phase(&mut conn, &config.pipeline).await?;
+    let fresh = loaded.is_none();
+    let start = match loaded {
         Some((c, Phase::Streaming)) => c,
         Some((c, Phase::Copying)) => match copy::run(&mut conn, &job, Some(c)).await? {
             Some(c) => c,
@@ -188,6 +192,34 @@ async fn run_once(
             c
         }
     };
+    // The target records which tables it holds. A selected table it does not know yet is new
+    // (a mapping added since): it gets copied online like a re-copy, skipped until then.
+    let known: HashSet<TableName> = checkpoint::copy_progress(&mut conn, &config.pipeline)
+        .await?
+        .into_iter()
+        .map(|p| p.table)
+        .chain(
+            checkpoint::table_floors(&mut conn, &config.pipeline)
+                .await?
+                .into_iter()
+                .map(|f| f.table),
+        )
+        .collect();
+    let mut newly = HashSet::new();
+    for table in selected
+        .iter()
+        .filter(|t| !known.contains(*t) && !skip.contains(*t))
+    {
+        if fresh {
+            checkpoint::register_table(&mut conn, &config.pipeline, table).await?;
+        } else {
+            tracing::info!(target = %target.name, table = %table, "newly selected table; copying it");
+            checkpoint::mark_table(&mut conn, &config.pipeline, table, "recopy_requested", None)
+                .await?;
+            newly.insert(table.clone());
+        }
+    }
+    let skip: HashSet<TableName> = skip.union(&newly).cloned().collect();
     // Tables whose re-copy was under way finish it first; tables re-copied earlier catch up
     // from their own floor while the others go on from the checkpoint.
     for f in checkpoint::table_floors(&mut conn, &config.pipeline).await? {

@@ -477,6 +477,7 @@ impl Applier {
             source: Box::new(e),
         })?;
         let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
+        checkpoint::register_table(&mut self.conn, &self.pipeline, &table).await?;
         for m in mappings {
             match replica::ensure_replica(&mut src, &mut self.conn, &m, &table).await {
                 Ok(()) => {}

@@ -452,3 +452,26 @@ pub async fn table_state(
         .map_err(|e| SinkError::db(SQL, e))?;
     Ok(row.map(|(s,)| s))
 }
+
+/// Records that the target holds `table` (streamed from the start, nothing to copy).
+pub async fn register_table(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    table: &TableName,
+) -> Result<(), SinkError> {
+    let known = CopyProgress {
+        table: table.clone(),
+        done: true,
+        last_key: None,
+        rows_copied: 0,
+        rows_estimated: 0,
+    };
+    const SQL: &str = "INSERT IGNORE INTO `rowsync_copy` (`pipeline`, `source_table`, `state`, `rows_copied`, `rows_estimated`) VALUES (?, ?, 'done', 0, 0)";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(known.table.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
