@@ -244,9 +244,13 @@ async fn report(
             if last || !n.is_multiple_of(10) {
                 continue;
             }
+            let copied: u64 = snap.copy.iter().map(|p| p.rows_copied).sum();
+            let estimated: u64 = snap.copy.iter().map(|p| p.rows_estimated).sum();
             tracing::info!(
                 target = %snap.target,
                 state = ?snap.state,
+                copied,
+                estimated,
                 position = %snap.checkpoint.as_ref().map(|c| c.position.to_string()).unwrap_or_default(),
                 lag_secs = ?snap.lag_secs(),
                 rows = snap.rows_applied,
