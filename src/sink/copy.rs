@@ -339,6 +339,7 @@ async fn copy_table(
     let mut last = progress.last_key.as_deref().map(decode_key).transpose()?;
     let key = &table.catalog.primary_key;
     tracing::info!(table = %table.name, estimate, already = progress.rows_copied, "copying table");
+    let mut chunks: u64 = 0;
     loop {
         if job.cancel.is_cancelled() {
             return Ok(false);
@@ -375,6 +376,10 @@ async fn copy_table(
         checkpoint::store_copy_progress(conn, job.pipeline, &progress).await?;
         exec(conn, "COMMIT").await?;
         job.status.copy_progress(&progress);
+        chunks += 1;
+        if chunks % 20 == 0 {
+            tracing::info!(table = %table.name, rows = progress.rows_copied, estimate = progress.rows_estimated, "copy progress");
+        }
         if progress.done {
             tracing::info!(table = %table.name, rows = progress.rows_copied, "table copied");
             return Ok(true);
