@@ -377,7 +377,7 @@ async fn copy_table(
         exec(conn, "COMMIT").await?;
         job.status.copy_progress(&progress);
         chunks += 1;
-        if chunks % 20 == 0 {
+        if chunks.is_multiple_of(20) {
             tracing::info!(table = %table.name, rows = progress.rows_copied, estimate = progress.rows_estimated, "copy progress");
         }
         if progress.done {
