@@ -47,6 +47,29 @@ const CREATE_TABLE_STATE: &str = "CREATE TABLE IF NOT EXISTS `rowsync_table_stat
   PRIMARY KEY (`pipeline`, `source_table`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
+/// A `db.table` name as stored in rowsync's tables.
+fn stored_table(name: &str) -> Result<TableName, SinkError> {
+    name.split_once('.')
+        .map(|(db, table)| TableName::new(db, table))
+        .ok_or_else(|| SinkError::Checkpoint(format!("bad table name `{name}`")))
+}
+
+/// Runs `sql` with the pipeline and table bound.
+async fn exec_for_table(
+    conn: &mut MySqlConnection,
+    sql: &'static str,
+    pipeline: &str,
+    table: &TableName,
+) -> Result<(), SinkError> {
+    sqlx::query(sql)
+        .bind(pipeline)
+        .bind(table.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(sql, e))?;
+    Ok(())
+}
+
 /// Creates rowsync's own tables in the target if missing.
 pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<(), SinkError> {
     for stmt in [CREATE_CHECKPOINT, CREATE_TABLE_STATE, CREATE_COPY] {
@@ -214,11 +237,9 @@ pub async fn stopped_tables(
         .map(|row| {
             let get = |e: sqlx::Error| SinkError::Checkpoint(e.to_string());
             let name: String = row.try_get(0).map_err(get)?;
-            let (db, table) = name
-                .split_once('.')
-                .ok_or_else(|| SinkError::Checkpoint(format!("bad table name `{name}`")))?;
+            let parsed = stored_table(&name)?;
             Ok(StoppedTable {
-                table: TableName::new(db, table),
+                table: parsed,
                 since: row.try_get(1).map_err(get)?,
                 statement: row.try_get(2).map_err(get)?,
                 reason: row.try_get(3).map_err(get)?,
@@ -251,11 +272,9 @@ pub async fn copy_progress(
         .map_err(|e| SinkError::db(SQL, e))?;
     rows.into_iter()
         .map(|(name, state, last_key, rows_copied, rows_estimated)| {
-            let (db, table) = name
-                .split_once('.')
-                .ok_or_else(|| SinkError::Checkpoint(format!("bad table name `{name}`")))?;
+            let parsed = stored_table(&name)?;
             Ok(CopyProgress {
-                table: TableName::new(db, table),
+                table: parsed,
                 done: state == "done",
                 last_key,
                 rows_copied,
@@ -308,9 +327,7 @@ pub async fn table_floors(
         .map_err(|e| SinkError::db(SQL, e))?;
     rows.into_iter()
         .map(|(name, state, since, gtid)| {
-            let (db, table) = name
-                .split_once('.')
-                .ok_or_else(|| SinkError::Checkpoint(format!("bad table name `{name}`")))?;
+            let parsed = stored_table(&name)?;
             let position =
                 if since.is_empty() {
                     None
@@ -322,7 +339,7 @@ pub async fn table_floors(
                     )?)
                 };
             Ok(TableFloor {
-                table: TableName::new(db, table),
+                table: parsed,
                 state,
                 position,
                 gtid,
@@ -363,13 +380,7 @@ pub async fn set_floor(
         Some(f) => mark_table(conn, pipeline, table, "catching_up", Some(f)).await,
         None => {
             const SQL: &str = "DELETE FROM `rowsync_table_state` WHERE `pipeline` = ? AND `source_table` = ? AND `state` = 'catching_up'";
-            sqlx::query(SQL)
-                .bind(pipeline)
-                .bind(table.to_string())
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| SinkError::db(SQL, e))?;
-            Ok(())
+            exec_for_table(conn, SQL, pipeline, table).await
         }
     }
 }
@@ -381,13 +392,7 @@ pub async fn reset_copy_progress(
     table: &TableName,
 ) -> Result<(), SinkError> {
     const SQL: &str = "DELETE FROM `rowsync_copy` WHERE `pipeline` = ? AND `source_table` = ?";
-    sqlx::query(SQL)
-        .bind(pipeline)
-        .bind(table.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| SinkError::db(SQL, e))?;
-    Ok(())
+    exec_for_table(conn, SQL, pipeline, table).await
 }
 
 /// Takes the target's lock for `pipeline`, held by this session until it ends, so that two
@@ -430,10 +435,7 @@ pub async fn recopy_requests(
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(n,)| n.split_once('.').map(|(d, t)| TableName::new(d, t)))
-        .collect())
+    rows.into_iter().map(|(n,)| stored_table(&n)).collect()
 }
 
 /// The re-copy state of `table` (`None` when it has none).
@@ -459,19 +461,6 @@ pub async fn register_table(
     pipeline: &str,
     table: &TableName,
 ) -> Result<(), SinkError> {
-    let known = CopyProgress {
-        table: table.clone(),
-        done: true,
-        last_key: None,
-        rows_copied: 0,
-        rows_estimated: 0,
-    };
     const SQL: &str = "INSERT IGNORE INTO `rowsync_copy` (`pipeline`, `source_table`, `state`, `rows_copied`, `rows_estimated`) VALUES (?, ?, 'done', 0, 0)";
-    sqlx::query(SQL)
-        .bind(pipeline)
-        .bind(known.table.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| SinkError::db(SQL, e))?;
-    Ok(())
+    exec_for_table(conn, SQL, pipeline, table).await
 }
