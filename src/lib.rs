@@ -7,16 +7,16 @@
 //! - `local`: throwaway local MariaDB servers (the demo and the tests run on them).
 //! - `demo`: `rowsync demo`, the whole product on local servers.
 //! - `source`: binlog reader, source positions and GTIDs, table schemas, value decoding.
-//! - `pipeline`: mappings (routing, renames, column subsets), per-target runners, live status.
+//! - `pipeline`: mappings (routing, renames, column subsets), row filters, per-target runners,
+//!   live status.
 //! - `sink`: target writers, replica tables, checkpoints committed with the rows.
 //! - `check`: `rowsync check`, the pre-flight report on source and targets.
 //! - `report`: `rowsync status`, each target's checkpoint and lag.
 //! - `resync`: `rowsync resync`, the re-copy of one table into one target.
 //! - `progress`: copy progress bars when `run` is in a terminal.
 //! - `state`: the local SQLite store of what `run` saw, read by `status`.
-//! - `admin`: HTTP API and UI (observes `pipeline::status`).
+//! The admin API and UI (a later issue) will observe `pipeline::status` and send commands.
 
-pub mod admin;
 pub mod check;
 pub mod config;
 pub mod demo;
