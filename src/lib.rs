@@ -15,6 +15,7 @@
 //! - `resync`: `rowsync resync`, the re-copy of one table into one target.
 //! - `progress`: copy progress bars when `run` is in a terminal.
 //! - `state`: the local SQLite store of what `run` saw, read by `status`.
+//!
 //! The admin API and UI (a later issue) will observe `pipeline::status` and send commands.
 
 pub mod check;
