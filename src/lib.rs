@@ -10,6 +10,7 @@
 //! - `pipeline`: mappings (routing, renames, column subsets), row filters, per-target runners,
 //!   live status.
 //! - `sink`: target writers, replica tables, checkpoints committed with the rows.
+//! - `bench`: `rowsync bench`, catch-up speed beside MariaDB's own replication.
 //! - `check`: `rowsync check`, the pre-flight report on source and targets.
 //! - `report`: `rowsync status`, each target's checkpoint and lag.
 //! - `resync`: `rowsync resync`, the re-copy of one table into one target.
@@ -18,6 +19,7 @@
 //!
 //! The admin API and UI (a later issue) will observe `pipeline::status` and send commands.
 
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod demo;

@@ -53,6 +53,15 @@ enum Command {
         #[arg(long)]
         table: String,
     },
+    /// Measure catch-up speed beside MariaDB's own replication on local servers.
+    Bench {
+        /// Product rows inserted (transactions of 100).
+        #[arg(long, default_value_t = 200_000)]
+        products: u64,
+        /// Row updates (transactions of 10).
+        #[arg(long, default_value_t = 200_000)]
+        updates: u64,
+    },
     /// Start local MariaDB servers with a product workload and replicate it, until Ctrl-C.
     Demo {
         /// Stop by itself after this many seconds.
@@ -65,7 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own progress; only warnings and errors go to the log there.
     let default_level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Bench { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -144,6 +153,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Bench { products, updates } => {
+            let report =
+                rowsync::bench::run(rowsync::bench::BenchOptions { products, updates }).await?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo { seconds } => {
             rowsync::demo::run(seconds.map(Duration::from_secs)).await?;

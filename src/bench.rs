@@ -1,0 +1,378 @@
+//! `rowsync bench`: catch-up speed side by side with MariaDB's own replication, on one machine
+//! in one run, on throwaway local servers.
+//!
+//! Workload W1 is written to the source before any replica starts: `products` inserts in
+//! transactions of 100 rows, then `updates` updates in transactions of 10. Each contender then
+//! catches up on that same backlog into a durable server (`innodb_flush_log_at_trx_commit=1`,
+//! `sync_binlog=1`, binlog on): rowsync into one target; MariaDB replication restricted to the
+//! same tables, serial and with optimistic parallel apply (4 threads); and the apply floor —
+//! the same rows as large multi-row upserts piped straight into a fresh server. Every replica
+//! must equal the source afterwards, or no figure is reported.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::local::{self, Binaries, LocalServer, Role};
+use crate::pipeline::runner;
+use crate::pipeline::status::TargetStatus;
+
+/// Sizes of the run.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    pub products: u64,
+    pub updates: u64,
+}
+
+const DURABLE: &[&str] = &[
+    "--innodb-flush-log-at-trx-commit=1",
+    "--sync-binlog=1",
+    "--log-bin=replica-bin",
+    "--innodb-buffer-pool-size=256M",
+];
+
+const TABLE: &str = "CREATE TABLE product.product (id BIGINT UNSIGNED PRIMARY KEY, code VARCHAR(32) NOT NULL, model VARCHAR(100) NOT NULL, category_id INT NOT NULL, production_year YEAR NOT NULL, price DECIMAL(12,2) NOT NULL, version INT NOT NULL, KEY idx_category (category_id)) ENGINE=InnoDB";
+
+/// One contender's result.
+struct Figure {
+    name: String,
+    seconds: f64,
+}
+
+async fn conn(server: &LocalServer, db: &str) -> anyhow::Result<Conn> {
+    Ok(Conn::new(Opts::from_url(&server.url(db))?).await?)
+}
+
+fn start(
+    bins: &Binaries,
+    dir: &Path,
+    name: &str,
+    role: Role,
+    id: u32,
+    extra: &[&str],
+) -> anyhow::Result<LocalServer> {
+    let run = dir.join(name);
+    std::fs::create_dir_all(&run)?;
+    let data = run.join("data");
+    local::install(bins, &data)?;
+    Ok(LocalServer::start(bins, &data, &run, role, id, extra)?)
+}
+
+/// Writes W1 to the source; returns the number of row changes.
+async fn write_workload(src: &mut Conn, opts: BenchOptions) -> anyhow::Result<u64> {
+    let mut batch = Vec::new();
+    let flush = |batch: &mut Vec<String>| std::mem::take(batch).join(";");
+    let mut first = 1;
+    while first <= opts.products {
+        let last = (first + 99).min(opts.products);
+        batch.push(format!(
+            "INSERT INTO product SELECT seq, CONCAT('PRD-', seq), CONCAT('model ', seq % 97), 1 + seq % 12, 2015 + seq % 11, 10 + seq % 1000, 0 FROM seq_{first}_to_{last}"
+        ));
+        if batch.len() == 50 {
+            src.query_drop(flush(&mut batch)).await?;
+        }
+        first = last + 1;
+    }
+    let mut done = 0;
+    let mut id = 1;
+    while done < opts.updates {
+        let last = (id + 9).min(opts.products.max(1));
+        batch.push(format!(
+            "UPDATE product SET price = price + 1, version = version + 1 WHERE id BETWEEN {id} AND {last}"
+        ));
+        done += last - id + 1;
+        id = if last >= opts.products { 1 } else { last + 1 };
+        if batch.len() == 200 {
+            src.query_drop(flush(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        src.query_drop(flush(&mut batch)).await?;
+    }
+    Ok(opts.products + opts.updates)
+}
+
+/// A fingerprint of the product table, equal on equal tables.
+async fn fingerprint(c: &mut Conn) -> anyhow::Result<(u64, String)> {
+    let row: Option<(u64, Option<String>)> = c
+        .query_first("SELECT COUNT(*), CAST(SUM(CRC32(CONCAT_WS('|', id, code, model, category_id, production_year, price, version))) AS CHAR) FROM product.product")
+        .await?;
+    let (n, sum) = row.context("no fingerprint")?;
+    Ok((n, sum.unwrap_or_default()))
+}
+
+async fn wait_until(
+    mut done: impl AsyncFnMut() -> anyhow::Result<bool>,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !done().await? {
+        if Instant::now() > deadline {
+            bail!("no catch-up within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn rowsync_catch_up(
+    source: &LocalServer,
+    target: &LocalServer,
+    start_gtid: &str,
+    head: &str,
+    dir: &Path,
+) -> anyhow::Result<f64> {
+    conn(target, "")
+        .await?
+        .query_drop("CREATE DATABASE product")
+        .await?;
+    let text = format!(
+        "[source]\nurl = \"{}\"\nserver_id = 4901\nheartbeat_secs = 1\nstart = \"gtid:{start_gtid}\"\n\n[[targets]]\nname = \"t\"\nurl = \"{}\"\n\n[[mappings]]\nsource = \"product.*\"\ntargets = [\"t\"]\n\n[state]\npath = \"{}\"\n",
+        source.url(""),
+        target.url("product"),
+        dir.join("bench.state.db").display()
+    );
+    let config = Arc::new(Config::from_toml(
+        &text,
+        &dir.join("bench.toml"),
+        std::iter::empty(),
+    )?);
+    let cancel = CancellationToken::new();
+    let statuses = TargetStatus::for_targets(&config);
+    let started = Instant::now();
+    let pipeline = tokio::spawn(runner::run_all(config, statuses, cancel.clone()));
+    let mut t = conn(target, "product").await?;
+    let head = head.to_string();
+    wait_until(
+        async || {
+            let g: Option<Option<String>> = t
+                .query_first("SELECT gtid FROM rowsync_checkpoint")
+                .await
+                .unwrap_or(None);
+            Ok(g.flatten().as_deref() == Some(head.as_str()))
+        },
+        Duration::from_secs(1800),
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    cancel.cancel();
+    pipeline.await?;
+    Ok(seconds)
+}
+
+async fn native_catch_up(
+    source: &LocalServer,
+    replica: &LocalServer,
+    start_gtid: &str,
+    head: &str,
+) -> anyhow::Result<f64> {
+    let mut r = conn(replica, "").await?;
+    r.query_drop("CREATE DATABASE product").await?;
+    r.query_drop(TABLE).await?;
+    r.exec_drop("SET GLOBAL gtid_slave_pos = ?", (start_gtid,))
+        .await?;
+    r.query_drop(format!(
+        "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = 'root', MASTER_PASSWORD = '', MASTER_USE_GTID = slave_pos",
+        source.port
+    ))
+    .await?;
+    let started = Instant::now();
+    r.query_drop("START SLAVE").await?;
+    let head = head.to_string();
+    wait_until(
+        async || {
+            let pos: Option<String> = r.query_first("SELECT @@gtid_slave_pos").await?;
+            Ok(pos.as_deref() == Some(head.as_str()))
+        },
+        Duration::from_secs(1800),
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    r.query_drop("STOP SLAVE").await?;
+    Ok(seconds)
+}
+
+/// The target server alone taking the final rows as large multi-row upserts.
+async fn apply_floor(server: &LocalServer, opts: BenchOptions) -> anyhow::Result<f64> {
+    let mut c = conn(server, "").await?;
+    c.query_drop("CREATE DATABASE product").await?;
+    c.query_drop(TABLE).await?;
+    let row = |id: u64, version: u64| {
+        format!(
+            "({id}, 'PRD-{id}', 'model {}', {}, {}, {}, {version})",
+            id % 97,
+            1 + id % 12,
+            2015 + id % 11,
+            10 + id % 1000 + version
+        )
+    };
+    let mut statements = Vec::new();
+    let ids: Vec<u64> = (1..=opts.products).collect();
+    for chunk in ids.chunks(1000) {
+        let values: Vec<String> = chunk.iter().map(|&id| row(id, 0)).collect();
+        statements.push(format!(
+            "INSERT INTO product.product VALUES {}",
+            values.join(",")
+        ));
+    }
+    let updated: Vec<u64> = (0..opts.updates)
+        .map(|i| i % opts.products.max(1) + 1)
+        .collect();
+    for chunk in updated.chunks(1000) {
+        let values: Vec<String> = chunk.iter().map(|&id| row(id, 1)).collect();
+        statements.push(format!(
+            "INSERT INTO product.product VALUES {} ON DUPLICATE KEY UPDATE price = VALUES(price), version = VALUES(version)",
+            values.join(",")
+        ));
+    }
+    let started = Instant::now();
+    for s in statements {
+        c.query_drop(s).await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Runs the benchmark and returns its report.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
+    let bins = Binaries::find()?;
+    let dir = tempfile::Builder::new()
+        .prefix("rowsync-bench-")
+        .tempdir()?;
+    let path = dir.path().to_owned();
+    let b = bins.clone();
+    let p = path.clone();
+    let source = tokio::task::spawn_blocking(move || start(&b, &p, "source", Role::Source, 1, &[]))
+        .await??;
+    let mut src = conn(&source, "").await?;
+    src.query_drop("CREATE DATABASE product").await?;
+    src.query_drop(TABLE).await?;
+    src.query_drop("USE product").await?;
+    let start_gtid: String = src
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await?
+        .unwrap_or_default();
+    let written = Instant::now();
+    let changes = write_workload(&mut src, opts).await?;
+    let write_secs = written.elapsed().as_secs_f64();
+    let head: String = src
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await?
+        .unwrap_or_default();
+    let want = fingerprint(&mut src).await?;
+
+    let servers = {
+        let (b, p) = (bins.clone(), path.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            Ok((
+                start(&b, &p, "rowsync-target", Role::Target, 2, DURABLE)?,
+                start(
+                    &b,
+                    &p,
+                    "native-serial",
+                    Role::Target,
+                    3,
+                    &[
+                        DURABLE,
+                        &[
+                            "--log-slave-updates=ON",
+                            "--replicate-wild-do-table=product.%",
+                            "--slave-parallel-threads=0",
+                        ],
+                    ]
+                    .concat(),
+                )?,
+                start(
+                    &b,
+                    &p,
+                    "native-parallel",
+                    Role::Target,
+                    4,
+                    &[
+                        DURABLE,
+                        &[
+                            "--log-slave-updates=ON",
+                            "--replicate-wild-do-table=product.%",
+                            "--slave-parallel-threads=4",
+                            "--slave-parallel-mode=optimistic",
+                        ],
+                    ]
+                    .concat(),
+                )?,
+                start(&b, &p, "floor", Role::Target, 5, DURABLE)?,
+            ))
+        })
+        .await??
+    };
+    let (target, serial, parallel, floor) = servers;
+    let mut figures = Vec::new();
+    let secs = rowsync_catch_up(&source, &target, &start_gtid, &head, &path).await?;
+    figures.push(Figure {
+        name: "rowsync, 1 durable target".into(),
+        seconds: secs,
+    });
+    let mut check = conn(&target, "").await?;
+    let got = fingerprint(&mut check).await?;
+    if got != want {
+        bail!("rowsync's replica differs from the source: {got:?} vs {want:?}");
+    }
+    for (name, server) in [
+        ("MariaDB replication, serial", &serial),
+        ("MariaDB replication, optimistic parallel x4", &parallel),
+    ] {
+        let secs = native_catch_up(&source, server, &start_gtid, &head).await?;
+        let got = fingerprint(&mut conn(server, "").await?).await?;
+        if got != want {
+            bail!("{name}: the replica differs from the source: {got:?} vs {want:?}");
+        }
+        figures.push(Figure {
+            name: name.into(),
+            seconds: secs,
+        });
+    }
+    let floor_secs = apply_floor(&floor, opts).await?;
+    figures.push(Figure {
+        name: "apply floor (multi-row upserts piped in)".into(),
+        seconds: floor_secs,
+    });
+
+    let native_best = figures
+        .iter()
+        .filter(|f| f.name.starts_with("MariaDB"))
+        .map(|f| f.seconds)
+        .fold(f64::INFINITY, f64::min);
+    let mut out = String::new();
+    let _ = writeln!(out, "W1: {} row changes ({} inserts in transactions of 100, {} updates in transactions of 10), written in {write_secs:.1}s", changes, opts.products, opts.updates);
+    let _ = writeln!(
+        out,
+        "{:<46} {:>9} {:>13} {:>11} {:>9}",
+        "contender", "seconds", "changes/s", "vs native", "of floor"
+    );
+    for f in &figures {
+        let _ = writeln!(
+            out,
+            "{:<46} {:>9.2} {:>13.0} {:>10.2}x {:>8.0}%",
+            f.name,
+            f.seconds,
+            changes as f64 / f.seconds,
+            native_best / f.seconds,
+            floor_secs / f.seconds * 100.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "every replica equals the source ({} rows, checksum {})",
+        want.0, want.1
+    );
+    for mut s in [source, target, serial, parallel, floor] {
+        s.stop(false);
+    }
+    dir.close()?;
+    Ok(out)
+}
