@@ -365,7 +365,7 @@ source = "product.batch"
 targets = ["order", "purchase"]
 "#;
 
-/// Waits until rowsync's checkpoint exists in `db` on `target` (the pipeline started).
+/// Waits until the target's initial copy is done and its stream has a checkpoint.
 pub async fn wait_started(target: &Server, db: &str, rowsync: &Rowsync) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut conn = target.conn(db).await;
@@ -376,7 +376,7 @@ pub async fn wait_started(target: &Server, db: &str, rowsync: &Rowsync) {
             .unwrap();
         if n == Some(1) {
             let c: Option<u64> = conn
-                .query_first("SELECT COUNT(*) FROM rowsync_checkpoint")
+                .query_first("SELECT COUNT(*) FROM rowsync_checkpoint WHERE phase = 'streaming'")
                 .await
                 .unwrap();
             if c == Some(1) {
