@@ -29,6 +29,8 @@ use crate::pipeline::status::TargetStatus;
 pub struct BenchOptions {
     pub products: u64,
     pub updates: u64,
+    /// Rows of the one big transaction whose memory use is measured.
+    pub big_rows: u64,
 }
 
 const DURABLE: &[&str] = &[
@@ -258,6 +260,98 @@ async fn apply_floor(server: &LocalServer, opts: BenchOptions) -> anyhow::Result
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Peak RSS (MB) of a `rowsync run` process applying one `rows`-row source transaction, and
+/// whether a reader on the target only ever saw none or all of it.
+async fn big_transaction(
+    source: &LocalServer,
+    target: &LocalServer,
+    rows: u64,
+    dir: &Path,
+) -> anyhow::Result<(u64, bool)> {
+    let mut src = conn(source, "product").await?;
+    src.query_drop(
+        "CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(60) NOT NULL) ENGINE=InnoDB",
+    )
+    .await?;
+    let from: String = src
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await?
+        .unwrap_or_default();
+    src.query_drop(format!(
+        "INSERT INTO big SELECT seq, REPEAT('x', 50) FROM seq_1_to_{rows}"
+    ))
+    .await?;
+    let head: String = src
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await?
+        .unwrap_or_default();
+    conn(target, "")
+        .await?
+        .query_drop("CREATE DATABASE product")
+        .await?;
+    let config = dir.join("big.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\nserver_id = 4950\nheartbeat_secs = 1\nstart = \"gtid:{from}\"\n\n[[targets]]\nname = \"t\"\nurl = \"{}\"\n\n[[mappings]]\nsource = \"product.big\"\ntargets = [\"t\"]\n\n[state]\npath = \"{}\"\n",
+            source.url(""),
+            target.url("product"),
+            dir.join("big.state.db").display()
+        ),
+    )?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("ROWSYNC_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let peak_kb = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let mut t = conn(target, "product").await?;
+    let mut atomic = true;
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        peak = peak.max(peak_kb());
+        let n: Option<u64> = t
+            .query_first("SELECT COUNT(*) FROM big")
+            .await
+            .unwrap_or(None);
+        let n = n.unwrap_or(0);
+        atomic &= n == 0 || n == rows;
+        let at: Option<Option<String>> = t
+            .query_first("SELECT gtid FROM rowsync_checkpoint")
+            .await
+            .unwrap_or(None);
+        if at.flatten().as_deref() == Some(head.as_str()) && n == rows {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the big transaction did not arrive");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    peak = peak.max(peak_kb());
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+    Ok((peak / 1024, atomic))
+}
+
 /// Runs the benchmark and returns its report.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
     let bins = Binaries::find()?;
@@ -327,11 +421,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
                     .concat(),
                 )?,
                 start(&b, &p, "floor", Role::Target, 5, DURABLE)?,
+                start(&b, &p, "big-target", Role::Target, 8, DURABLE)?,
             ))
         })
         .await??
     };
-    let (target, order, purchase, serial, parallel, floor) = servers;
+    let (target, order, purchase, serial, parallel, floor, big) = servers;
     let mut figures = Vec::new();
     let secs = rowsync_catch_up(&source, &[&target], &start_gtid, &head, &path).await?;
     figures.push(Figure {
@@ -404,7 +499,18 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
         "every replica equals the source ({} rows, checksum {})",
         want.0, want.1
     );
-    for mut s in [source, target, order, purchase, serial, parallel, floor] {
+    let (peak_mb, atomic) = big_transaction(&source, &big, opts.big_rows, &path).await?;
+    if !atomic {
+        bail!("a reader saw part of the {}-row transaction", opts.big_rows);
+    }
+    let _ = writeln!(
+        out,
+        "one {}-row source transaction: rowsync's peak RSS {peak_mb} MB; readers saw none or all of it",
+        opts.big_rows
+    );
+    for mut s in [
+        source, target, order, purchase, serial, parallel, floor, big,
+    ] {
         s.stop(false);
     }
     dir.close()?;

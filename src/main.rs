@@ -61,6 +61,9 @@ enum Command {
         /// Row updates (transactions of 10).
         #[arg(long, default_value_t = 200_000)]
         updates: u64,
+        /// Rows of the single big transaction whose memory use is measured.
+        #[arg(long, default_value_t = 1_000_000)]
+        big_rows: u64,
     },
     /// Start local MariaDB servers with a product workload and replicate it, until Ctrl-C.
     Demo {
@@ -154,9 +157,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Bench { products, updates } => {
-            let report =
-                rowsync::bench::run(rowsync::bench::BenchOptions { products, updates }).await?;
+        Command::Bench {
+            products,
+            updates,
+            big_rows,
+        } => {
+            let report = rowsync::bench::run(rowsync::bench::BenchOptions {
+                products,
+                updates,
+                big_rows,
+            })
+            .await?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }

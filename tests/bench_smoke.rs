@@ -8,7 +8,15 @@ use std::process::Command;
 #[test]
 fn bench_runs_small_and_checks_the_replicas() {
     let out = Command::new(env!("CARGO_BIN_EXE_rowsync"))
-        .args(["bench", "--products", "3000", "--updates", "3000"])
+        .args([
+            "bench",
+            "--products",
+            "3000",
+            "--updates",
+            "3000",
+            "--big-rows",
+            "20000",
+        ])
         .output()
         .expect("run rowsync bench");
     let text = String::from_utf8_lossy(&out.stdout);
