@@ -31,6 +31,8 @@ pub struct BenchOptions {
     pub updates: u64,
     /// Rows of the one big transaction whose memory use is measured.
     pub big_rows: u64,
+    /// Rows of the table whose initial copy is timed beside `mariadb-dump | mariadb`.
+    pub copy_rows: u64,
 }
 
 const DURABLE: &[&str] = &[
@@ -352,6 +354,106 @@ async fn big_transaction(
     Ok((peak / 1024, atomic))
 }
 
+/// Seconds for rowsync's initial copy of a `rows`-row table, and for `mariadb-dump | mariadb`
+/// of the same table, each into a fresh durable server; both copies must equal the source.
+async fn initial_copy(
+    bins: &Binaries,
+    source: &LocalServer,
+    ours: &LocalServer,
+    dumped: &LocalServer,
+    rows: u64,
+    dir: &Path,
+) -> anyhow::Result<(f64, f64)> {
+    let mut src = conn(source, "").await?;
+    src.query_drop("CREATE DATABASE copying").await?;
+    src.query_drop("USE copying").await?;
+    src.query_drop(TABLE.replace("product.product", "copying.product"))
+        .await?;
+    let mut first = 1;
+    while first <= rows {
+        let last = (first + 499_999).min(rows);
+        src.query_drop(format!("INSERT INTO product SELECT seq, CONCAT('PRD-', seq), CONCAT('model ', seq % 97), 1 + seq % 12, 2015 + seq % 11, 10 + seq % 1000, 0 FROM seq_{first}_to_{last}")).await?;
+        first = last + 1;
+    }
+    let fingerprint_sql = "SELECT COUNT(*), CAST(SUM(CRC32(CONCAT_WS('|', id, code, model, category_id, production_year, price, version))) AS CHAR) FROM copying.product";
+    let want: Option<(u64, Option<String>)> = src.query_first(fingerprint_sql).await?;
+
+    conn(ours, "")
+        .await?
+        .query_drop("CREATE DATABASE copying")
+        .await?;
+    let text = format!(
+        "[source]\nurl = \"{}\"\nserver_id = 4970\nheartbeat_secs = 1\n\n[[targets]]\nname = \"t\"\nurl = \"{}\"\n\n[[mappings]]\nsource = \"copying.product\"\ntargets = [\"t\"]\n\n[copy]\nchunk_rows = 20000\n\n[state]\npath = \"{}\"\n",
+        source.url(""),
+        ours.url("copying"),
+        dir.join("copy.state.db").display()
+    );
+    let config = Arc::new(Config::from_toml(
+        &text,
+        &dir.join("copy.toml"),
+        std::iter::empty(),
+    )?);
+    let cancel = CancellationToken::new();
+    let statuses = TargetStatus::for_targets(&config);
+    let started = Instant::now();
+    let pipeline = tokio::spawn(runner::run_all(config, statuses, cancel.clone()));
+    let mut t = conn(ours, "copying").await?;
+    wait_until(
+        async || {
+            let phase: Option<Option<String>> = t
+                .query_first("SELECT phase FROM rowsync_checkpoint")
+                .await
+                .unwrap_or(None);
+            Ok(phase.flatten().as_deref() == Some("streaming"))
+        },
+        Duration::from_secs(3600),
+    )
+    .await?;
+    let ours_secs = started.elapsed().as_secs_f64();
+    cancel.cancel();
+    pipeline.await?;
+    let got: Option<(u64, Option<String>)> = t.query_first(fingerprint_sql).await?;
+    if got != want {
+        bail!("rowsync's copy differs from the source: {got:?} vs {want:?}");
+    }
+
+    conn(dumped, "")
+        .await?
+        .query_drop("CREATE DATABASE copying")
+        .await?;
+    let program = |name: &str| {
+        let beside = bins.mariadbd.with_file_name(name);
+        if beside.is_file() {
+            beside.display().to_string()
+        } else {
+            name.to_string()
+        }
+    };
+    let script = format!(
+        "set -o pipefail; {} --no-defaults -h127.0.0.1 -P{} -uroot --single-transaction copying product | {} --no-defaults -h127.0.0.1 -P{} -uroot copying",
+        program("mariadb-dump"),
+        source.port,
+        program("mariadb"),
+        dumped.port
+    );
+    let started = Instant::now();
+    let status = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .await?;
+    let dump_secs = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("mariadb-dump | mariadb failed: {status}");
+    }
+    let got: Option<(u64, Option<String>)> =
+        conn(dumped, "").await?.query_first(fingerprint_sql).await?;
+    if got != want {
+        bail!("the dump's copy differs from the source: {got:?} vs {want:?}");
+    }
+    Ok((ours_secs, dump_secs))
+}
+
 /// Runs the benchmark and returns its report.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
     let bins = Binaries::find()?;
@@ -422,11 +524,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
                 )?,
                 start(&b, &p, "floor", Role::Target, 5, DURABLE)?,
                 start(&b, &p, "big-target", Role::Target, 8, DURABLE)?,
+                start(&b, &p, "copy-target", Role::Target, 9, DURABLE)?,
+                start(&b, &p, "dump-target", Role::Target, 10, DURABLE)?,
             ))
         })
         .await??
     };
-    let (target, order, purchase, serial, parallel, floor, big) = servers;
+    let (target, order, purchase, serial, parallel, floor, big, copy_target, dump_target) = servers;
     let mut figures = Vec::new();
     let secs = rowsync_catch_up(&source, &[&target], &start_gtid, &head, &path).await?;
     figures.push(Figure {
@@ -508,8 +612,32 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
         "one {}-row source transaction: rowsync's peak RSS {peak_mb} MB; readers saw none or all of it",
         opts.big_rows
     );
+    let (ours, dumped) = initial_copy(
+        &bins,
+        &source,
+        &copy_target,
+        &dump_target,
+        opts.copy_rows,
+        &path,
+    )
+    .await?;
+    let _ = writeln!(
+        out,
+        "initial copy of a {}-row table: rowsync {ours:.2}s, mariadb-dump | mariadb {dumped:.2}s ({:.2}x); both equal the source",
+        opts.copy_rows,
+        dumped / ours
+    );
     for mut s in [
-        source, target, order, purchase, serial, parallel, floor, big,
+        source,
+        target,
+        order,
+        purchase,
+        serial,
+        parallel,
+        floor,
+        big,
+        copy_target,
+        dump_target,
     ] {
         s.stop(false);
     }

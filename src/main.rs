@@ -64,6 +64,9 @@ enum Command {
         /// Rows of the single big transaction whose memory use is measured.
         #[arg(long, default_value_t = 1_000_000)]
         big_rows: u64,
+        /// Rows of the table whose initial copy is timed beside mariadb-dump.
+        #[arg(long, default_value_t = 5_000_000)]
+        copy_rows: u64,
     },
     /// Start local MariaDB servers with a product workload and replicate it, until Ctrl-C.
     Demo {
@@ -161,11 +164,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             products,
             updates,
             big_rows,
+            copy_rows,
         } => {
             let report = rowsync::bench::run(rowsync::bench::BenchOptions {
                 products,
                 updates,
                 big_rows,
+                copy_rows,
             })
             .await?;
             print!("{report}");
