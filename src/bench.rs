@@ -89,7 +89,9 @@ async fn write_workload(src: &mut Conn, opts: BenchOptions) -> anyhow::Result<u6
     let mut done = 0;
     let mut id = 1;
     while done < opts.updates {
-        let last = (id + 9).min(opts.products.max(1));
+        let last = (id + 9)
+            .min(opts.products.max(1))
+            .min(id + (opts.updates - done) - 1);
         batch.push(format!(
             "UPDATE product SET price = price + 1, version = version + 1 WHERE id BETWEEN {id} AND {last}"
         ));
