@@ -130,6 +130,23 @@ async fn wait_until(
     Ok(())
 }
 
+/// Starts rowsync in this process on the configuration `text` (named `name` in `dir`).
+fn spawn_rowsync(
+    text: &str,
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
+    let config = Arc::new(Config::from_toml(
+        text,
+        &dir.join(name),
+        std::iter::empty(),
+    )?);
+    let cancel = CancellationToken::new();
+    let statuses = TargetStatus::for_targets(&config);
+    let pipeline = tokio::spawn(runner::run_all(config, statuses, cancel.clone()));
+    Ok((cancel, pipeline))
+}
+
 /// rowsync catching up into every server of `targets` at once; returns the seconds until the
 /// last one has applied everything.
 async fn rowsync_catch_up(
@@ -162,15 +179,8 @@ async fn rowsync_catch_up(
         "\n[[mappings]]\nsource = \"product.*\"\ntargets = [{}]\n",
         names.join(", ")
     );
-    let config = Arc::new(Config::from_toml(
-        &text,
-        &dir.join("bench.toml"),
-        std::iter::empty(),
-    )?);
-    let cancel = CancellationToken::new();
-    let statuses = TargetStatus::for_targets(&config);
     let started = Instant::now();
-    let pipeline = tokio::spawn(runner::run_all(config, statuses, cancel.clone()));
+    let (cancel, pipeline) = spawn_rowsync(&text, dir, "bench.toml")?;
     for target in targets {
         let mut t = conn(target, "product").await?;
         let head = head.to_string();
@@ -390,15 +400,8 @@ async fn initial_copy(
         ours.url("copying"),
         dir.join("copy.state.db").display()
     );
-    let config = Arc::new(Config::from_toml(
-        &text,
-        &dir.join("copy.toml"),
-        std::iter::empty(),
-    )?);
-    let cancel = CancellationToken::new();
-    let statuses = TargetStatus::for_targets(&config);
     let started = Instant::now();
-    let pipeline = tokio::spawn(runner::run_all(config, statuses, cancel.clone()));
+    let (cancel, pipeline) = spawn_rowsync(&text, dir, "copy.toml")?;
     let mut t = conn(ours, "copying").await?;
     wait_until(
         async || {
