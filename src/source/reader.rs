@@ -629,6 +629,13 @@ impl StreamState {
         if event.header().event_type_raw() != EventType::TABLE_MAP_EVENT as u8 {
             return None;
         }
+        // A table id already mapped needs nothing new (DDL forgets its ids), so the hot path
+        // does not parse every TABLE_MAP twice.
+        let id = event.data().get(..6)?;
+        let id = id.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        if self.tables.contains_key(&id) {
+            return None;
+        }
         let tme: TableMapEvent<'_> = event.read_event().ok()?;
         let name = TableName::new(tme.database_name(), tme.table_name());
         let wanted = self.router.selects(&name)
