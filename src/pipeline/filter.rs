@@ -305,10 +305,6 @@ fn like(text: &[char], pattern: &[char], escape: char) -> bool {
 }
 
 impl Filter {
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// Column names the filter uses.
     pub fn columns(&self) -> Vec<String> {
         fn walk(e: &Expr, out: &mut Vec<String>) {

@@ -73,14 +73,6 @@ impl TablePattern {
         self.is_exact()
             .then(|| TableName::new(&self.db, &self.table))
     }
-
-    pub fn db(&self) -> &str {
-        &self.db
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
-    }
 }
 
 /// One mapping as it applies to one target.
@@ -259,10 +251,6 @@ impl Router {
         self.mappings
             .iter()
             .filter(move |m| m.source.matches(table))
-    }
-
-    pub fn mappings(&self) -> &[Mapping] {
-        &self.mappings
     }
 }
 

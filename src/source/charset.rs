@@ -63,10 +63,6 @@ impl Charsets {
             .map(|name| Codec::for_charset(name))
             .unwrap_or(Codec::Raw)
     }
-
-    pub fn name(&self, id: u16) -> Option<&str> {
-        self.by_id.get(&id).map(String::as_str)
-    }
 }
 
 #[cfg(test)]

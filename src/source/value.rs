@@ -11,7 +11,6 @@
 //! metadata for every row, renders YEAR 0 as 1900 and reads negative old-style TIME values as
 //! positive. We reuse its DECIMAL and MySQL binary-JSON readers, which are exact.
 
-use std::fmt::Write as _;
 use std::io;
 
 use mysql_common::binlog::decimal::Decimal;
@@ -46,24 +45,6 @@ pub enum Value {
 }
 
 impl Value {
-    /// Text form used in logs and tests.
-    pub fn render(&self) -> String {
-        match self {
-            Value::Null => "NULL".into(),
-            Value::Int(v) => v.to_string(),
-            Value::UInt(v) | Value::Bit(v) | Value::Set(v) => v.to_string(),
-            Value::Float(v) => v.to_string(),
-            Value::Double(v) => v.to_string(),
-            Value::Enum(v) => v.to_string(),
-            Value::Year(v) => v.to_string(),
-            Value::Decimal(s) | Value::Temporal(s) | Value::Text(s) | Value::Json(s) => s.clone(),
-            Value::Bytes(b) => b.iter().fold(String::from("0x"), |mut out, b| {
-                let _ = write!(out, "{b:02x}");
-                out
-            }),
-        }
-    }
-
     /// Approximate memory and wire size, for batching limits.
     pub fn size_hint(&self) -> usize {
         match self {

@@ -123,10 +123,6 @@ impl Server {
     pub fn pid(&self) -> Option<u32> {
         self.inner.pid()
     }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 /// Runs SQL statements one by one.
