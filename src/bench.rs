@@ -1,31 +1,56 @@
-//! `rowsync bench`: catch-up speed side by side with MariaDB's own replication, on one machine
-//! in one run, on throwaway local servers.
+//! `rowsync bench`: rowsync's speed side by side with what a user would otherwise run, on one
+//! machine in one run, on throwaway local servers. Parts (all by default, `--only` picks):
 //!
-//! Workload W1 is written to the source before any replica starts: `products` inserts in
-//! transactions of 100 rows, then `updates` updates in transactions of 10. Each contender then
-//! catches up on that same backlog into a durable server (`innodb_flush_log_at_trx_commit=1`,
-//! `sync_binlog=1`, binlog on): rowsync into one target; MariaDB replication restricted to the
-//! same tables, serial and with optimistic parallel apply (4 threads); and the apply floor —
-//! the same rows as large multi-row upserts piped straight into a fresh server. Every replica
-//! must equal the source afterwards, or no figure is reported.
+//! - `decode`: rowsync's binlog reader alone on workload W1, beside `mariadb-binlog --raw`
+//!   (transfer only) and `mariadb-binlog -v` (decoding) reading the same binlog remotely.
+//! - `catchup`: W1 is written to the source before any replica starts — `products` inserts in
+//!   transactions of 100 rows, then `updates` updates in transactions of 10. Each contender
+//!   catches up on that same backlog into a durable server (`innodb_flush_log_at_trx_commit=1`,
+//!   `sync_binlog=1`, binlog on): rowsync into one and into two targets; MariaDB replication
+//!   restricted to the same tables, serial and optimistic parallel ×4; and the apply floor —
+//!   the same rows as large multi-row upserts piped straight into a fresh server.
+//! - `lag`: a constant rate of row changes into two durable targets; each transaction inserts
+//!   a row carrying its write time in microseconds, and pollers on the targets measure when it
+//!   becomes visible.
+//! - `memory`: peak RSS of a `rowsync run` process applying one huge transaction.
+//! - `copy`: the initial copy of one big table beside `mariadb-dump | mariadb`.
+//!
+//! Every replica must equal the source afterwards, or no figure is reported.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::local::{self, Binaries, LocalServer, Role};
+use crate::pipeline::mapping::Router;
 use crate::pipeline::runner;
 use crate::pipeline::status::TargetStatus;
+use crate::source::conn::{connect, source_opts};
+use crate::source::info::SourceInfo;
+use crate::source::reader::{BinlogReader, ReaderOptions};
+use crate::source::SourceEvent;
+
+/// One part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Decode,
+    Catchup,
+    Lag,
+    Memory,
+    Copy,
+}
 
 /// Sizes of the run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub products: u64,
     pub updates: u64,
@@ -33,6 +58,17 @@ pub struct BenchOptions {
     pub big_rows: u64,
     /// Rows of the table whose initial copy is timed beside `mariadb-dump | mariadb`.
     pub copy_rows: u64,
+    /// Row changes per second of the steady-lag load, and how long it runs.
+    pub lag_rate: u64,
+    pub lag_secs: u64,
+    /// Parts to run; all when empty.
+    pub only: Vec<Part>,
+}
+
+impl BenchOptions {
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
+    }
 }
 
 const DURABLE: &[&str] = &[
@@ -52,27 +88,50 @@ struct Figure {
     changes: u64,
 }
 
+/// Where the run's servers live.
+struct Bench {
+    bins: Binaries,
+    dir: PathBuf,
+}
+
+impl Bench {
+    /// Starts a fresh server named `name` (a directory of its own), off the async threads.
+    async fn server(
+        &self,
+        name: &str,
+        role: Role,
+        id: u32,
+        extra: &[&str],
+    ) -> anyhow::Result<LocalServer> {
+        let (bins, run) = (self.bins.clone(), self.dir.join(name));
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<LocalServer> {
+            std::fs::create_dir_all(&run)?;
+            let data = run.join("data");
+            local::install(&bins, &data)?;
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            Ok(LocalServer::start(&bins, &data, &run, role, id, &extra)?)
+        })
+        .await?
+    }
+
+    /// A MariaDB client program: beside the server binary when there, else from `PATH`.
+    fn program(&self, name: &str) -> PathBuf {
+        let beside = self.bins.mariadbd.with_file_name(name);
+        if beside.is_file() {
+            beside
+        } else {
+            PathBuf::from(name)
+        }
+    }
+}
+
 async fn conn(server: &LocalServer, db: &str) -> anyhow::Result<Conn> {
     Ok(Conn::new(Opts::from_url(&server.url(db))?).await?)
 }
 
-fn start(
-    bins: &Binaries,
-    dir: &Path,
-    name: &str,
-    role: Role,
-    id: u32,
-    extra: &[&str],
-) -> anyhow::Result<LocalServer> {
-    let run = dir.join(name);
-    std::fs::create_dir_all(&run)?;
-    let data = run.join("data");
-    local::install(bins, &data)?;
-    Ok(LocalServer::start(bins, &data, &run, role, id, extra)?)
-}
-
 /// Writes W1 to the source; returns the number of row changes.
-async fn write_workload(src: &mut Conn, opts: BenchOptions) -> anyhow::Result<u64> {
+async fn write_workload(src: &mut Conn, opts: &BenchOptions) -> anyhow::Result<u64> {
     let mut batch = Vec::new();
     let flush = |batch: &mut Vec<String>| std::mem::take(batch).join(";");
     let mut first = 1;
@@ -235,7 +294,7 @@ async fn native_catch_up(
 }
 
 /// The target server alone taking the final rows as large multi-row upserts.
-async fn apply_floor(server: &LocalServer, opts: BenchOptions) -> anyhow::Result<f64> {
+async fn apply_floor(server: &LocalServer, opts: &BenchOptions) -> anyhow::Result<f64> {
     let mut c = conn(server, "").await?;
     c.query_drop("CREATE DATABASE product").await?;
     c.query_drop(TABLE).await?;
@@ -369,12 +428,10 @@ async fn big_transaction(
 /// Seconds for rowsync's initial copy of a `rows`-row table, and for `mariadb-dump | mariadb`
 /// of the same table, each into a fresh durable server; both copies must equal the source.
 async fn initial_copy(
-    bins: &Binaries,
+    bench: &Bench,
     source: &LocalServer,
-    ours: &LocalServer,
-    dumped: &LocalServer,
     rows: u64,
-    dir: &Path,
+    chunk_rows: usize,
 ) -> anyhow::Result<(f64, f64)> {
     let mut src = conn(source, "").await?;
     src.query_drop("CREATE DATABASE copying").await?;
@@ -390,19 +447,20 @@ async fn initial_copy(
     let fingerprint_sql = "SELECT COUNT(*), CAST(SUM(CRC32(CONCAT_WS('|', id, code, model, category_id, production_year, price, version))) AS CHAR) FROM copying.product";
     let want: Option<(u64, Option<String>)> = src.query_first(fingerprint_sql).await?;
 
-    conn(ours, "")
+    let ours = bench.server("copy-target", Role::Target, 9, DURABLE).await?;
+    conn(&ours, "")
         .await?
         .query_drop("CREATE DATABASE copying")
         .await?;
     let text = format!(
-        "[source]\nurl = \"{}\"\nserver_id = 4970\nheartbeat_secs = 1\n\n[[targets]]\nname = \"t\"\nurl = \"{}\"\n\n[[mappings]]\nsource = \"copying.product\"\ntargets = [\"t\"]\n\n[copy]\nchunk_rows = 20000\n\n[state]\npath = \"{}\"\n",
+        "[source]\nurl = \"{}\"\nserver_id = 4970\nheartbeat_secs = 1\n\n[[targets]]\nname = \"t\"\nurl = \"{}\"\n\n[[mappings]]\nsource = \"copying.product\"\ntargets = [\"t\"]\n\n[copy]\nchunk_rows = {chunk_rows}\n\n[state]\npath = \"{}\"\n",
         source.url(""),
         ours.url("copying"),
-        dir.join("copy.state.db").display()
+        bench.dir.join("copy.state.db").display()
     );
     let started = Instant::now();
-    let (cancel, pipeline) = spawn_rowsync(&text, dir, "copy.toml")?;
-    let mut t = conn(ours, "copying").await?;
+    let (cancel, pipeline) = spawn_rowsync(&text, &bench.dir, "copy.toml")?;
+    let mut t = conn(&ours, "copying").await?;
     wait_until(
         async || {
             let phase: Option<Option<String>> = t
@@ -421,24 +479,19 @@ async fn initial_copy(
     if got != want {
         bail!("rowsync's copy differs from the source: {got:?} vs {want:?}");
     }
+    drop(t);
+    drop(ours);
 
-    conn(dumped, "")
+    let dumped = bench.server("dump-target", Role::Target, 10, DURABLE).await?;
+    conn(&dumped, "")
         .await?
         .query_drop("CREATE DATABASE copying")
         .await?;
-    let program = |name: &str| {
-        let beside = bins.mariadbd.with_file_name(name);
-        if beside.is_file() {
-            beside.display().to_string()
-        } else {
-            name.to_string()
-        }
-    };
     let script = format!(
         "set -o pipefail; {} --no-defaults -h127.0.0.1 -P{} -uroot --single-transaction copying product | {} --no-defaults -h127.0.0.1 -P{} -uroot copying",
-        program("mariadb-dump"),
+        bench.program("mariadb-dump").display(),
         source.port,
-        program("mariadb"),
+        bench.program("mariadb").display(),
         dumped.port
     );
     let started = Instant::now();
@@ -452,28 +505,264 @@ async fn initial_copy(
         bail!("mariadb-dump | mariadb failed: {status}");
     }
     let got: Option<(u64, Option<String>)> =
-        conn(dumped, "").await?.query_first(fingerprint_sql).await?;
+        conn(&dumped, "").await?.query_first(fingerprint_sql).await?;
     if got != want {
         bail!("the dump's copy differs from the source: {got:?} vs {want:?}");
     }
     Ok((ours_secs, dump_secs))
 }
 
-/// Runs the benchmark and returns its report.
-pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
-    let bins = Binaries::find()?;
-    let dir = tempfile::Builder::new()
-        .prefix("rowsync-bench-")
-        .tempdir()?;
-    let path = dir.path().to_owned();
-    let b = bins.clone();
-    let p = path.clone();
-    let source = tokio::task::spawn_blocking(move || start(&b, &p, "source", Role::Source, 1, &[]))
-        .await??;
-    let mut src = conn(&source, "").await?;
-    src.query_drop("CREATE DATABASE product").await?;
-    src.query_drop(TABLE).await?;
-    src.query_drop("USE product").await?;
+/// W1 as written to the source.
+struct Backlog {
+    start_gtid: String,
+    head: String,
+    changes: u64,
+    inserts: u64,
+    fingerprint: (u64, String),
+}
+
+/// Seconds for rowsync's binlog reader alone to decode W1 (every row image of the selected
+/// tables decoded to typed values, checksums verified), and for `mariadb-binlog` to fetch the
+/// same binlog raw and to print it decoded (`-v`).
+async fn decode(bench: &Bench, source: &LocalServer, w1: &Backlog) -> anyhow::Result<[f64; 3]> {
+    let text = format!(
+        "[source]\nurl = \"{}\"\nserver_id = 4990\nheartbeat_secs = 1\nstart = \"gtid:{}\"\n\n[[targets]]\nname = \"t\"\nurl = \"mysql://unused@127.0.0.1:1/unused\"\n\n[[mappings]]\nsource = \"product.*\"\ntargets = [\"t\"]\n\n[state]\npath = \"{}\"\n",
+        source.url(""),
+        w1.start_gtid,
+        bench.dir.join("decode.state.db").display()
+    );
+    let config = Config::from_toml(&text, &bench.dir.join("decode.toml"), std::iter::empty())?;
+    let opts = source_opts(&config.source.url, None)?;
+    let mut c = connect(&opts).await?;
+    let info = SourceInfo::read(&mut c).await?;
+    let start = info.resolve_start(&mut c, &config.source.start_at()).await?;
+    let reader = BinlogReader::new(
+        ReaderOptions {
+            opts,
+            server_id: config.source.server_id,
+            heartbeat: config.source.heartbeat(),
+            read_timeout: config.source.read_timeout(),
+        },
+        Arc::new(Router::for_target(&config, "t")),
+        HashSet::new(),
+    );
+    let (tx, mut rx) = mpsc::channel(256);
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(reader.run(start, tx, cancel.clone()));
+    let (mut rows, mut versions) = (0u64, 0i64);
+    while let Some(event) = rx.recv().await {
+        match event {
+            SourceEvent::Rows(batch) => {
+                let version = batch.table.columns.iter().position(|c| c.name == "version");
+                for change in &batch.changes {
+                    rows += 1;
+                    let after = match change {
+                        crate::source::RowChange::Insert(r) => r,
+                        crate::source::RowChange::Update { after, .. } => after,
+                        crate::source::RowChange::Delete(r) => r,
+                    };
+                    if let Some(crate::source::value::Value::Int(v)) = version.map(|i| &after[i])
+                    {
+                        versions += v;
+                    }
+                }
+            }
+            SourceEvent::Commit { checkpoint, .. }
+                if checkpoint.gtid.as_ref().map(|g| g.to_string()).as_deref()
+                    == Some(w1.head.as_str()) =>
+            {
+                break
+            }
+            _ => {}
+        }
+    }
+    let ours = started.elapsed().as_secs_f64();
+    cancel.cancel();
+    drop(rx);
+    let _ = task.await;
+    // Every update raised one row's version by one: the decoded values must add up.
+    if rows != w1.changes || versions as u64 != w1.changes - w1.inserts {
+        bail!(
+            "the reader decoded {rows} row changes (version sum {versions}), expected {}",
+            w1.changes
+        );
+    }
+
+    let first: Option<(String, u64)> = c.query_first("SHOW BINARY LOGS").await?;
+    let (first, _) = first.context("the source has no binlog")?;
+    let raw_dir = bench.dir.join("raw-binlog");
+    std::fs::create_dir_all(&raw_dir)?;
+    let mut seconds = [ours, 0.0, 0.0];
+    for (i, extra) in [["--raw", "--result-file"], ["-v", ""]].iter().enumerate() {
+        let mut cmd = tokio::process::Command::new(bench.program("mariadb-binlog"));
+        cmd.args(["--no-defaults", "--read-from-remote-server", "--host=127.0.0.1", "--user=root"])
+            .arg(format!("--port={}", source.port))
+            .arg(extra[0]);
+        if !extra[1].is_empty() {
+            cmd.arg(format!("{}={}/", extra[1], raw_dir.display()));
+        }
+        cmd.arg(&first)
+            .arg("--to-last-log")
+            .stdout(std::process::Stdio::null());
+        let started = Instant::now();
+        let status = cmd.status().await?;
+        seconds[i + 1] = started.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("mariadb-binlog {} failed: {status}", extra[0]);
+        }
+    }
+    Ok(seconds)
+}
+
+/// Commit-to-visible lag, in milliseconds, of a steady load into two durable targets.
+struct Lag {
+    rate: f64,
+    samples: Vec<f64>,
+}
+
+/// Runs `rate` row changes per second for `secs` seconds — transactions of 10: nine product
+/// updates and one insert of a row stamped with its write time in microseconds — with rowsync
+/// replicating into two durable targets, and measures when each stamped row becomes visible on
+/// each target (polled every 5 ms, so samples are up to 5 ms late).
+async fn steady_lag(
+    bench: &Bench,
+    source: &LocalServer,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<Lag> {
+    const POLL: Duration = Duration::from_millis(5);
+    let mut src = conn(source, "").await?;
+    src.query_drop("CREATE DATABASE steady").await?;
+    src.query_drop("USE steady").await?;
+    src.query_drop(TABLE.replace("product.product", "steady.product"))
+        .await?;
+    src.query_drop("CREATE TABLE steady.tick (id BIGINT UNSIGNED PRIMARY KEY, written_us BIGINT NOT NULL) ENGINE=InnoDB").await?;
+    src.query_drop("INSERT INTO steady.product SELECT seq, CONCAT('PRD-', seq), CONCAT('model ', seq % 97), 1 + seq % 12, 2015 + seq % 11, 10 + seq % 1000, 0 FROM seq_1_to_10000").await?;
+    let targets = [
+        bench.server("lag-order", Role::Target, 11, DURABLE).await?,
+        bench.server("lag-purchase", Role::Target, 12, DURABLE).await?,
+    ];
+    let mut text = format!(
+        "[source]\nurl = \"{}\"\nserver_id = 4980\nheartbeat_secs = 1\n\n[state]\npath = \"{}\"\n\n[[mappings]]\nsource = \"steady.*\"\ntargets = [\"t0\", \"t1\"]\n",
+        source.url(""),
+        bench.dir.join("lag.state.db").display()
+    );
+    for (i, target) in targets.iter().enumerate() {
+        conn(target, "")
+            .await?
+            .query_drop("CREATE DATABASE steady")
+            .await?;
+        let _ = write!(
+            text,
+            "\n[[targets]]\nname = \"t{i}\"\nurl = \"{}\"\n",
+            target.url("steady")
+        );
+    }
+    let (cancel, pipeline) = spawn_rowsync(&text, &bench.dir, "lag.toml")?;
+    for target in &targets {
+        let mut t = conn(target, "steady").await?;
+        wait_until(
+            async || {
+                let phase: Option<Option<String>> = t
+                    .query_first("SELECT phase FROM rowsync_checkpoint")
+                    .await
+                    .unwrap_or(None);
+                Ok(phase.flatten().as_deref() == Some("streaming"))
+            },
+            Duration::from_secs(600),
+        )
+        .await?;
+    }
+    let now_us = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0)
+    };
+    let transactions = (rate * secs / 10).max(1);
+    let every = Duration::from_secs_f64(10.0 / rate.max(1) as f64);
+    let writer = async {
+        let began = tokio::time::Instant::now();
+        for id in 1..=transactions {
+            tokio::time::sleep_until(began + every.mul_f64((id - 1) as f64)).await;
+            let first = (id * 9) % 9_990 + 1;
+            src.query_drop(format!(
+                "BEGIN; UPDATE steady.product SET version = version + 1 WHERE id BETWEEN {first} AND {}; INSERT INTO steady.tick VALUES ({id}, {}); COMMIT",
+                first + 8,
+                now_us()
+            ))
+            .await?;
+        }
+        anyhow::Ok(transactions as f64 * 10.0 / began.elapsed().as_secs_f64())
+    };
+    let poll = |target: &LocalServer| {
+        let url = target.url("steady");
+        async move {
+            let mut t = Conn::new(Opts::from_url(&url)?).await?;
+            let mut seen = 0u64;
+            let mut lags = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(secs + 600);
+            while seen < transactions {
+                if Instant::now() > deadline {
+                    bail!("the steady load did not arrive");
+                }
+                let rows: Vec<(u64, i64)> = t
+                    .exec("SELECT id, written_us FROM tick WHERE id > ? ORDER BY id", (seen,))
+                    .await
+                    .unwrap_or_default();
+                let at = now_us();
+                for (id, written) in rows {
+                    lags.push((at - written) as f64 / 1000.0);
+                    seen = seen.max(id);
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            anyhow::Ok(lags)
+        }
+    };
+    let (rate, a, b) = tokio::join!(writer, poll(&targets[0]), poll(&targets[1]));
+    cancel.cancel();
+    pipeline.await?;
+    let mut samples = a?;
+    samples.extend(b?);
+    let want: Option<(u64, Option<String>)> = src
+        .query_first("SELECT COUNT(*), CAST(SUM(version) AS CHAR) FROM steady.product")
+        .await?;
+    for target in &targets {
+        let got: Option<(u64, Option<String>)> = conn(target, "steady")
+            .await?
+            .query_first("SELECT COUNT(*), CAST(SUM(version) AS CHAR) FROM steady.product")
+            .await?;
+        if got != want {
+            bail!("a steady-load replica differs from the source: {got:?} vs {want:?}");
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(Lag {
+        rate: rate?,
+        samples,
+    })
+}
+
+impl Lag {
+    fn percentile(&self, p: f64) -> f64 {
+        if self.samples.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.samples.len() - 1) as f64 * p).round() as usize;
+        self.samples[i]
+    }
+}
+
+/// Writes W1 and measures the reader alone and the catch-up of every contender.
+async fn backlog_parts(
+    bench: &Bench,
+    source: &LocalServer,
+    opts: &BenchOptions,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let mut src = conn(source, "product").await?;
     let start_gtid: String = src
         .query_first("SELECT @@gtid_binlog_pos")
         .await?
@@ -485,65 +774,67 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
         .query_first("SELECT @@gtid_binlog_pos")
         .await?
         .unwrap_or_default();
-    let want = fingerprint(&mut src).await?;
-
-    let servers = {
-        let (b, p) = (bins.clone(), path.clone());
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            Ok((
-                start(&b, &p, "rowsync-target", Role::Target, 2, DURABLE)?,
-                start(&b, &p, "rowsync-order", Role::Target, 6, DURABLE)?,
-                start(&b, &p, "rowsync-purchase", Role::Target, 7, DURABLE)?,
-                start(
-                    &b,
-                    &p,
-                    "native-serial",
-                    Role::Target,
-                    3,
-                    &[
-                        DURABLE,
-                        &[
-                            "--log-slave-updates=ON",
-                            "--replicate-wild-do-table=product.%",
-                            "--slave-parallel-threads=0",
-                        ],
-                    ]
-                    .concat(),
-                )?,
-                start(
-                    &b,
-                    &p,
-                    "native-parallel",
-                    Role::Target,
-                    4,
-                    &[
-                        DURABLE,
-                        &[
-                            "--log-slave-updates=ON",
-                            "--replicate-wild-do-table=product.%",
-                            "--slave-parallel-threads=4",
-                            "--slave-parallel-mode=optimistic",
-                        ],
-                    ]
-                    .concat(),
-                )?,
-                start(&b, &p, "floor", Role::Target, 5, DURABLE)?,
-                start(&b, &p, "big-target", Role::Target, 8, DURABLE)?,
-                start(&b, &p, "copy-target", Role::Target, 9, DURABLE)?,
-                start(&b, &p, "dump-target", Role::Target, 10, DURABLE)?,
-            ))
-        })
-        .await??
+    let w1 = Backlog {
+        start_gtid,
+        head,
+        changes,
+        inserts: opts.products,
+        fingerprint: fingerprint(&mut src).await?,
     };
-    let (target, order, purchase, serial, parallel, floor, big, copy_target, dump_target) = servers;
+    let _ = writeln!(out, "W1: {} row changes ({} inserts in transactions of 100, {} updates in transactions of 10), written in {write_secs:.1}s", changes, opts.products, opts.updates);
+
+    if opts.runs(Part::Decode) {
+        let [ours, raw, verbose] = decode(bench, source, &w1).await?;
+        let rate = |s: f64| changes as f64 / s;
+        let _ = writeln!(out, "\nbinlog read of W1 from the server          seconds     changes/s");
+        for (name, s) in [
+            ("rowsync reader (decoded, checksums checked)", ours),
+            ("mariadb-binlog --raw (transfer only)", raw),
+            ("mariadb-binlog -v (decoded, printed)", verbose),
+        ] {
+            let _ = writeln!(out, "{name:<44} {s:>7.2} {:>13.0}", rate(s));
+        }
+        let _ = writeln!(
+            out,
+            "rowsync reader: {:.2}x mariadb-binlog -v, {:.0}% of the raw transfer rate",
+            verbose / ours,
+            raw / ours * 100.0
+        );
+    }
+    if opts.runs(Part::Catchup) {
+        catch_up(bench, source, &w1, opts, out).await?;
+    }
+    Ok(())
+}
+
+/// Every contender catching up on W1.
+async fn catch_up(
+    bench: &Bench,
+    source: &LocalServer,
+    w1: &Backlog,
+    opts: &BenchOptions,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let changes = w1.changes;
+    let want = &w1.fingerprint;
     let mut figures = Vec::new();
-    let secs = rowsync_catch_up(&source, &[&target], &start_gtid, &head, &path).await?;
+    let target = bench.server("rowsync-target", Role::Target, 2, DURABLE).await?;
+    let secs = rowsync_catch_up(source, &[&target], &w1.start_gtid, &w1.head, &bench.dir).await?;
     figures.push(Figure {
         name: "rowsync, 1 durable target".into(),
         seconds: secs,
         changes,
     });
-    let secs = rowsync_catch_up(&source, &[&order, &purchase], &start_gtid, &head, &path).await?;
+    let order = bench.server("rowsync-order", Role::Target, 6, DURABLE).await?;
+    let purchase = bench.server("rowsync-purchase", Role::Target, 7, DURABLE).await?;
+    let secs = rowsync_catch_up(
+        source,
+        &[&order, &purchase],
+        &w1.start_gtid,
+        &w1.head,
+        &bench.dir,
+    )
+    .await?;
     figures.push(Figure {
         name: "rowsync, 2 durable targets (total)".into(),
         seconds: secs,
@@ -551,17 +842,41 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
     });
     for server in [&target, &order, &purchase] {
         let got = fingerprint(&mut conn(server, "").await?).await?;
-        if got != want {
+        if &got != want {
             bail!("a rowsync replica differs from the source: {got:?} vs {want:?}");
         }
     }
-    for (name, server) in [
-        ("MariaDB replication, serial", &serial),
-        ("MariaDB replication, optimistic parallel x4", &parallel),
+    drop((target, order, purchase));
+    let native = |threads: &'static str, mode: &'static str| {
+        [
+            DURABLE,
+            &[
+                "--log-slave-updates=ON",
+                "--replicate-wild-do-table=product.%",
+                threads,
+                mode,
+            ],
+        ]
+        .concat()
+    };
+    for (name, dir, id, args) in [
+        (
+            "MariaDB replication, serial",
+            "native-serial",
+            3,
+            native("--slave-parallel-threads=0", "--slave-parallel-mode=conservative"),
+        ),
+        (
+            "MariaDB replication, optimistic parallel x4",
+            "native-parallel",
+            4,
+            native("--slave-parallel-threads=4", "--slave-parallel-mode=optimistic"),
+        ),
     ] {
-        let secs = native_catch_up(&source, server, &start_gtid, &head).await?;
-        let got = fingerprint(&mut conn(server, "").await?).await?;
-        if got != want {
+        let server = bench.server(dir, Role::Target, id, &args).await?;
+        let secs = native_catch_up(source, &server, &w1.start_gtid, &w1.head).await?;
+        let got = fingerprint(&mut conn(&server, "").await?).await?;
+        if &got != want {
             bail!("{name}: the replica differs from the source: {got:?} vs {want:?}");
         }
         figures.push(Figure {
@@ -570,6 +885,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
             changes,
         });
     }
+    let floor = bench.server("floor", Role::Target, 5, DURABLE).await?;
     let floor_secs = apply_floor(&floor, opts).await?;
     figures.push(Figure {
         name: "apply floor (multi-row upserts piped in)".into(),
@@ -585,12 +901,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
         .map(rate)
         .fold(0.0, f64::max);
     let floor_rate = changes as f64 / floor_secs;
-    let mut out = String::new();
-    let _ = writeln!(out, "W1: {} row changes ({} inserts in transactions of 100, {} updates in transactions of 10), written in {write_secs:.1}s", changes, opts.products, opts.updates);
     let _ = writeln!(
         out,
-        "{:<46} {:>9} {:>13} {:>11} {:>9}",
-        "contender", "seconds", "changes/s", "vs native", "of floor"
+        "\n{:<46} {:>9} {:>13} {:>11} {:>9}",
+        "catch-up on W1", "seconds", "changes/s", "vs native", "of floor"
     );
     for f in &figures {
         let _ = writeln!(
@@ -608,44 +922,61 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
         "every replica equals the source ({} rows, checksum {})",
         want.0, want.1
     );
-    let (peak_mb, atomic) = big_transaction(&source, &big, opts.big_rows, &path).await?;
-    if !atomic {
-        bail!("a reader saw part of the {}-row transaction", opts.big_rows);
+    Ok(())
+}
+
+/// Runs the benchmark and returns its report.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
+    let dir = tempfile::Builder::new()
+        .prefix("rowsync-bench-")
+        .tempdir()?;
+    let bench = Bench {
+        bins: Binaries::find()?,
+        dir: dir.path().to_owned(),
+    };
+    let mut source = bench.server("source", Role::Source, 1, &[]).await?;
+    let mut src = conn(&source, "").await?;
+    src.query_drop("CREATE DATABASE product").await?;
+    src.query_drop(TABLE).await?;
+    let mut out = String::new();
+    if opts.runs(Part::Decode) || opts.runs(Part::Catchup) {
+        backlog_parts(&bench, &source, &opts, &mut out).await?;
     }
-    let _ = writeln!(
-        out,
-        "one {}-row source transaction: rowsync's peak RSS {peak_mb} MB; readers saw none or all of it",
-        opts.big_rows
-    );
-    let (ours, dumped) = initial_copy(
-        &bins,
-        &source,
-        &copy_target,
-        &dump_target,
-        opts.copy_rows,
-        &path,
-    )
-    .await?;
-    let _ = writeln!(
-        out,
-        "initial copy of a {}-row table: rowsync {ours:.2}s, mariadb-dump | mariadb {dumped:.2}s ({:.2}x); both equal the source",
-        opts.copy_rows,
-        dumped / ours
-    );
-    for mut s in [
-        source,
-        target,
-        order,
-        purchase,
-        serial,
-        parallel,
-        floor,
-        big,
-        copy_target,
-        dump_target,
-    ] {
-        s.stop(false);
+    if opts.runs(Part::Lag) {
+        let lag = steady_lag(&bench, &source, opts.lag_rate, opts.lag_secs).await?;
+        let _ = writeln!(
+            out,
+            "\nsteady load, {:.0} row changes/s for {}s into 2 durable targets: commit-to-visible lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples); both replicas equal the source",
+            lag.rate,
+            opts.lag_secs,
+            lag.percentile(0.5),
+            lag.percentile(0.99),
+            lag.samples.last().copied().unwrap_or(0.0),
+            lag.samples.len()
+        );
     }
+    if opts.runs(Part::Memory) {
+        let big = bench.server("big-target", Role::Target, 8, DURABLE).await?;
+        let (peak_mb, atomic) = big_transaction(&source, &big, opts.big_rows, &bench.dir).await?;
+        if !atomic {
+            bail!("a reader saw part of the {}-row transaction", opts.big_rows);
+        }
+        let _ = writeln!(
+            out,
+            "\none {}-row source transaction: rowsync's peak RSS {peak_mb} MB; readers saw none or all of it",
+            opts.big_rows
+        );
+    }
+    if opts.runs(Part::Copy) {
+        let (ours, dumped) = initial_copy(&bench, &source, opts.copy_rows, 20_000).await?;
+        let _ = writeln!(
+            out,
+            "\ninitial copy of a {}-row table: rowsync {ours:.2}s, mariadb-dump | mariadb {dumped:.2}s ({:.2}x); both equal the source",
+            opts.copy_rows,
+            dumped / ours
+        );
+    }
+    source.stop(false);
     dir.close()?;
     Ok(out)
 }

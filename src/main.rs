@@ -67,6 +67,15 @@ enum Command {
         /// Rows of the table whose initial copy is timed beside mariadb-dump.
         #[arg(long, default_value_t = 5_000_000)]
         copy_rows: u64,
+        /// Row changes per second of the steady-lag load.
+        #[arg(long, default_value_t = 5_000)]
+        lag_rate: u64,
+        /// Seconds the steady-lag load runs.
+        #[arg(long, default_value_t = 60)]
+        lag_secs: u64,
+        /// Run only these parts (comma-separated); all by default.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<rowsync::bench::Part>,
     },
     /// Start local MariaDB servers with a product workload and replicate it, until Ctrl-C.
     Demo {
@@ -165,12 +174,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             updates,
             big_rows,
             copy_rows,
+            lag_rate,
+            lag_secs,
+            only,
         } => {
             let report = rowsync::bench::run(rowsync::bench::BenchOptions {
                 products,
                 updates,
                 big_rows,
                 copy_rows,
+                lag_rate,
+                lag_secs,
+                only,
             })
             .await?;
             print!("{report}");
