@@ -26,7 +26,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -37,7 +36,7 @@ use crate::pipeline::status::TargetStatus;
 use crate::source::conn::{connect, source_opts};
 use crate::source::info::SourceInfo;
 use crate::source::reader::{BinlogReader, ReaderOptions};
-use crate::source::SourceEvent;
+use crate::source::{event_channel, SourceEvent};
 
 /// One part of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -546,7 +545,7 @@ async fn decode(bench: &Bench, source: &LocalServer, w1: &Backlog) -> anyhow::Re
         Arc::new(Router::for_target(&config, "t")),
         HashSet::new(),
     );
-    let (tx, mut rx) = mpsc::channel(256);
+    let (tx, mut rx) = event_channel(256);
     let cancel = CancellationToken::new();
     let started = Instant::now();
     let task = tokio::spawn(reader.run(start, tx, cancel.clone()));

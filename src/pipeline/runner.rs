@@ -29,7 +29,7 @@ use crate::source::info::SourceInfo;
 use crate::source::position::{Checkpoint, GtidSet, StartAt};
 use crate::source::reader::{BinlogReader, Floors, ReaderOptions};
 use crate::source::schema::TableName;
-use crate::source::SourceError;
+use crate::source::{event_channel, SourceError};
 
 /// An error of one attempt, from either side.
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +260,7 @@ async fn run_once(
         skip.clone(),
     )
     .with_floors(floors.clone());
-    let (tx, mut rx) = mpsc::channel(config.apply.queue_events.max(1));
+    let (tx, mut rx) = event_channel(config.apply.queue_events);
     let reader_cancel = cancel.child_token();
     let reader_task = tokio::spawn(reader.run(stream_start, tx, reader_cancel.clone()));
 

@@ -27,7 +27,7 @@ use crate::source::conn::connect;
 use crate::source::position::{Checkpoint, GroupId};
 use crate::source::reader::Floors;
 use crate::source::schema::{TableName, TableSchema};
-use crate::source::{DdlKind, RowBatch, SourceEvent};
+use crate::source::{DdlKind, EventReceiver, RowBatch, SourceEvent};
 
 /// How long a checkpoint of transactions without selected rows may wait before it is stored.
 const IDLE_CHECKPOINT_DELAY: Duration = Duration::from_secs(1);
@@ -161,7 +161,7 @@ impl Applier {
     /// Applies events until cancelled, the reader ends, or an error.
     pub async fn run(
         &mut self,
-        rx: &mut mpsc::Receiver<SourceEvent>,
+        rx: &mut EventReceiver,
         cancel: &CancellationToken,
     ) -> Result<ApplyExit, SinkError> {
         let result = self.run_inner(rx, cancel).await;
@@ -175,7 +175,7 @@ impl Applier {
 
     async fn run_inner(
         &mut self,
-        rx: &mut mpsc::Receiver<SourceEvent>,
+        rx: &mut EventReceiver,
         cancel: &CancellationToken,
     ) -> Result<ApplyExit, SinkError> {
         loop {

@@ -36,6 +36,8 @@ pub mod value;
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use position::{Checkpoint, GroupId, ParsePositionError};
 use schema::{SchemaError, TableName, TableSchema};
 use value::{DecodeError, Value};
@@ -85,6 +87,53 @@ pub enum SourceEvent {
     },
     /// The source sent a heartbeat: nothing more to read right now.
     CaughtUp,
+}
+
+/// Most events the reader hands over at once.
+pub const EVENT_BATCH: usize = 64;
+
+/// The reader's end of the channel to the writer: events travel in batches, so a busy stream
+/// costs one hand-over (and one wake-up of the other thread) per batch, not per event.
+pub type EventSender = mpsc::Sender<Vec<SourceEvent>>;
+
+/// The writer's end: yields the events one by one, in order.
+pub struct EventReceiver {
+    rx: mpsc::Receiver<Vec<SourceEvent>>,
+    batch: std::vec::IntoIter<SourceEvent>,
+}
+
+/// A channel holding about `events` events in flight (in batches of up to `EVENT_BATCH`).
+pub fn event_channel(events: usize) -> (EventSender, EventReceiver) {
+    let (tx, rx) = mpsc::channel(events.div_ceil(EVENT_BATCH).max(2));
+    (
+        tx,
+        EventReceiver {
+            rx,
+            batch: Vec::new().into_iter(),
+        },
+    )
+}
+
+impl EventReceiver {
+    /// The next event if one has arrived; `Err(Empty)` or `Err(Disconnected)` as `mpsc`.
+    pub fn try_recv(&mut self) -> Result<SourceEvent, mpsc::error::TryRecvError> {
+        loop {
+            if let Some(event) = self.batch.next() {
+                return Ok(event);
+            }
+            self.batch = self.rx.try_recv()?.into_iter();
+        }
+    }
+
+    /// The next event; `None` once the reader has ended and everything was taken.
+    pub async fn recv(&mut self) -> Option<SourceEvent> {
+        loop {
+            if let Some(event) = self.batch.next() {
+                return Some(event);
+            }
+            self.batch = self.rx.recv().await?.into_iter();
+        }
+    }
 }
 
 /// What a DDL statement does to a selected table.

@@ -11,14 +11,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::binlog::events::{Event, GtidEvent, RotateEvent};
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
 use mysql_common::binlog::consts::EventType;
 use mysql_common::binlog::events::{QueryEvent, TableMapEvent};
 use mysql_common::packets::{GnoInterval, Sid as DumpSid};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::{self, CatalogTable};
@@ -29,7 +28,7 @@ use super::rows_event::{self, compressed_query, rows_event_type, RowsKind};
 use super::schema::{self, SchemaError, TableName, TableSchema};
 use super::statement::{classify, Statement};
 use super::value::{decode_row, ColumnFormat, Reader};
-use super::{DdlKind, RowBatch, RowChange, SourceError, SourceEvent};
+use super::{DdlKind, EventSender, RowBatch, RowChange, SourceError, SourceEvent, EVENT_BATCH};
 use crate::pipeline::mapping::Router;
 
 /// MySQL 8's heartbeat with a 64-bit position (mysql_common has no constant for it).
@@ -73,7 +72,7 @@ impl BinlogReader {
     pub async fn run(
         self,
         start: Checkpoint,
-        tx: mpsc::Sender<SourceEvent>,
+        tx: EventSender,
         cancel: CancellationToken,
     ) -> Result<(), SourceError> {
         let mut conn = super::conn::connect(&self.options.opts).await?;
@@ -152,10 +151,26 @@ impl BinlogReader {
         let read_timeout = self.options.read_timeout;
         // Second session for information_schema reads (the dump connection is busy).
         let mut catalog_conn: Option<Conn> = None;
+        let mut batch: Vec<SourceEvent> = Vec::with_capacity(EVENT_BATCH);
         loop {
-            let next = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                next = tokio::time::timeout(read_timeout, stream.next()) => next,
+            // Events already received are taken without waiting. The batch goes downstream
+            // before the reader waits on the network, so batching never holds an event back.
+            let ready = match stream.next().now_or_never() {
+                Some(next) if batch.len() < EVENT_BATCH => Some(next),
+                ready => {
+                    if !batch.is_empty() {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(EVENT_BATCH));
+                        tx.send(full).await.map_err(|_| SourceError::Closed)?;
+                    }
+                    ready
+                }
+            };
+            let next = match ready {
+                Some(next) => Ok(next),
+                None => tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    next = tokio::time::timeout(read_timeout, stream.next()) => next,
+                },
             };
             let event = match next {
                 Err(_) => return Err(SourceError::ReadTimeout(read_timeout)),
@@ -176,9 +191,7 @@ impl BinlogReader {
                     state.catalog.insert(table, entry);
                 }
             }
-            for out in state.handle(&event)? {
-                tx.send(out).await.map_err(|_| SourceError::Closed)?;
-            }
+            batch.extend(state.handle(&event)?);
         }
     }
 }
