@@ -191,7 +191,7 @@ impl BinlogReader {
                     state.catalog.insert(table, entry);
                 }
             }
-            batch.extend(state.handle(&event)?);
+            state.handle_into(&event, &mut batch)?;
         }
     }
 }
@@ -400,10 +400,17 @@ impl StreamState {
         Ok(())
     }
 
+    #[cfg(test)]
     fn handle(&mut self, event: &Event) -> Result<Vec<SourceEvent>, SourceError> {
+        let mut out = Vec::new();
+        self.handle_into(event, &mut out)?;
+        Ok(out)
+    }
+
+    /// Follows `event`, appending what goes downstream to `out`.
+    fn handle_into(&mut self, event: &Event, out: &mut Vec<SourceEvent>) -> Result<(), SourceError> {
         let header = event.header();
         let kind = header.event_type_raw();
-        let mut out = Vec::new();
         let event_start = self.position();
         if kind != EventType::ROTATE_EVENT as u8 || header.log_pos() != 0 {
             self.verify_checksum(event)?;
@@ -434,7 +441,7 @@ impl StreamState {
                     // A real rotate closes the file; table ids are per file.
                     self.tables.clear();
                 }
-                return Ok(out);
+                return Ok(());
             }
             mariadb::GTID_EVENT => {
                 let g = mariadb::parse_gtid(event.data(), header.server_id()).map_err(|e| {
@@ -461,30 +468,30 @@ impl StreamState {
             k if k == EventType::QUERY_EVENT as u8 => {
                 let q: QueryEvent<'_> = event.read_event().map_err(io)?;
                 advance(self);
-                self.query(&q.schema(), &q.query(), event_start, &mut out)?;
-                return Ok(out);
+                self.query(&q.schema(), &q.query(), event_start, out)?;
+                return Ok(());
             }
             k if k == EventType::TABLE_MAP_EVENT as u8 => {
                 let tme: TableMapEvent<'_> = event.read_event().map_err(io)?;
                 self.table_map(&tme)?;
                 for (table, reason) in std::mem::take(&mut self.stops) {
-                    self.ensure_begin(&mut out);
+                    self.ensure_begin(out);
                     out.push(SourceEvent::TableStopped { table, reason });
                 }
             }
             k if k == EventType::XID_EVENT as u8 => {
                 advance(self);
-                self.commit(&mut out);
-                return Ok(out);
+                self.commit(out);
+                return Ok(());
             }
             k if k == EventType::XA_PREPARE_LOG_EVENT as u8 => {
                 // The prepared part ends here; its selected tables were stopped (see `rows`).
                 advance(self);
-                self.commit(&mut out);
-                return Ok(out);
+                self.commit(out);
+                return Ok(());
             }
             k if rows_event_type(k).is_some() => {
-                self.rows(k, event.data(), &mut out)?;
+                self.rows(k, event.data(), out)?;
             }
             mariadb::QUERY_COMPRESSED_EVENT => {
                 let (db, sql) =
@@ -492,14 +499,14 @@ impl StreamState {
                         reason: format!("malformed compressed query event: {e}"),
                     })?;
                 advance(self);
-                self.query(&db, &sql, event_start, &mut out)?;
-                return Ok(out);
+                self.query(&db, &sql, event_start, out)?;
+                return Ok(());
             }
             k if k == EventType::HEARTBEAT_EVENT as u8 || k == HEARTBEAT_EVENT_V2 => {
                 if !self.group.open {
                     out.push(SourceEvent::CaughtUp);
                 }
-                return Ok(out);
+                return Ok(());
             }
             mariadb::START_ENCRYPTION_EVENT => {
                 return Err(self.unsupported("encrypted binlog (encrypt_binlog=ON)"));
@@ -510,7 +517,7 @@ impl StreamState {
             _ => {}
         }
         advance(self);
-        Ok(out)
+        Ok(())
     }
 
     fn query(
@@ -761,7 +768,8 @@ impl StreamState {
             }
         }
         let formats = &mapped.formats;
-        let all = vec![true; ncols];
+        // Checked above: every column is present in every image.
+        let all = data.after.as_deref().or(data.before.as_deref()).unwrap_or(&[]);
         let mut changes = Vec::new();
         let decode_err = |s: &Self, source| SourceError::Decode {
             table: table.name.clone(),
@@ -773,16 +781,16 @@ impl StreamState {
         while !r.is_empty() {
             let change = match data.kind {
                 RowsKind::Write => RowChange::Insert(
-                    decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?,
+                    decode_row(&mut r, formats, all).map_err(|e| decode_err(self, e))?,
                 ),
                 RowsKind::Delete => RowChange::Delete(
-                    decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?,
+                    decode_row(&mut r, formats, all).map_err(|e| decode_err(self, e))?,
                 ),
                 RowsKind::Update | RowsKind::PartialUpdate => {
                     let before =
-                        decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?;
+                        decode_row(&mut r, formats, all).map_err(|e| decode_err(self, e))?;
                     let after =
-                        decode_row(&mut r, formats, &all).map_err(|e| decode_err(self, e))?;
+                        decode_row(&mut r, formats, all).map_err(|e| decode_err(self, e))?;
                     RowChange::Update { before, after }
                 }
             };

@@ -13,7 +13,6 @@
 
 use std::io;
 
-use mysql_common::binlog::decimal::Decimal;
 use mysql_common::constants::ColumnType;
 
 use super::charset::Codec;
@@ -212,12 +211,86 @@ pub fn timestamp_text(secs: u64, micros: u64, fsp: u8) -> String {
     out
 }
 
+/// Bytes holding 0..=9 leftover decimal digits in the binary DECIMAL format.
+const DECIMAL_DIGIT_BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+
+/// Binary DECIMAL(precision, scale) straight to its text (`-12.340`), without an intermediate
+/// number: the hottest value of a typical product table, so written for speed.
+///
+/// The format (MySQL's `decimal2bin`): the integer digits, then the fraction digits, each
+/// stored in big-endian groups of 9 digits per 4 bytes, with the integer part's leftover
+/// digits in a short group first and the fraction's leftover digits in a short group last.
+/// The first byte's top bit is flipped; a negative value has every bit inverted.
 fn decimal(r: &mut Reader<'_>, meta: [u8; 2]) -> Result<Value, DecodeError> {
     let (precision, scale) = (meta[0] as usize, meta[1] as usize);
-    let size = mysql_common::binlog::decimal::decimal_bin_size(precision, scale);
-    let mut bytes = r.take(size)?;
-    let dec = Decimal::read_bin(&mut bytes, precision, scale, false)?;
-    Ok(Value::Decimal(dec.to_string()))
+    if scale > precision || precision > 65 {
+        return Err(DecodeError::Unsupported(ColumnType::MYSQL_TYPE_NEWDECIMAL, meta));
+    }
+    let intg = precision - scale;
+    let (intg_full, intg_left) = (intg / 9, intg % 9);
+    let (frac_full, frac_left) = (scale / 9, scale % 9);
+    let size = DECIMAL_DIGIT_BYTES[intg_left]
+        + 4 * (intg_full + frac_full)
+        + DECIMAL_DIGIT_BYTES[frac_left];
+    let raw = r.take(size)?;
+    let Some(&first) = raw.first() else {
+        return Ok(Value::Decimal("0".into()));
+    };
+    let negative = first & 0x80 == 0;
+    let mask = if negative { 0xff } else { 0 };
+    let mut at = 0;
+    let mut group = |bytes: usize| {
+        let mut v: u32 = 0;
+        for i in at..at + bytes {
+            let mut b = raw[i] ^ mask;
+            if i == 0 {
+                b ^= 0x80;
+            }
+            v = (v << 8) | u32::from(b);
+        }
+        at += bytes;
+        v
+    };
+    // Digits as ASCII, integer part first, then the fraction.
+    let mut digits = [b'0'; 81];
+    let mut n = 0;
+    let mut put = |v: u32, width: usize, digits: &mut [u8; 81]| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            digits[n + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        n += width;
+    };
+    if intg_left > 0 {
+        put(group(DECIMAL_DIGIT_BYTES[intg_left]), intg_left, &mut digits);
+    }
+    for _ in 0..intg_full {
+        put(group(4), 9, &mut digits);
+    }
+    for _ in 0..frac_full {
+        put(group(4), 9, &mut digits);
+    }
+    if frac_left > 0 {
+        put(group(DECIMAL_DIGIT_BYTES[frac_left]), frac_left, &mut digits);
+    }
+    let (int_digits, frac_digits) = digits[..precision].split_at(intg);
+    let int_digits = match int_digits.iter().position(|&d| d != b'0') {
+        Some(i) => &int_digits[i..],
+        None => b"0".as_slice(),
+    };
+    let zero = int_digits == b"0" && frac_digits.iter().all(|&d| d == b'0');
+    let mut text = String::with_capacity(precision + 3);
+    if negative && !zero {
+        text.push('-');
+    }
+    // Only ASCII digits were written.
+    text.extend(int_digits.iter().map(|&d| char::from(d)));
+    if scale > 0 {
+        text.push('.');
+        text.extend(frac_digits.iter().map(|&d| char::from(d)));
+    }
+    Ok(Value::Decimal(text))
 }
 
 fn time2(r: &mut Reader<'_>, fsp: u8) -> Result<Value, DecodeError> {
@@ -487,6 +560,64 @@ mod tests {
         assert_eq!(one(&[0xff; 8], &c), Value::Int(-1));
         let c = col(ColumnType::MYSQL_TYPE_INT24, [0, 0], false);
         assert_eq!(one(&[0x00, 0x00, 0x80], &c), Value::Int(-8_388_608));
+    }
+
+    #[test]
+    fn decimals_match_the_servers_format() {
+        // The worked examples of MySQL's decimal2bin comment.
+        let c = col(ColumnType::MYSQL_TYPE_NEWDECIMAL, [14, 4], false);
+        let bytes = [0x81, 0x0D, 0xFB, 0x38, 0xD2, 0x04, 0xD2];
+        assert_eq!(one(&bytes, &c), Value::Decimal("1234567890.1234".into()));
+        let negative = bytes.map(|b| !b);
+        assert_eq!(one(&negative, &c), Value::Decimal("-1234567890.1234".into()));
+
+        // Random values of many shapes, encoded by the format's definition.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let widths = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+        for _ in 0..5000 {
+            let precision = rng.random_range(1..=65usize);
+            let scale = rng.random_range(0..=precision.min(30));
+            let digits: Vec<u8> = (0..precision).map(|_| rng.random_range(0..10u8)).collect();
+            let negative = rng.random_bool(0.5);
+            let intg = precision - scale;
+            let mut groups: Vec<(u32, usize)> = Vec::new();
+            let value = |d: &[u8]| d.iter().fold(0u32, |a, &x| a * 10 + u32::from(x));
+            let (int_part, frac_part) = digits.split_at(intg);
+            let lead = intg % 9;
+            if lead > 0 {
+                groups.push((value(&int_part[..lead]), widths[lead]));
+            }
+            for g in int_part[lead..].chunks(9) {
+                groups.push((value(g), 4));
+            }
+            for g in frac_part.chunks(9) {
+                groups.push((value(g), if g.len() == 9 { 4 } else { widths[g.len()] }));
+            }
+            let mut bytes: Vec<u8> = groups
+                .iter()
+                .flat_map(|&(v, w)| v.to_be_bytes()[4 - w..].to_vec())
+                .collect();
+            bytes[0] ^= 0x80;
+            if negative {
+                bytes.iter_mut().for_each(|b| *b = !*b);
+            }
+            let text = |d: &[u8]| d.iter().map(|x| char::from(b'0' + x)).collect::<String>();
+            let int_text = text(int_part).trim_start_matches('0').to_string();
+            let mut want = if int_text.is_empty() { "0".to_string() } else { int_text };
+            if scale > 0 {
+                want = format!("{want}.{}", text(frac_part));
+            }
+            if negative && digits.iter().any(|&d| d != 0) {
+                want = format!("-{want}");
+            }
+            let c = col(
+                ColumnType::MYSQL_TYPE_NEWDECIMAL,
+                [precision as u8, scale as u8],
+                false,
+            );
+            assert_eq!(one(&bytes, &c), Value::Decimal(want), "DECIMAL({precision},{scale})");
+        }
     }
 
     #[test]
