@@ -271,7 +271,7 @@ fn scalar(v: &Value) -> Scalar {
             .map(Scalar::Number)
             .unwrap_or(Scalar::Null),
         Value::Decimal(s) => num(s),
-        Value::Temporal(s) | Value::Text(s) | Value::Json(s) => Scalar::Text(s.clone()),
+        Value::Temporal(s) | Value::Text(s) | Value::Json(s) => Scalar::Text(s.to_string()),
         Value::Bytes(b) => Scalar::Bytes(b.clone()),
     }
 }

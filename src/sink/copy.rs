@@ -71,7 +71,7 @@ pub fn encode_key(key: &[Value]) -> String {
             Value::Float(f) => json!(f),
             Value::Double(d) => json!(d),
             Value::Decimal(s) | Value::Temporal(s) | Value::Text(s) | Value::Json(s) => {
-                json!({ "s": s })
+                json!({ "s": s.as_str() })
             }
             Value::Bytes(b) => {
                 json!({ "b": b.iter().map(|x| format!("{x:02x}")).collect::<String>() })
@@ -99,7 +99,7 @@ pub fn decode_key(text: &str) -> Result<Vec<Value>, SinkError> {
                     _ => return Err(bad()),
                 },
                 Json::Object(o) => match (o.get("s"), o.get("b")) {
-                    (Some(Json::String(s)), _) => Value::Text(s.clone()),
+                    (Some(Json::String(s)), _) => Value::Text(s.into()),
                     (_, Some(Json::String(h))) => Value::Bytes(
                         (0..h.len())
                             .step_by(2)

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use compact_str::CompactString;
+
 /// How the bytes of a character column become text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Codec {
@@ -28,12 +30,12 @@ impl Codec {
     }
 
     /// Text for `bytes`, or `None` to carry them as bytes.
-    pub fn decode(&self, bytes: &[u8]) -> Option<String> {
+    pub fn decode(&self, bytes: &[u8]) -> Option<CompactString> {
         match self {
-            Codec::Utf8 => std::str::from_utf8(bytes).ok().map(str::to_owned),
+            Codec::Utf8 => CompactString::from_utf8(bytes).ok(),
             Codec::Latin1 => {
                 let (text, _, had_errors) = encoding_rs::WINDOWS_1252.decode(bytes);
-                (!had_errors).then(|| text.into_owned())
+                (!had_errors).then(|| CompactString::from(text))
             }
             Codec::Raw => None,
         }

@@ -597,7 +597,7 @@ fn check_insert_transaction(crc32: bool) {
         [RowChange::Insert(vec![
             Value::UInt(u64::MAX),
             Value::Text("né".into()),
-            Value::Json(json!({"a": [1, "x", true]}).to_string()),
+            Value::Json(json!({"a": [1, "x", true]}).to_string().into()),
         ])]
     );
 
@@ -750,7 +750,7 @@ fn update_changing_primary_key() {
             after: vec![
                 Value::UInt(2),
                 Value::Null,
-                Value::Json(after_doc.to_string())
+                Value::Json(after_doc.to_string().into())
             ],
         }]
     );

@@ -15,6 +15,7 @@
 //! temporal values as the same text, so filters and writes treat copied and streamed rows
 //! alike.
 
+use compact_str::{format_compact, CompactString};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, Row, Value as MyValue};
 
@@ -198,7 +199,7 @@ pub fn to_mysql(v: &Value) -> MyValue {
         Value::Float(f) => MyValue::Float(*f),
         Value::Double(d) => MyValue::Double(*d),
         Value::Decimal(s) | Value::Temporal(s) | Value::Text(s) | Value::Json(s) => {
-            MyValue::Bytes(s.clone().into_bytes())
+            MyValue::Bytes(s.as_bytes().to_vec())
         }
         Value::Bytes(b) => MyValue::Bytes(b.clone()),
     }
@@ -208,11 +209,11 @@ pub fn to_mysql(v: &Value) -> MyValue {
 fn datetime_text(
     (y, m, d, h, i, s, us): (u16, u8, u8, u8, u8, u8, u32),
     c: &CatalogColumn,
-) -> String {
+) -> CompactString {
     if c.data_type == "date" {
-        return format!("{y:04}-{m:02}-{d:02}");
+        return format_compact!("{y:04}-{m:02}-{d:02}");
     }
-    let mut out = format!("{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{s:02}");
+    let mut out = format_compact!("{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{s:02}");
     push_fraction(&mut out, u64::from(us), c.fsp);
     out
 }
@@ -231,17 +232,17 @@ pub fn from_mysql(v: MyValue, c: &CatalogColumn) -> Value {
         }
         MyValue::Time(neg, days, h, m, s, us) => {
             let hours = days * 24 + u32::from(h);
-            let mut out = format!("{}{hours:02}:{m:02}:{s:02}", if neg { "-" } else { "" });
+            let mut out = format_compact!("{}{hours:02}:{m:02}:{s:02}", if neg { "-" } else { "" });
             push_fraction(&mut out, u64::from(us), c.fsp);
             Value::Temporal(out)
         }
         MyValue::Bytes(b) => match t {
-            "decimal" | "numeric" => Value::Decimal(String::from_utf8_lossy(&b).into_owned()),
-            "json" => Value::Json(String::from_utf8_lossy(&b).into_owned()),
+            "decimal" | "numeric" => Value::Decimal(CompactString::from_utf8_lossy(&b)),
+            "json" => Value::Json(CompactString::from_utf8_lossy(&b)),
             _ if c.charset.as_deref().is_some_and(|cs| cs != "binary") => {
-                match String::from_utf8(b) {
+                match CompactString::from_utf8(&b) {
                     Ok(s) => Value::Text(s),
-                    Err(e) => Value::Bytes(e.into_bytes()),
+                    Err(_) => Value::Bytes(b),
                 }
             }
             _ => Value::Bytes(b),

@@ -13,11 +13,16 @@
 
 use std::io;
 
+use compact_str::{format_compact, CompactString, ToCompactString};
 use mysql_common::constants::ColumnType;
 
 use super::charset::Codec;
 
 /// One column value as it was in the source row.
+///
+/// Text-like values are `CompactString`s: up to 24 bytes live inline, so a typical row (short
+/// codes, names, prices, dates) costs one allocation instead of one per column — on a busy
+/// stream the allocator was the reader's biggest cost.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
@@ -26,9 +31,9 @@ pub enum Value {
     Float(f32),
     Double(f64),
     /// Exact decimal text, e.g. `-12.340`.
-    Decimal(String),
+    Decimal(CompactString),
     /// DATE, TIME, DATETIME or TIMESTAMP (in UTC) as the server prints it.
-    Temporal(String),
+    Temporal(CompactString),
     Year(u16),
     Bit(u64),
     /// ENUM member index (1-based; 0 is the empty error value).
@@ -36,11 +41,11 @@ pub enum Value {
     /// SET members as a bitmask.
     Set(u64),
     /// Character data decoded from its column charset.
-    Text(String),
+    Text(CompactString),
     /// Binary data, or character data in a charset we do not transcode.
     Bytes(Vec<u8>),
     /// JSON document text.
-    Json(String),
+    Json(CompactString),
 }
 
 impl Value {
@@ -144,9 +149,9 @@ fn int(r: &mut Reader<'_>, bytes: usize, unsigned: bool) -> Result<Value, Decode
 }
 
 /// Appends `.ffffff` cut to `fsp` digits.
-pub(crate) fn push_fraction(out: &mut String, micros: u64, fsp: u8) {
+pub(crate) fn push_fraction(out: &mut CompactString, micros: u64, fsp: u8) {
     if fsp > 0 {
-        let digits = format!("{micros:06}");
+        let digits = format_compact!("{micros:06}");
         out.push('.');
         out.push_str(&digits[..fsp.min(6) as usize]);
     }
@@ -193,14 +198,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// A TIMESTAMP (seconds since the epoch) as UTC text; 0 is the zero timestamp.
-pub fn timestamp_text(secs: u64, micros: u64, fsp: u8) -> String {
+pub fn timestamp_text(secs: u64, micros: u64, fsp: u8) -> CompactString {
     let mut out = if secs == 0 && micros == 0 {
-        "0000-00-00 00:00:00".to_string()
+        CompactString::const_new("0000-00-00 00:00:00")
     } else {
         let days = (secs / 86_400) as i64;
         let rem = secs % 86_400;
         let (y, m, d) = civil_from_days(days);
-        format!(
+        format_compact!(
             "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
             rem / 3600,
             rem / 60 % 60,
@@ -280,7 +285,7 @@ fn decimal(r: &mut Reader<'_>, meta: [u8; 2]) -> Result<Value, DecodeError> {
         None => b"0".as_slice(),
     };
     let zero = int_digits == b"0" && frac_digits.iter().all(|&d| d == b'0');
-    let mut text = String::with_capacity(precision + 3);
+    let mut text = CompactString::with_capacity(precision + 3);
     if negative && !zero {
         text.push('-');
     }
@@ -335,7 +340,7 @@ fn time2(r: &mut Reader<'_>, fsp: u8) -> Result<Value, DecodeError> {
     let hour = (hms >> 12) % (1 << 10);
     let minute = (hms >> 6) % 64;
     let second = hms % 64;
-    let mut out = format!(
+    let mut out = format_compact!(
         "{}{:02}:{minute:02}:{second:02}",
         if negative { "-" } else { "" },
         hour
@@ -350,7 +355,7 @@ fn datetime2(r: &mut Reader<'_>, fsp: u8) -> Result<Value, DecodeError> {
     let ymd = intpart >> 17;
     let ym = ymd >> 5;
     let hms = intpart % (1 << 17);
-    let mut out = format!(
+    let mut out = format_compact!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
         ym / 13,
         ym % 13,
@@ -394,7 +399,7 @@ pub fn decode_value(r: &mut Reader<'_>, col: &ColumnFormat) -> Result<Value, Dec
         }
         MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => {
             let v = r.le(3)?;
-            Ok(Value::Temporal(format!(
+            Ok(Value::Temporal(format_compact!(
                 "{:04}-{:02}-{:02}",
                 v >> 9,
                 (v >> 5) & 15,
@@ -404,7 +409,7 @@ pub fn decode_value(r: &mut Reader<'_>, col: &ColumnFormat) -> Result<Value, Dec
         MYSQL_TYPE_TIME => {
             let v = sign_extend(r.le(3)?, 3);
             let (sign, v) = if v < 0 { ("-", -v) } else { ("", v) };
-            Ok(Value::Temporal(format!(
+            Ok(Value::Temporal(format_compact!(
                 "{sign}{:02}:{:02}:{:02}",
                 v / 10_000,
                 v / 100 % 100,
@@ -414,7 +419,7 @@ pub fn decode_value(r: &mut Reader<'_>, col: &ColumnFormat) -> Result<Value, Dec
         MYSQL_TYPE_DATETIME => {
             let v = r.le(8)?;
             let (d, t) = (v / 1_000_000, v % 1_000_000);
-            Ok(Value::Temporal(format!(
+            Ok(Value::Temporal(format_compact!(
                 "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
                 d / 10_000,
                 d / 100 % 100,
@@ -487,7 +492,7 @@ pub fn decode_value(r: &mut Reader<'_>, col: &ColumnFormat) -> Result<Value, Dec
 }
 
 /// MySQL's binary JSON to JSON text (MariaDB stores JSON as text and never gets here).
-pub fn json_text(bytes: &[u8]) -> Result<String, DecodeError> {
+pub fn json_text(bytes: &[u8]) -> Result<CompactString, DecodeError> {
     if bytes.is_empty() {
         // An empty binary value is how MySQL logs a JSON NULL literal in some versions.
         return Ok("null".into());
@@ -502,7 +507,7 @@ pub fn json_text(bytes: &[u8]) -> Result<String, DecodeError> {
             .map_err(|e: mysql_common::binlog::jsonb::JsonbToJsonError| {
                 DecodeError::Malformed("JSON", e.to_string())
             })?;
-    Ok(json.to_string())
+    Ok(json.to_compact_string())
 }
 
 /// Decodes one row image: a NULL bitmap over the present columns, then their values.
@@ -616,7 +621,7 @@ mod tests {
                 [precision as u8, scale as u8],
                 false,
             );
-            assert_eq!(one(&bytes, &c), Value::Decimal(want), "DECIMAL({precision},{scale})");
+            assert_eq!(one(&bytes, &c), Value::Decimal(want.into()), "DECIMAL({precision},{scale})");
         }
     }
 
