@@ -18,6 +18,10 @@ fn bench_runs_small_and_checks_the_replicas() {
             "20000",
             "--copy-rows",
             "30000",
+            "--lag-rate",
+            "1000",
+            "--lag-secs",
+            "2",
         ])
         .output()
         .expect("run rowsync bench");
@@ -28,6 +32,9 @@ fn bench_runs_small_and_checks_the_replicas() {
         String::from_utf8_lossy(&out.stderr)
     );
     for line in [
+        "rowsync reader (decoded, checksums checked)",
+        "mariadb-binlog --raw (transfer only)",
+        "mariadb-binlog -v (decoded, printed)",
         "rowsync, 1 durable target",
         "rowsync, 2 durable targets (total)",
         "MariaDB replication, serial",
@@ -36,6 +43,8 @@ fn bench_runs_small_and_checks_the_replicas() {
         "every replica equals the source (3000 rows",
         "one 20000-row source transaction: rowsync's peak RSS",
         "readers saw none or all of it",
+        "into 2 durable targets: commit-to-visible lag p50",
+        "both replicas equal the source",
         "initial copy of a 30000-row table: rowsync",
         "both equal the source",
     ] {

@@ -290,6 +290,15 @@ struct MappedTable {
     formats: Vec<ColumnFormat>,
 }
 
+/// What a table id stands for in the current binlog file.
+struct KnownTable {
+    /// The TABLE_MAP event as last received: the same bytes again (every transaction repeats
+    /// them) mean nothing changed, and the event is not parsed again.
+    raw: Vec<u8>,
+    /// `None` when the table is not selected.
+    mapped: Option<MappedTable>,
+}
+
 struct StreamState {
     info: SourceInfo,
     router: Arc<Router>,
@@ -297,8 +306,7 @@ struct StreamState {
     file: BinlogFile,
     offset: u64,
     gtid: Option<GtidSet>,
-    /// `None` marks a table id whose table is not selected.
-    tables: HashMap<u64, Option<MappedTable>>,
+    tables: HashMap<u64, KnownTable>,
     /// information_schema entries of selected tables, when the binlog has no column names;
     /// dropped at every DDL on the table so the next TABLE_MAP reads them again.
     catalog: HashMap<TableName, CatalogTable>,
@@ -472,8 +480,19 @@ impl StreamState {
                 return Ok(());
             }
             k if k == EventType::TABLE_MAP_EVENT as u8 => {
-                let tme: TableMapEvent<'_> = event.read_event().map_err(io)?;
-                self.table_map(&tme)?;
+                let id = table_id(event.data());
+                let known = id.and_then(|id| self.tables.get(&id)).map(|t| t.raw.as_slice());
+                if id.is_none() || known != Some(event.data()) {
+                    let tme: TableMapEvent<'_> = event.read_event().map_err(io)?;
+                    let mapped = self.table_map(&tme)?;
+                    self.tables.insert(
+                        tme.table_id(),
+                        KnownTable {
+                            raw: event.data().to_vec(),
+                            mapped,
+                        },
+                    );
+                }
                 for (table, reason) in std::mem::take(&mut self.stops) {
                     self.ensure_begin(out);
                     out.push(SourceEvent::TableStopped { table, reason });
@@ -651,9 +670,7 @@ impl StreamState {
         }
         // A table id already mapped needs nothing new (DDL forgets its ids), so the hot path
         // does not parse every TABLE_MAP twice.
-        let id = event.data().get(..6)?;
-        let id = id.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-        if self.tables.contains_key(&id) {
+        if self.tables.contains_key(&table_id(event.data())?) {
             return None;
         }
         let tme: TableMapEvent<'_> = event.read_event().ok()?;
@@ -667,38 +684,35 @@ impl StreamState {
 
     fn forget_table(&mut self, table: &TableName) {
         self.catalog.remove(table);
-        self.tables.retain(|_, t| match t {
+        self.tables.retain(|_, t| match &t.mapped {
             Some(m) => &m.schema.name != table,
             None => true,
         });
     }
 
-    fn table_map(&mut self, tme: &TableMapEvent<'_>) -> Result<(), SourceError> {
+    /// The selected table `tme` maps, or `None` when it is not selected (or stops here).
+    fn table_map(&mut self, tme: &TableMapEvent<'_>) -> Result<Option<MappedTable>, SourceError> {
         let name = TableName::new(tme.database_name(), tme.table_name());
         if !self.router.selects(&name) || self.skip.contains(&name) {
-            self.tables.insert(tme.table_id(), None);
-            return Ok(());
+            return Ok(None);
         }
         let schema = match schema::from_table_map(tme, &self.info.charsets, self.catalog.get(&name))
         {
             Ok(s) => s,
             Err(e @ SchemaError::CatalogMismatch { .. }) => {
-                self.tables.insert(tme.table_id(), None);
                 self.skip.insert(name.clone());
                 self.stops.push((name, e.to_string()));
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };
         // Reuse the Arc when the table is unchanged so downstream caches stay warm.
-        let schema = match self.tables.get(&tme.table_id()) {
-            Some(Some(m)) if *m.schema == *schema => m.schema.clone(),
+        let schema = match self.tables.get(&tme.table_id()).and_then(|t| t.mapped.as_ref()) {
+            Some(m) if *m.schema == *schema => m.schema.clone(),
             _ => schema,
         };
         let formats = schema.formats();
-        self.tables
-            .insert(tme.table_id(), Some(MappedTable { schema, formats }));
-        Ok(())
+        Ok(Some(MappedTable { schema, formats }))
     }
 
     fn rows(
@@ -711,7 +725,7 @@ impl StreamState {
             reason: format!("malformed rows event at {}: {e}", self.position()),
         })?;
         let table_id = data.table_id;
-        let mapped = match self.tables.get(&table_id) {
+        let mapped = match self.tables.get(&table_id).map(|t| t.mapped.as_ref()) {
             Some(Some(mapped)) => mapped,
             Some(None) => return Ok(()),
             // Every rows event follows its TABLE_MAP in the same group; a missing one means
@@ -800,6 +814,12 @@ impl StreamState {
         out.push(SourceEvent::Rows(RowBatch { table, changes }));
         Ok(())
     }
+}
+
+/// The table id at the start of a TABLE_MAP or rows event body (6 bytes, little-endian).
+fn table_id(body: &[u8]) -> Option<u64> {
+    let id = body.get(..6)?;
+    Some(id.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
 /// The file name of a ROTATE event; an artificial one may end in 4 checksum bytes.
