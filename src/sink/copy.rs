@@ -336,55 +336,83 @@ async fn copy_table(
             fresh
         }
     };
-    let mut last = progress.last_key.as_deref().map(decode_key).transpose()?;
+    let start_after = progress.last_key.as_deref().map(decode_key).transpose()?;
     let key = &table.catalog.primary_key;
     tracing::info!(table = %table.name, estimate, already = progress.rows_copied, "copying table");
-    let mut chunks: u64 = 0;
-    loop {
-        if job.cancel.is_cancelled() {
-            return Ok(false);
+    // The next chunk is read from the source while the last one is written to the target, so
+    // both servers work at once.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Vec<Value>>>(1);
+    // Each side owns its end, so the other sees the channel close when it stops.
+    let read = async {
+        let tx = tx;
+        let mut last = start_after;
+        loop {
+            if job.cancel.is_cancelled() {
+                return Ok::<_, PipelineError>(());
+            }
+            let rows = snapshot
+                .chunk(table, last.as_deref(), job.chunk_rows)
+                .await?;
+            let done = rows.len() < job.chunk_rows;
+            if let Some(row) = rows.last() {
+                last = Some(key.iter().map(|&i| row[i].clone()).collect());
+            }
+            // A closed channel means the writer stopped; its result says why.
+            if tx.send(rows).await.is_err() || done {
+                return Ok(());
+            }
         }
-        let rows = snapshot
-            .chunk(table, last.as_deref(), job.chunk_rows)
-            .await?;
-        let mut ops = Vec::with_capacity(rows.len() * projections.len());
-        for row in &rows {
-            for p in &projections {
-                match p.keeps(row) {
-                    Ok(true) => ops.push(Op::Upsert(p.clone(), p.row(row))),
-                    Ok(false) => {}
-                    Err(e) => {
-                        return Err(SinkError::Incompatible {
-                            table: table.name.to_string(),
-                            reason: e.to_string(),
+    };
+    let write = async {
+        let mut rx = rx;
+        let mut chunks: u64 = 0;
+        while let Some(rows) = rx.recv().await {
+            if job.cancel.is_cancelled() {
+                return Ok(false);
+            }
+            let mut ops = Vec::with_capacity(rows.len() * projections.len());
+            for row in &rows {
+                for p in &projections {
+                    match p.keeps(row) {
+                        Ok(true) => ops.push(Op::Upsert(p.clone(), p.row(row))),
+                        Ok(false) => {}
+                        Err(e) => {
+                            return Err(SinkError::Incompatible {
+                                table: table.name.to_string(),
+                                reason: e.to_string(),
+                            }
+                            .into())
                         }
-                        .into())
                     }
                 }
             }
+            if let Some(row) = rows.last() {
+                let k: Vec<Value> = key.iter().map(|&i| row[i].clone()).collect();
+                progress.last_key = Some(encode_key(&k));
+            }
+            progress.rows_copied += rows.len() as u64;
+            progress.rows_estimated = progress.rows_estimated.max(progress.rows_copied);
+            progress.done = rows.len() < job.chunk_rows;
+            exec(conn, "BEGIN").await?;
+            writer.write(conn, &ops).await?;
+            checkpoint::store_copy_progress(conn, job.pipeline, &progress).await?;
+            exec(conn, "COMMIT").await?;
+            job.status.copy_progress(&progress);
+            chunks += 1;
+            if chunks.is_multiple_of(20) {
+                tracing::info!(table = %table.name, rows = progress.rows_copied, estimate = progress.rows_estimated, "copy progress");
+            }
+            if progress.done {
+                tracing::info!(table = %table.name, rows = progress.rows_copied, "table copied");
+                return Ok(true);
+            }
         }
-        if let Some(row) = rows.last() {
-            let k: Vec<Value> = key.iter().map(|&i| row[i].clone()).collect();
-            progress.last_key = Some(encode_key(&k));
-            last = Some(k);
-        }
-        progress.rows_copied += rows.len() as u64;
-        progress.rows_estimated = progress.rows_estimated.max(progress.rows_copied);
-        progress.done = rows.len() < job.chunk_rows;
-        exec(conn, "BEGIN").await?;
-        writer.write(conn, &ops).await?;
-        checkpoint::store_copy_progress(conn, job.pipeline, &progress).await?;
-        exec(conn, "COMMIT").await?;
-        job.status.copy_progress(&progress);
-        chunks += 1;
-        if chunks.is_multiple_of(20) {
-            tracing::info!(table = %table.name, rows = progress.rows_copied, estimate = progress.rows_estimated, "copy progress");
-        }
-        if progress.done {
-            tracing::info!(table = %table.name, rows = progress.rows_copied, "table copied");
-            return Ok(true);
-        }
-    }
+        // The reader stopped early: cancelled, or failed (its error is returned below).
+        Ok::<_, PipelineError>(false)
+    };
+    let (read, written) = tokio::join!(read, write);
+    read?;
+    written
 }
 
 #[cfg(test)]
