@@ -479,6 +479,7 @@ async fn initial_copy(
     if got != want {
         bail!("rowsync's copy differs from the source: {got:?} vs {want:?}");
     }
+    has_secondary_key(&mut t, "rowsync").await?;
     drop(t);
     drop(ours);
 
@@ -504,12 +505,24 @@ async fn initial_copy(
     if !status.success() {
         bail!("mariadb-dump | mariadb failed: {status}");
     }
-    let got: Option<(u64, Option<String>)> =
-        conn(&dumped, "").await?.query_first(fingerprint_sql).await?;
+    let mut d = conn(&dumped, "copying").await?;
+    let got: Option<(u64, Option<String>)> = d.query_first(fingerprint_sql).await?;
     if got != want {
         bail!("the dump's copy differs from the source: {got:?} vs {want:?}");
     }
+    has_secondary_key(&mut d, "mariadb-dump").await?;
     Ok((ours_secs, dump_secs))
+}
+
+/// Both copies must end with the same indexes, so neither skips work the other does.
+async fn has_secondary_key(c: &mut Conn, who: &str) -> anyhow::Result<()> {
+    let n: Option<u64> = c
+        .query_first("SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = 'copying' AND TABLE_NAME = 'product' AND INDEX_NAME = 'idx_category'")
+        .await?;
+    if n != Some(1) {
+        bail!("{who}'s copy lacks the secondary key idx_category");
+    }
+    Ok(())
 }
 
 /// W1 as written to the source.

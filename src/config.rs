@@ -210,6 +210,13 @@ pub struct CopyConfig {
     /// Tables copied at the same time, each in its own snapshot and connections.
     #[serde(default = "default_parallel_tables")]
     pub parallel_tables: usize,
+    /// Target connections writing one table's chunks at once (they commit in key order).
+    #[serde(default = "default_copy_writers")]
+    pub writers: usize,
+}
+
+fn default_copy_writers() -> usize {
+    2
 }
 
 fn default_parallel_tables() -> usize {
@@ -225,6 +232,7 @@ impl Default for CopyConfig {
         CopyConfig {
             chunk_rows: default_chunk_rows(),
             parallel_tables: default_parallel_tables(),
+            writers: default_copy_writers(),
         }
     }
 }

@@ -78,7 +78,8 @@ pub async fn run(
     let mut src = connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
     for mapping in router.mappings_for(&table) {
-        replica::ensure_replica(&mut src, &mut conn, mapping, &table).await?;
+        replica::ensure_replica(&mut src, &mut conn, mapping, &table, Some(&config.pipeline))
+            .await?;
     }
     drop(src);
     let status = TargetStatus::new(&target.name);
@@ -91,6 +92,7 @@ pub async fn run(
         skip: &skip,
         target,
         chunk_rows: config.copy.chunk_rows,
+        writers: config.copy.writers,
         parallel_tables: 1,
         batch_rows: config.apply.batch_rows,
         status: &status,

@@ -4,7 +4,8 @@
 //! Proves: with 200k existing rows and writes running during the copy, both replicas end equal
 //! to the source (row by row, for a whole table, a filtered and renamed column subset, and a
 //! composite key); kill -9 during the copy resumes after the last committed chunk (fewer rows
-//! copied the second time) and still ends equal; `status` shows copy progress.
+//! copied the second time) and still ends equal; the replicas' secondary keys, deferred during
+//! the copy, exist afterwards (also after the kill); `status` shows copy progress.
 //!
 //! Run: `cargo nextest run --test initial_copy`
 
@@ -121,6 +122,22 @@ async fn assert_replicas_equal(c: &Cluster) {
         want.len() > 1000,
         "the filtered replica should not be trivially small"
     );
+    // Secondary keys are added once the copy is done (the unique one is dropped on purpose).
+    for (conn, table) in [(&mut order, "product"), (&mut purchase, "product_lite")] {
+        let keys: Vec<String> = conn
+            .exec(
+                "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY INDEX_NAME",
+                (table,),
+            )
+            .await
+            .unwrap();
+        assert_eq!(keys, ["idx_cat", "PRIMARY"], "keys of {table}");
+        let pending: Option<u64> = conn
+            .query_first("SELECT COUNT(*) FROM rowsync_deferred_keys")
+            .await
+            .unwrap();
+        assert_eq!(pending, Some(0));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,6 +157,10 @@ async fn copy_with_writes_running_ends_equal() {
     assert_replicas_equal(&c).await;
     let log = rowsync.log_text();
     assert!(log.contains("initial copy done"), "{log}");
+    assert!(
+        log.contains("adding the replica's secondary keys after its copy"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,12 +144,19 @@ async fn run_once(
     let mut src = crate::source::conn::connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
     let selected = replica::selected_tables(&mut src, &router).await?;
+    let loaded = checkpoint::load_with_phase(&mut conn, &config.pipeline).await?;
+    // Replicas created for an initial copy get their secondary keys after it.
+    let copying = match &loaded {
+        None => config.source.start_at() == StartAt::Snapshot,
+        Some((_, phase)) => *phase == Phase::Copying,
+    };
+    let defer_keys = copying.then_some(config.pipeline.as_str());
     for table in &selected {
         if skip.contains(table) {
             continue;
         }
         for mapping in router.mappings_for(table) {
-            replica::ensure_replica(&mut src, &mut conn, mapping, table).await?;
+            replica::ensure_replica(&mut src, &mut conn, mapping, table, defer_keys).await?;
         }
     }
     drop(src);
@@ -161,12 +168,12 @@ async fn run_once(
         skip: &skip,
         target,
         chunk_rows: config.copy.chunk_rows,
+        writers: config.copy.writers,
         parallel_tables: config.copy.parallel_tables,
         batch_rows: config.apply.batch_rows,
         status,
         cancel,
     };
-    let loaded = checkpoint::load_with_phase(&mut conn, &config.pipeline).await?;
     let fresh = loaded.is_none();
     let start = match loaded {
         Some((c, Phase::Streaming)) => c,
@@ -293,6 +300,7 @@ async fn run_once(
         skip: &no_skip,
         target,
         chunk_rows: config.copy.chunk_rows,
+        writers: config.copy.writers,
         parallel_tables: 1,
         batch_rows: config.apply.batch_rows,
         status,
@@ -371,7 +379,8 @@ async fn serve_recopies(
         }
         let mut src = crate::source::conn::connect(job.source).await?;
         for mapping in job.router.mappings_for(&table) {
-            replica::ensure_replica(&mut src, &mut conn, mapping, &table).await?;
+            replica::ensure_replica(&mut src, &mut conn, mapping, &table, Some(job.pipeline))
+                .await?;
         }
         drop(src);
         return Ok(copy::recopy(&mut conn, job, &table).await?.is_some());

@@ -479,7 +479,7 @@ impl Applier {
         let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
         checkpoint::register_table(&mut self.conn, &self.pipeline, &table).await?;
         for m in mappings {
-            match replica::ensure_replica(&mut src, &mut self.conn, &m, &table).await {
+            match replica::ensure_replica(&mut src, &mut self.conn, &m, &table, None).await {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {

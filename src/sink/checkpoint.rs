@@ -1,6 +1,8 @@
 //! The tables rowsync keeps in each target: `rowsync_checkpoint` (the position after the last
 //! applied source transaction, per pipeline) and `rowsync_table_state` (tables that stopped,
 //! e.g. "needs re-copy since P"). Both are InnoDB and written inside the apply transaction.
+//! Beside them: `rowsync_copy` (per-table copy progress) and `rowsync_deferred_keys`
+//! (secondary keys of replicas created for an initial copy, added once the copy is done).
 
 use sqlx::mysql::MySqlConnection;
 use sqlx::{Executor, Row};
@@ -47,6 +49,13 @@ const CREATE_TABLE_STATE: &str = "CREATE TABLE IF NOT EXISTS `rowsync_table_stat
   PRIMARY KEY (`pipeline`, `source_table`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
+const CREATE_DEFERRED_KEYS: &str = "CREATE TABLE IF NOT EXISTS `rowsync_deferred_keys` (
+  `pipeline` VARCHAR(128) NOT NULL,
+  `replica_table` VARCHAR(64) NOT NULL,
+  `key_definitions` MEDIUMTEXT NOT NULL,
+  PRIMARY KEY (`pipeline`, `replica_table`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
 /// A `db.table` name as stored in rowsync's tables.
 fn stored_table(name: &str) -> Result<TableName, SinkError> {
     name.split_once('.')
@@ -72,7 +81,12 @@ async fn exec_for_table(
 
 /// Creates rowsync's own tables in the target if missing.
 pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<(), SinkError> {
-    for stmt in [CREATE_CHECKPOINT, CREATE_TABLE_STATE, CREATE_COPY] {
+    for stmt in [
+        CREATE_CHECKPOINT,
+        CREATE_TABLE_STATE,
+        CREATE_COPY,
+        CREATE_DEFERRED_KEYS,
+    ] {
         conn.execute(stmt)
             .await
             .map_err(|e| SinkError::db(stmt, e))?;
@@ -463,4 +477,68 @@ pub async fn register_table(
 ) -> Result<(), SinkError> {
     const SQL: &str = "INSERT IGNORE INTO `rowsync_copy` (`pipeline`, `source_table`, `state`, `rows_copied`, `rows_estimated`) VALUES (?, ?, 'done', 0, 0)";
     exec_for_table(conn, SQL, pipeline, table).await
+}
+
+/// A secondary key of a replica: its name and its definition (`KEY `k` (`a`,`b`)`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyDefinition {
+    pub name: String,
+    pub definition: String,
+}
+
+/// Records that `replica` is created without its secondary `keys`, to add after the copy.
+pub async fn defer_keys(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    replica: &str,
+    keys: &[KeyDefinition],
+) -> Result<(), SinkError> {
+    const SQL: &str = "REPLACE INTO `rowsync_deferred_keys` (`pipeline`, `replica_table`, `key_definitions`) VALUES (?, ?, ?)";
+    let text = serde_json::to_string(keys).map_err(|e| SinkError::Checkpoint(e.to_string()))?;
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(replica)
+        .bind(text)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
+
+/// Replicas whose secondary keys are still to be added, with those keys.
+pub async fn deferred_keys(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+) -> Result<Vec<(String, Vec<KeyDefinition>)>, SinkError> {
+    const SQL: &str = "SELECT `replica_table`, `key_definitions` FROM `rowsync_deferred_keys` WHERE `pipeline` = ? ORDER BY `replica_table`";
+    let rows: Vec<(String, String)> = sqlx::query_as(SQL)
+        .bind(pipeline)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    rows.into_iter()
+        .map(|(replica, text)| {
+            let keys = serde_json::from_str(&text).map_err(|e| {
+                SinkError::Checkpoint(format!("unreadable deferred keys of `{replica}`: {e}"))
+            })?;
+            Ok((replica, keys))
+        })
+        .collect()
+}
+
+/// Forgets the deferred keys of `replica` (added, or the replica is gone).
+pub async fn clear_deferred_keys(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    replica: &str,
+) -> Result<(), SinkError> {
+    const SQL: &str =
+        "DELETE FROM `rowsync_deferred_keys` WHERE `pipeline` = ? AND `replica_table` = ?";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(replica)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
 }

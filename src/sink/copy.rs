@@ -54,6 +54,8 @@ pub struct CopyJob<'a> {
     pub target: &'a TargetConfig,
     pub chunk_rows: usize,
     pub parallel_tables: usize,
+    /// Target connections writing one table's chunks at once.
+    pub writers: usize,
     pub batch_rows: usize,
     pub status: &'a TargetStatus,
     pub cancel: &'a CancellationToken,
@@ -180,6 +182,7 @@ pub async fn run(
     if !finished {
         return Ok(None);
     }
+    replica::add_deferred_keys(conn, job.pipeline).await?;
     checkpoint::store_phase(conn, job.pipeline, &start, Phase::Streaming).await?;
     tracing::info!("initial copy done; streaming from {}", start.position);
     Ok(Some(start))
@@ -270,6 +273,7 @@ pub async fn recopy(
         return Ok(None);
     }
     snapshot.close().await?;
+    replica::add_deferred_keys(conn, job.pipeline).await?;
     checkpoint::mark_table(conn, job.pipeline, table, "catching_up", Some(&floor)).await?;
     tracing::info!(table = %table, floor = %floor.position, "table re-copied; the stream catches it up from its snapshot");
     Ok(Some(floor))
@@ -337,42 +341,95 @@ async fn copy_table(
         }
     };
     let start_after = progress.last_key.as_deref().map(decode_key).transpose()?;
-    let key = &table.catalog.primary_key;
-    tracing::info!(table = %table.name, estimate, already = progress.rows_copied, "copying table");
-    // The next chunk is read from the source while the last one is written to the target, so
-    // both servers work at once.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Vec<Value>>>(1);
-    // Each side owns its end, so the other sees the channel close when it stops.
+    tracing::info!(table = %table.name, estimate, already = progress.rows_copied, writers = job.writers, "copying table");
+    // One reader fetches chunks in key order; `job.writers` target connections write them at
+    // once, each chunk in its own transaction with its progress. The transactions commit in
+    // chunk order, so the stored progress always ends a gap-free prefix of the table.
+    let mut extra = Vec::new();
+    for _ in 1..job.writers.max(1) {
+        let mut c = target::connect(job.target).await?;
+        let w = RowWriter::new(&mut c, job.batch_rows).await?;
+        extra.push((c, w));
+    }
+    let writers = 1 + extra.len();
+    let (turn, _) = tokio::sync::watch::channel(0u64);
+    let abort = job.cancel.child_token();
+    let mut senders = Vec::new();
+    let mut lanes = Vec::new();
+    for (c, w) in std::iter::once((conn, writer)).chain(extra.iter_mut().map(|(c, w)| (c, w))) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(1);
+        senders.push(tx);
+        lanes.push(write_chunks(c, w, rx, &turn, &abort, job, table, &projections));
+    }
     let read = async {
-        let tx = tx;
+        // Owning the senders: the writers see their channels close when reading stops.
+        let senders = senders;
         let mut last = start_after;
-        loop {
-            if job.cancel.is_cancelled() {
-                return Ok::<_, PipelineError>(());
-            }
-            let rows = snapshot
-                .chunk(table, last.as_deref(), job.chunk_rows)
-                .await?;
-            let done = rows.len() < job.chunk_rows;
+        let mut seq = 0u64;
+        while !job.cancel.is_cancelled() && !abort.is_cancelled() {
+            let rows = match snapshot.chunk(table, last.as_deref(), job.chunk_rows).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    abort.cancel();
+                    return Err(PipelineError::from(e));
+                }
+            };
             if let Some(row) = rows.last() {
-                last = Some(key.iter().map(|&i| row[i].clone()).collect());
+                let k: Vec<Value> = table.catalog.primary_key.iter().map(|&i| row[i].clone()).collect();
+                progress.last_key = Some(encode_key(&k));
+                last = Some(k);
             }
-            // A closed channel means the writer stopped; its result says why.
-            if tx.send(rows).await.is_err() || done {
-                return Ok(());
+            progress.rows_copied += rows.len() as u64;
+            progress.rows_estimated = progress.rows_estimated.max(progress.rows_copied);
+            progress.done = rows.len() < job.chunk_rows;
+            let chunk = Chunk {
+                seq,
+                rows,
+                progress: progress.clone(),
+            };
+            // A closed channel means that writer stopped; the writers' results say why.
+            if senders[seq as usize % writers].send(chunk).await.is_err() || progress.done {
+                break;
             }
+            seq += 1;
         }
+        Ok(())
     };
-    let write = async {
-        let mut rx = rx;
-        let mut chunks: u64 = 0;
-        while let Some(rows) = rx.recv().await {
-            if job.cancel.is_cancelled() {
-                return Ok(false);
-            }
-            let mut ops = Vec::with_capacity(rows.len() * projections.len());
-            for row in &rows {
-                for p in &projections {
+    let (read, results) = tokio::join!(read, futures_util::future::join_all(lanes));
+    read?;
+    let mut finished = false;
+    for r in results {
+        finished |= r?;
+    }
+    Ok(finished)
+}
+
+/// Rows read for one copy transaction, and the table's progress once they are in.
+struct Chunk {
+    seq: u64,
+    rows: Vec<Vec<Value>>,
+    progress: CopyProgress,
+}
+
+/// Writes the chunks arriving on `rx`, committing each one only once every earlier chunk has
+/// committed (`turn` names the next chunk to commit). `true` when it committed the last chunk
+/// of the table. On an error, `abort` stops the other writers and the reader.
+#[allow(clippy::too_many_arguments)]
+async fn write_chunks(
+    conn: &mut MySqlConnection,
+    writer: &mut RowWriter,
+    mut rx: tokio::sync::mpsc::Receiver<Chunk>,
+    turn: &tokio::sync::watch::Sender<u64>,
+    abort: &CancellationToken,
+    job: &CopyJob<'_>,
+    table: &CopyTable,
+    projections: &[Arc<Projection>],
+) -> Result<bool, PipelineError> {
+    let result = async {
+        while let Some(chunk) = rx.recv().await {
+            let mut ops = Vec::with_capacity(chunk.rows.len() * projections.len());
+            for row in &chunk.rows {
+                for p in projections {
                     match p.keeps(row) {
                         Ok(true) => ops.push(Op::Upsert(p.clone(), p.row(row))),
                         Ok(false) => {}
@@ -386,33 +443,41 @@ async fn copy_table(
                     }
                 }
             }
-            if let Some(row) = rows.last() {
-                let k: Vec<Value> = key.iter().map(|&i| row[i].clone()).collect();
-                progress.last_key = Some(encode_key(&k));
-            }
-            progress.rows_copied += rows.len() as u64;
-            progress.rows_estimated = progress.rows_estimated.max(progress.rows_copied);
-            progress.done = rows.len() < job.chunk_rows;
+            drop(chunk.rows);
             exec(conn, "BEGIN").await?;
             writer.write(conn, &ops).await?;
-            checkpoint::store_copy_progress(conn, job.pipeline, &progress).await?;
-            exec(conn, "COMMIT").await?;
-            job.status.copy_progress(&progress);
-            chunks += 1;
-            if chunks.is_multiple_of(20) {
-                tracing::info!(table = %table.name, rows = progress.rows_copied, estimate = progress.rows_estimated, "copy progress");
+            drop(ops);
+            let mut waiting = turn.subscribe();
+            tokio::select! {
+                _ = abort.cancelled() => {
+                    exec(conn, "ROLLBACK").await?;
+                    return Ok(false);
+                }
+                ready = async { waiting.wait_for(|&next| next == chunk.seq).await.is_ok() } => {
+                    if !ready {
+                        return Ok(false);
+                    }
+                }
             }
-            if progress.done {
-                tracing::info!(table = %table.name, rows = progress.rows_copied, "table copied");
+            checkpoint::store_copy_progress(conn, job.pipeline, &chunk.progress).await?;
+            exec(conn, "COMMIT").await?;
+            turn.send_replace(chunk.seq + 1);
+            job.status.copy_progress(&chunk.progress);
+            if chunk.seq % 20 == 19 {
+                tracing::info!(table = %table.name, rows = chunk.progress.rows_copied, estimate = chunk.progress.rows_estimated, "copy progress");
+            }
+            if chunk.progress.done {
+                tracing::info!(table = %table.name, rows = chunk.progress.rows_copied, "table copied");
                 return Ok(true);
             }
         }
-        // The reader stopped early: cancelled, or failed (its error is returned below).
         Ok::<_, PipelineError>(false)
-    };
-    let (read, written) = tokio::join!(read, write);
-    read?;
-    written
+    }
+    .await;
+    if result.is_err() {
+        abort.cancel();
+    }
+    result
 }
 
 #[cfg(test)]
