@@ -447,7 +447,9 @@ async fn initial_copy(
     let fingerprint_sql = "SELECT COUNT(*), CAST(SUM(CRC32(CONCAT_WS('|', id, code, model, category_id, production_year, price, version))) AS CHAR) FROM copying.product";
     let want: Option<(u64, Option<String>)> = src.query_first(fingerprint_sql).await?;
 
-    let ours = bench.server("copy-target", Role::Target, 9, DURABLE).await?;
+    let ours = bench
+        .server("copy-target", Role::Target, 9, DURABLE)
+        .await?;
     conn(&ours, "")
         .await?
         .query_drop("CREATE DATABASE copying")
@@ -483,7 +485,9 @@ async fn initial_copy(
     drop(t);
     drop(ours);
 
-    let dumped = bench.server("dump-target", Role::Target, 10, DURABLE).await?;
+    let dumped = bench
+        .server("dump-target", Role::Target, 10, DURABLE)
+        .await?;
     conn(&dumped, "")
         .await?
         .query_drop("CREATE DATABASE copying")
@@ -590,7 +594,9 @@ async fn read_w1(config: &Config, w1: &Backlog) -> anyhow::Result<f64> {
     let opts = source_opts(&config.source.url, None)?;
     let mut c = connect(&opts).await?;
     let info = SourceInfo::read(&mut c).await?;
-    let start = info.resolve_start(&mut c, &config.source.start_at()).await?;
+    let start = info
+        .resolve_start(&mut c, &config.source.start_at())
+        .await?;
     let reader = BinlogReader::new(
         ReaderOptions {
             opts,
@@ -670,7 +676,9 @@ async fn steady_lag(
     src.query_drop("INSERT INTO steady.product SELECT seq, CONCAT('PRD-', seq), CONCAT('model ', seq % 97), 1 + seq % 12, 2015 + seq % 11, 10 + seq % 1000, 0 FROM seq_1_to_10000").await?;
     let targets = [
         bench.server("lag-order", Role::Target, 11, DURABLE).await?,
-        bench.server("lag-purchase", Role::Target, 12, DURABLE).await?,
+        bench
+            .server("lag-purchase", Role::Target, 12, DURABLE)
+            .await?,
     ];
     let mut text = format!(
         "[source]\nurl = \"{}\"\nserver_id = 4980\nheartbeat_secs = 1\n\n[state]\npath = \"{}\"\n\n[[mappings]]\nsource = \"steady.*\"\ntargets = [\"t0\", \"t1\"]\n",
@@ -737,7 +745,10 @@ async fn steady_lag(
                     bail!("the steady load did not arrive");
                 }
                 let rows: Vec<(u64, i64)> = t
-                    .exec("SELECT id, written_us FROM tick WHERE id > ? ORDER BY id", (seen,))
+                    .exec(
+                        "SELECT id, written_us FROM tick WHERE id > ? ORDER BY id",
+                        (seen,),
+                    )
                     .await
                     .unwrap_or_default();
                 let at = now_us();
@@ -815,7 +826,10 @@ async fn backlog_parts(
     if opts.runs(Part::Decode) {
         let [ours, raw, verbose] = decode(bench, source, &w1).await?;
         let rate = |s: f64| changes as f64 / s;
-        let _ = writeln!(out, "\nbinlog read of W1 from the server          seconds     changes/s");
+        let _ = writeln!(
+            out,
+            "\nbinlog read of W1 from the server          seconds     changes/s"
+        );
         for (name, s) in [
             ("rowsync reader (decoded, checksums checked)", ours),
             ("mariadb-binlog --raw (transfer only)", raw),
@@ -847,15 +861,21 @@ async fn catch_up(
     let changes = w1.changes;
     let want = &w1.fingerprint;
     let mut figures = Vec::new();
-    let target = bench.server("rowsync-target", Role::Target, 2, DURABLE).await?;
+    let target = bench
+        .server("rowsync-target", Role::Target, 2, DURABLE)
+        .await?;
     let secs = rowsync_catch_up(source, &[&target], &w1.start_gtid, &w1.head, &bench.dir).await?;
     figures.push(Figure {
         name: "rowsync, 1 durable target".into(),
         seconds: secs,
         changes,
     });
-    let order = bench.server("rowsync-order", Role::Target, 6, DURABLE).await?;
-    let purchase = bench.server("rowsync-purchase", Role::Target, 7, DURABLE).await?;
+    let order = bench
+        .server("rowsync-order", Role::Target, 6, DURABLE)
+        .await?;
+    let purchase = bench
+        .server("rowsync-purchase", Role::Target, 7, DURABLE)
+        .await?;
     let secs = rowsync_catch_up(
         source,
         &[&order, &purchase],
@@ -893,13 +913,19 @@ async fn catch_up(
             "MariaDB replication, serial",
             "native-serial",
             3,
-            native("--slave-parallel-threads=0", "--slave-parallel-mode=conservative"),
+            native(
+                "--slave-parallel-threads=0",
+                "--slave-parallel-mode=conservative",
+            ),
         ),
         (
             "MariaDB replication, optimistic parallel x4",
             "native-parallel",
             4,
-            native("--slave-parallel-threads=4", "--slave-parallel-mode=optimistic"),
+            native(
+                "--slave-parallel-threads=4",
+                "--slave-parallel-mode=optimistic",
+            ),
         ),
     ] {
         let server = bench.server(dir, Role::Target, id, &args).await?;

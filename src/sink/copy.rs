@@ -359,7 +359,16 @@ async fn copy_table(
     for (c, w) in std::iter::once((conn, writer)).chain(extra.iter_mut().map(|(c, w)| (c, w))) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(1);
         senders.push(tx);
-        lanes.push(write_chunks(c, w, rx, &turn, &abort, job, table, &projections));
+        lanes.push(write_chunks(
+            c,
+            w,
+            rx,
+            &turn,
+            &abort,
+            job,
+            table,
+            &projections,
+        ));
     }
     let read = async {
         // Owning the senders: the writers see their channels close when reading stops.
@@ -375,7 +384,12 @@ async fn copy_table(
                 }
             };
             if let Some(row) = rows.last() {
-                let k: Vec<Value> = table.catalog.primary_key.iter().map(|&i| row[i].clone()).collect();
+                let k: Vec<Value> = table
+                    .catalog
+                    .primary_key
+                    .iter()
+                    .map(|&i| row[i].clone())
+                    .collect();
                 progress.last_key = Some(encode_key(&k));
                 last = Some(k);
             }

@@ -185,7 +185,11 @@ impl SourceDefinition {
                 .join(", ")
         ));
         if keys {
-            parts.extend(self.secondary_keys(columns).into_iter().map(|k| k.definition));
+            parts.extend(
+                self.secondary_keys(columns)
+                    .into_iter()
+                    .map(|k| k.definition),
+            );
         }
         format!(
             "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB{}",
@@ -374,7 +378,11 @@ pub async fn add_deferred_keys(
             .collect();
         // A replica that is gone (dropped by hand) has nothing to add.
         if !have.is_empty() && !missing.is_empty() {
-            let ddl = format!("ALTER TABLE {} {}", quote_ident(&replica), missing.join(", "));
+            let ddl = format!(
+                "ALTER TABLE {} {}",
+                quote_ident(&replica),
+                missing.join(", ")
+            );
             tracing::info!(replica = %replica, keys = missing.len(), "adding the replica's secondary keys after its copy");
             target
                 .execute(AssertSqlSafe(ddl.clone()))

@@ -416,7 +416,11 @@ impl StreamState {
     }
 
     /// Follows `event`, appending what goes downstream to `out`.
-    fn handle_into(&mut self, event: &Event, out: &mut Vec<SourceEvent>) -> Result<(), SourceError> {
+    fn handle_into(
+        &mut self,
+        event: &Event,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<(), SourceError> {
         let header = event.header();
         let kind = header.event_type_raw();
         let event_start = self.position();
@@ -481,7 +485,9 @@ impl StreamState {
             }
             k if k == EventType::TABLE_MAP_EVENT as u8 => {
                 let id = table_id(event.data());
-                let known = id.and_then(|id| self.tables.get(&id)).map(|t| t.raw.as_slice());
+                let known = id
+                    .and_then(|id| self.tables.get(&id))
+                    .map(|t| t.raw.as_slice());
                 if id.is_none() || known != Some(event.data()) {
                     let tme: TableMapEvent<'_> = event.read_event().map_err(io)?;
                     let mapped = self.table_map(&tme)?;
@@ -707,7 +713,11 @@ impl StreamState {
             Err(e) => return Err(e.into()),
         };
         // Reuse the Arc when the table is unchanged so downstream caches stay warm.
-        let schema = match self.tables.get(&tme.table_id()).and_then(|t| t.mapped.as_ref()) {
+        let schema = match self
+            .tables
+            .get(&tme.table_id())
+            .and_then(|t| t.mapped.as_ref())
+        {
             Some(m) if *m.schema == *schema => m.schema.clone(),
             _ => schema,
         };
@@ -783,7 +793,11 @@ impl StreamState {
         }
         let formats = &mapped.formats;
         // Checked above: every column is present in every image.
-        let all = data.after.as_deref().or(data.before.as_deref()).unwrap_or(&[]);
+        let all = data
+            .after
+            .as_deref()
+            .or(data.before.as_deref())
+            .unwrap_or(&[]);
         let mut changes = Vec::new();
         let decode_err = |s: &Self, source| SourceError::Decode {
             table: table.name.clone(),
@@ -819,7 +833,11 @@ impl StreamState {
 /// The table id at the start of a TABLE_MAP or rows event body (6 bytes, little-endian).
 fn table_id(body: &[u8]) -> Option<u64> {
     let id = body.get(..6)?;
-    Some(id.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    Some(
+        id.iter()
+            .rev()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+    )
 }
 
 /// The file name of a ROTATE event; an artificial one may end in 4 checksum bytes.

@@ -663,7 +663,10 @@ fn unselected_table_rows_are_skipped() {
     };
     assert_eq!(cp.gtid.as_ref().unwrap().to_string(), format!("{UUID}:1-6"));
     assert_eq!(cp.position.offset, u64::from(xid_end));
-    assert!(matches!(st.tables.get(&OTHER_ID), Some(KnownTable { mapped: None, .. })));
+    assert!(matches!(
+        st.tables.get(&OTHER_ID),
+        Some(KnownTable { mapped: None, .. })
+    ));
 }
 
 /// MySQL logs DDL as a GTID event and one QUERY event, with neither BEGIN nor XID. The group

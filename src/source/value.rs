@@ -229,7 +229,10 @@ const DECIMAL_DIGIT_BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 fn decimal(r: &mut Reader<'_>, meta: [u8; 2]) -> Result<Value, DecodeError> {
     let (precision, scale) = (meta[0] as usize, meta[1] as usize);
     if scale > precision || precision > 65 {
-        return Err(DecodeError::Unsupported(ColumnType::MYSQL_TYPE_NEWDECIMAL, meta));
+        return Err(DecodeError::Unsupported(
+            ColumnType::MYSQL_TYPE_NEWDECIMAL,
+            meta,
+        ));
     }
     let intg = precision - scale;
     let (intg_full, intg_left) = (intg / 9, intg % 9);
@@ -246,12 +249,9 @@ fn decimal(r: &mut Reader<'_>, meta: [u8; 2]) -> Result<Value, DecodeError> {
     let mut at = 0;
     let mut group = |bytes: usize| {
         let mut v: u32 = 0;
-        for i in at..at + bytes {
-            let mut b = raw[i] ^ mask;
-            if i == 0 {
-                b ^= 0x80;
-            }
-            v = (v << 8) | u32::from(b);
+        for (i, &b) in raw.iter().enumerate().skip(at).take(bytes) {
+            let sign = if i == 0 { 0x80 } else { 0 };
+            v = (v << 8) | u32::from(b ^ mask ^ sign);
         }
         at += bytes;
         v
@@ -268,7 +268,11 @@ fn decimal(r: &mut Reader<'_>, meta: [u8; 2]) -> Result<Value, DecodeError> {
         n += width;
     };
     if intg_left > 0 {
-        put(group(DECIMAL_DIGIT_BYTES[intg_left]), intg_left, &mut digits);
+        put(
+            group(DECIMAL_DIGIT_BYTES[intg_left]),
+            intg_left,
+            &mut digits,
+        );
     }
     for _ in 0..intg_full {
         put(group(4), 9, &mut digits);
@@ -277,7 +281,11 @@ fn decimal(r: &mut Reader<'_>, meta: [u8; 2]) -> Result<Value, DecodeError> {
         put(group(4), 9, &mut digits);
     }
     if frac_left > 0 {
-        put(group(DECIMAL_DIGIT_BYTES[frac_left]), frac_left, &mut digits);
+        put(
+            group(DECIMAL_DIGIT_BYTES[frac_left]),
+            frac_left,
+            &mut digits,
+        );
     }
     let (int_digits, frac_digits) = digits[..precision].split_at(intg);
     let int_digits = match int_digits.iter().position(|&d| d != b'0') {
@@ -574,7 +582,10 @@ mod tests {
         let bytes = [0x81, 0x0D, 0xFB, 0x38, 0xD2, 0x04, 0xD2];
         assert_eq!(one(&bytes, &c), Value::Decimal("1234567890.1234".into()));
         let negative = bytes.map(|b| !b);
-        assert_eq!(one(&negative, &c), Value::Decimal("-1234567890.1234".into()));
+        assert_eq!(
+            one(&negative, &c),
+            Value::Decimal("-1234567890.1234".into())
+        );
 
         // Random values of many shapes, encoded by the format's definition.
         use rand::{Rng, SeedableRng};
@@ -609,7 +620,11 @@ mod tests {
             }
             let text = |d: &[u8]| d.iter().map(|x| char::from(b'0' + x)).collect::<String>();
             let int_text = text(int_part).trim_start_matches('0').to_string();
-            let mut want = if int_text.is_empty() { "0".to_string() } else { int_text };
+            let mut want = if int_text.is_empty() {
+                "0".to_string()
+            } else {
+                int_text
+            };
             if scale > 0 {
                 want = format!("{want}.{}", text(frac_part));
             }
@@ -621,7 +636,11 @@ mod tests {
                 [precision as u8, scale as u8],
                 false,
             );
-            assert_eq!(one(&bytes, &c), Value::Decimal(want.into()), "DECIMAL({precision},{scale})");
+            assert_eq!(
+                one(&bytes, &c),
+                Value::Decimal(want.into()),
+                "DECIMAL({precision},{scale})"
+            );
         }
     }
 
