@@ -86,6 +86,27 @@ struct Figure {
     seconds: f64,
     /// Row changes applied (twice W1 for two targets).
     changes: u64,
+    /// CPU seconds the target server(s) spent meanwhile.
+    target_cpu: f64,
+}
+
+/// CPU seconds (user + system) `servers` have used so far.
+fn cpu_seconds(servers: &[&LocalServer]) -> f64 {
+    // /proc/PID/stat counts in USER_HZ, which Linux fixes at 100 for user space.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    servers
+        .iter()
+        .filter_map(|s| s.pid())
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the parenthesized command name; utime and stime are 14th and 15th.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / TICKS_PER_SECOND)
+        })
+        .sum()
 }
 
 /// Where the run's servers live.
@@ -864,11 +885,13 @@ async fn catch_up(
     let target = bench
         .server("rowsync-target", Role::Target, 2, DURABLE)
         .await?;
+    let cpu = cpu_seconds(&[&target]);
     let secs = rowsync_catch_up(source, &[&target], &w1.start_gtid, &w1.head, &bench.dir).await?;
     figures.push(Figure {
         name: "rowsync, 1 durable target".into(),
         seconds: secs,
         changes,
+        target_cpu: cpu_seconds(&[&target]) - cpu,
     });
     let order = bench
         .server("rowsync-order", Role::Target, 6, DURABLE)
@@ -876,6 +899,7 @@ async fn catch_up(
     let purchase = bench
         .server("rowsync-purchase", Role::Target, 7, DURABLE)
         .await?;
+    let cpu = cpu_seconds(&[&order, &purchase]);
     let secs = rowsync_catch_up(
         source,
         &[&order, &purchase],
@@ -888,6 +912,7 @@ async fn catch_up(
         name: "rowsync, 2 durable targets (total)".into(),
         seconds: secs,
         changes: 2 * changes,
+        target_cpu: cpu_seconds(&[&order, &purchase]) - cpu,
     });
     for server in [&target, &order, &purchase] {
         let got = fingerprint(&mut conn(server, "").await?).await?;
@@ -929,7 +954,9 @@ async fn catch_up(
         ),
     ] {
         let server = bench.server(dir, Role::Target, id, &args).await?;
+        let cpu = cpu_seconds(&[&server]);
         let secs = native_catch_up(source, &server, &w1.start_gtid, &w1.head).await?;
+        let target_cpu = cpu_seconds(&[&server]) - cpu;
         let got = fingerprint(&mut conn(&server, "").await?).await?;
         if &got != want {
             bail!("{name}: the replica differs from the source: {got:?} vs {want:?}");
@@ -938,14 +965,17 @@ async fn catch_up(
             name: name.into(),
             seconds: secs,
             changes,
+            target_cpu,
         });
     }
     let floor = bench.server("floor", Role::Target, 5, DURABLE).await?;
+    let cpu = cpu_seconds(&[&floor]);
     let floor_secs = apply_floor(&floor, opts).await?;
     figures.push(Figure {
         name: "apply floor (multi-row upserts piped in)".into(),
         seconds: floor_secs,
         changes,
+        target_cpu: cpu_seconds(&[&floor]) - cpu,
     });
 
     // Compared as rates, so two targets count their total.
@@ -958,18 +988,19 @@ async fn catch_up(
     let floor_rate = changes as f64 / floor_secs;
     let _ = writeln!(
         out,
-        "\n{:<46} {:>9} {:>13} {:>11} {:>9}",
-        "catch-up on W1", "seconds", "changes/s", "vs native", "of floor"
+        "\n{:<46} {:>9} {:>13} {:>11} {:>9} {:>11}",
+        "catch-up on W1", "seconds", "changes/s", "vs native", "of floor", "target CPU"
     );
     for f in &figures {
         let _ = writeln!(
             out,
-            "{:<46} {:>9.2} {:>13.0} {:>10.2}x {:>8.0}%",
+            "{:<46} {:>9.2} {:>13.0} {:>10.2}x {:>8.0}% {:>10.2}s",
             f.name,
             f.seconds,
             rate(f),
             rate(f) / native_best,
-            rate(f) / floor_rate * 100.0
+            rate(f) / floor_rate * 100.0,
+            f.target_cpu
         );
     }
     let _ = writeln!(
