@@ -452,7 +452,6 @@ async fn initial_copy(
     bench: &Bench,
     source: &LocalServer,
     rows: u64,
-    chunk_rows: usize,
 ) -> anyhow::Result<(f64, f64)> {
     let mut src = conn(source, "").await?;
     src.query_drop("CREATE DATABASE copying").await?;
@@ -476,7 +475,7 @@ async fn initial_copy(
         .query_drop("CREATE DATABASE copying")
         .await?;
     let text = format!(
-        "[source]\nurl = \"{}\"\nserver_id = 4970\nheartbeat_secs = 1\n\n[[targets]]\nname = \"t\"\nurl = \"{}\"\n\n[[mappings]]\nsource = \"copying.product\"\ntargets = [\"t\"]\n\n[copy]\nchunk_rows = {chunk_rows}\n\n[state]\npath = \"{}\"\n",
+        "[source]\nurl = \"{}\"\nserver_id = 4970\nheartbeat_secs = 1\n\n[[targets]]\nname = \"t\"\nurl = \"{}\"\n\n[[mappings]]\nsource = \"copying.product\"\ntargets = [\"t\"]\n\n[state]\npath = \"{}\"\n",
         source.url(""),
         ours.url("copying"),
         bench.dir.join("copy.state.db").display()
@@ -1054,7 +1053,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
         );
     }
     if opts.runs(Part::Copy) {
-        let (ours, dumped) = initial_copy(&bench, &source, opts.copy_rows, 20_000).await?;
+        let (ours, dumped) = initial_copy(&bench, &source, opts.copy_rows).await?;
         let _ = writeln!(
             out,
             "\ninitial copy of a {}-row table: rowsync {ours:.2}s, mariadb-dump | mariadb {dumped:.2}s ({:.2}x); both equal the source",

@@ -207,6 +207,10 @@ pub struct CopyConfig {
     /// Rows read from the source per chunk; each chunk commits with its progress.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
+    /// Fewer rows per chunk for wide tables: about this many bytes, by the source's average
+    /// row size.
+    #[serde(default = "default_chunk_bytes")]
+    pub chunk_bytes: usize,
     /// Tables copied at the same time, each in its own snapshot and connections.
     #[serde(default = "default_parallel_tables")]
     pub parallel_tables: usize,
@@ -224,13 +228,18 @@ fn default_parallel_tables() -> usize {
 }
 
 fn default_chunk_rows() -> usize {
-    5000
+    20_000
+}
+
+fn default_chunk_bytes() -> usize {
+    4 * 1024 * 1024
 }
 
 impl Default for CopyConfig {
     fn default() -> Self {
         CopyConfig {
             chunk_rows: default_chunk_rows(),
+            chunk_bytes: default_chunk_bytes(),
             parallel_tables: default_parallel_tables(),
             writers: default_copy_writers(),
         }

@@ -92,6 +92,7 @@ pub async fn run(
         skip: &skip,
         target,
         chunk_rows: config.copy.chunk_rows,
+        chunk_bytes: config.copy.chunk_bytes,
         writers: config.copy.writers,
         parallel_tables: 1,
         batch_rows: config.apply.batch_rows,

@@ -53,6 +53,8 @@ pub struct CopyJob<'a> {
     pub skip: &'a HashSet<TableName>,
     pub target: &'a TargetConfig,
     pub chunk_rows: usize,
+    /// Bytes a chunk should hold at most, by the server's average row size.
+    pub chunk_bytes: usize,
     pub parallel_tables: usize,
     /// Target connections writing one table's chunks at once.
     pub writers: usize,
@@ -317,7 +319,13 @@ async fn copy_table(
             return Ok(true);
         }
     };
-    let estimate = snapshot.estimate(&table.name).await?;
+    let (estimate, row_bytes) = snapshot.estimate(&table.name).await?;
+    // Chunks of about `chunk_bytes`, so wide rows do not multiply the memory held in flight.
+    let chunk_rows = match job.chunk_bytes.checked_div(row_bytes as usize) {
+        Some(rows) => rows.clamp(100, job.chunk_rows.max(100)),
+        None => job.chunk_rows,
+    }
+    .max(1);
     let mut progress = match previous {
         Some(p) => p.clone(),
         None => {
@@ -341,7 +349,7 @@ async fn copy_table(
         }
     };
     let start_after = progress.last_key.as_deref().map(decode_key).transpose()?;
-    tracing::info!(table = %table.name, estimate, already = progress.rows_copied, writers = job.writers, "copying table");
+    tracing::info!(table = %table.name, estimate, already = progress.rows_copied, writers = job.writers, chunk_rows, "copying table");
     // One reader fetches chunks in key order; `job.writers` target connections write them at
     // once, each chunk in its own transaction with its progress. The transactions commit in
     // chunk order, so the stored progress always ends a gap-free prefix of the table.
@@ -376,7 +384,7 @@ async fn copy_table(
         let mut last = start_after;
         let mut seq = 0u64;
         while !job.cancel.is_cancelled() && !abort.is_cancelled() {
-            let rows = match snapshot.chunk(table, last.as_deref(), job.chunk_rows).await {
+            let rows = match snapshot.chunk(table, last.as_deref(), chunk_rows).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     abort.cancel();
@@ -395,7 +403,7 @@ async fn copy_table(
             }
             progress.rows_copied += rows.len() as u64;
             progress.rows_estimated = progress.rows_estimated.max(progress.rows_copied);
-            progress.done = rows.len() < job.chunk_rows;
+            progress.done = rows.len() < chunk_rows;
             let chunk = Chunk {
                 seq,
                 rows,

@@ -105,16 +105,17 @@ impl Snapshot {
         })
     }
 
-    /// The server's row estimate for `table`.
-    pub async fn estimate(&mut self, name: &TableName) -> Result<u64, SourceError> {
-        let n: Option<Option<u64>> = self
+    /// The server's estimates for `table`: its rows, and their average size in bytes.
+    pub async fn estimate(&mut self, name: &TableName) -> Result<(u64, u64), SourceError> {
+        let n: Option<(Option<u64>, Option<u64>)> = self
             .conn
             .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                "SELECT TABLE_ROWS, AVG_ROW_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
                 (&name.db, &name.table),
             )
             .await?;
-        Ok(n.flatten().unwrap_or(0))
+        let (rows, size) = n.unwrap_or_default();
+        Ok((rows.unwrap_or(0), size.unwrap_or(0)))
     }
 
     /// Up to `limit` rows of `table` after key `after` (from the start when `None`), in key
