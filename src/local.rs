@@ -62,11 +62,23 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A private temporary directory for one server: mariadbd deletes every `#sql*` file in its
+/// tmpdir when it starts, so servers sharing `/tmp` break each other's bootstrap.
+fn private_tmpdir(path: PathBuf) -> Result<String, LocalError> {
+    std::fs::create_dir_all(&path)
+        .map_err(|e| failed(format!("creating {}", path.display()), e))?;
+    Ok(format!("--tmpdir={}", path.display()))
+}
+
 /// Creates an empty datadir at `dir` (root@127.0.0.1 with an empty password).
 pub fn install(bins: &Binaries, dir: &Path) -> Result<(), LocalError> {
+    let mut tmp = dir.as_os_str().to_owned();
+    tmp.push(".install-tmp");
+    let tmp = PathBuf::from(tmp);
     let mut cmd = Command::new(&bins.install_db);
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", dir.display()))
+        .arg(private_tmpdir(tmp.clone())?)
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
         .arg("--innodb-log-file-size=16M")
@@ -76,6 +88,7 @@ pub fn install(bins: &Binaries, dir: &Path) -> Result<(), LocalError> {
         cmd.arg("--user=root");
     }
     let out = cmd.output().map_err(|e| failed("mariadb-install-db", e))?;
+    let _ = std::fs::remove_dir_all(&tmp);
     if !out.status.success() {
         return Err(failed(
             "mariadb-install-db",
@@ -130,6 +143,7 @@ impl LocalServer {
             format!("--socket={}", run_dir.join("mysqld.sock").display()),
             format!("--pid-file={}", run_dir.join("mysqld.pid").display()),
             format!("--log-error={}", run_dir.join("error.log").display()),
+            private_tmpdir(run_dir.join("tmp"))?,
             format!("--server-id={server_id}"),
             "--skip-name-resolve".into(),
             "--innodb-buffer-pool-size=64M".into(),

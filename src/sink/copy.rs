@@ -360,23 +360,20 @@ async fn copy_table(
         extra.push((c, w));
     }
     let writers = 1 + extra.len();
-    let (turn, _) = tokio::sync::watch::channel(0u64);
-    let abort = job.cancel.child_token();
+    let lane = Lane {
+        turn: tokio::sync::watch::channel(0u64).0,
+        abort: job.cancel.child_token(),
+        job,
+        table,
+        projections: &projections,
+    };
+    let abort = &lane.abort;
     let mut senders = Vec::new();
     let mut lanes = Vec::new();
     for (c, w) in std::iter::once((conn, writer)).chain(extra.iter_mut().map(|(c, w)| (c, w))) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(1);
         senders.push(tx);
-        lanes.push(write_chunks(
-            c,
-            w,
-            rx,
-            &turn,
-            &abort,
-            job,
-            table,
-            &projections,
-        ));
+        lanes.push(write_chunks(c, w, rx, &lane));
     }
     let read = async {
         // Owning the senders: the writers see their channels close when reading stops.
@@ -433,25 +430,37 @@ struct Chunk {
     progress: CopyProgress,
 }
 
+/// What the writers of one table share.
+struct Lane<'a> {
+    /// The next chunk to commit.
+    turn: tokio::sync::watch::Sender<u64>,
+    /// Cancelled when any writer or the reader fails, so the others stop.
+    abort: CancellationToken,
+    job: &'a CopyJob<'a>,
+    table: &'a CopyTable,
+    projections: &'a [Arc<Projection>],
+}
+
 /// Writes the chunks arriving on `rx`, committing each one only once every earlier chunk has
-/// committed (`turn` names the next chunk to commit). `true` when it committed the last chunk
-/// of the table. On an error, `abort` stops the other writers and the reader.
-#[allow(clippy::too_many_arguments)]
+/// committed. `true` when it committed the last chunk of the table.
 async fn write_chunks(
     conn: &mut MySqlConnection,
     writer: &mut RowWriter,
     mut rx: tokio::sync::mpsc::Receiver<Chunk>,
-    turn: &tokio::sync::watch::Sender<u64>,
-    abort: &CancellationToken,
-    job: &CopyJob<'_>,
-    table: &CopyTable,
-    projections: &[Arc<Projection>],
+    lane: &Lane<'_>,
 ) -> Result<bool, PipelineError> {
+    let Lane {
+        turn,
+        abort,
+        job,
+        table,
+        projections,
+    } = lane;
     let result = async {
         while let Some(chunk) = rx.recv().await {
             let mut ops = Vec::with_capacity(chunk.rows.len() * projections.len());
             for row in &chunk.rows {
-                for p in projections {
+                for p in projections.iter() {
                     match p.keeps(row) {
                         Ok(true) => ops.push(Op::Upsert(p.clone(), p.row(row))),
                         Ok(false) => {}
