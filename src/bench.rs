@@ -49,19 +49,29 @@ pub enum Part {
     Copy,
 }
 
-/// Sizes of the run.
-#[derive(Debug, Clone)]
+/// Sizes of the run (the `rowsync bench` flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
+    /// Product rows inserted (transactions of 100).
+    #[arg(long, default_value_t = 200_000)]
     pub products: u64,
+    /// Row updates (transactions of 10).
+    #[arg(long, default_value_t = 200_000)]
     pub updates: u64,
-    /// Rows of the one big transaction whose memory use is measured.
+    /// Rows of the single big transaction whose memory use is measured.
+    #[arg(long, default_value_t = 1_000_000)]
     pub big_rows: u64,
-    /// Rows of the table whose initial copy is timed beside `mariadb-dump | mariadb`.
+    /// Rows of the table whose initial copy is timed beside mariadb-dump.
+    #[arg(long, default_value_t = 5_000_000)]
     pub copy_rows: u64,
-    /// Row changes per second of the steady-lag load, and how long it runs.
+    /// Row changes per second of the steady-lag load.
+    #[arg(long, default_value_t = 5_000)]
     pub lag_rate: u64,
+    /// Seconds the steady-lag load runs.
+    #[arg(long, default_value_t = 60)]
     pub lag_secs: u64,
-    /// Parts to run; all when empty.
+    /// Run only these parts (comma-separated); all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Part>,
 }
 
@@ -227,6 +237,63 @@ fn spawn_rowsync(
     Ok((cancel, pipeline))
 }
 
+/// A rowsync configuration replicating `tables` (`db.table` or `db.*`) from `source` into
+/// database `db` — created here — on each of `targets` (named t0, t1, …). `start` is the
+/// `source.start` value (the default, a snapshot copy, when `None`).
+async fn replica_config(
+    source: &LocalServer,
+    server_id: u32,
+    start: Option<&str>,
+    targets: &[&LocalServer],
+    tables: &str,
+    state: &Path,
+) -> anyhow::Result<String> {
+    let db = tables.split('.').next().unwrap_or(tables);
+    let mut text = format!(
+        "[source]\nurl = \"{}\"\nserver_id = {server_id}\nheartbeat_secs = 1\n",
+        source.url("")
+    );
+    if let Some(start) = start {
+        let _ = writeln!(text, "start = \"{start}\"");
+    }
+    let _ = write!(text, "\n[state]\npath = \"{}\"\n", state.display());
+    let mut names = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        conn(target, "")
+            .await?
+            .query_drop(format!("CREATE DATABASE {db}"))
+            .await?;
+        let _ = write!(
+            text,
+            "\n[[targets]]\nname = \"t{i}\"\nurl = \"{}\"\n",
+            target.url(db)
+        );
+        names.push(format!("\"t{i}\""));
+    }
+    let _ = write!(
+        text,
+        "\n[[mappings]]\nsource = \"{tables}\"\ntargets = [{}]\n",
+        names.join(", ")
+    );
+    Ok(text)
+}
+
+/// Waits until rowsync's initial copy into database `db` of `target` is done.
+async fn wait_streaming(target: &LocalServer, db: &str, limit: Duration) -> anyhow::Result<()> {
+    let mut t = conn(target, db).await?;
+    wait_until(
+        async || {
+            let phase: Option<Option<String>> = t
+                .query_first("SELECT phase FROM rowsync_checkpoint")
+                .await
+                .unwrap_or(None);
+            Ok(phase.flatten().as_deref() == Some("streaming"))
+        },
+        limit,
+    )
+    .await
+}
+
 /// rowsync catching up into every server of `targets` at once; returns the seconds until the
 /// last one has applied everything.
 async fn rowsync_catch_up(
@@ -236,29 +303,15 @@ async fn rowsync_catch_up(
     head: &str,
     dir: &Path,
 ) -> anyhow::Result<f64> {
-    let mut text = format!(
-        "[source]\nurl = \"{}\"\nserver_id = 4901\nheartbeat_secs = 1\nstart = \"gtid:{start_gtid}\"\n\n[state]\npath = \"{}\"\n",
-        source.url(""),
-        dir.join(format!("bench-{}.state.db", targets.len())).display()
-    );
-    let mut names = Vec::new();
-    for (i, target) in targets.iter().enumerate() {
-        conn(target, "")
-            .await?
-            .query_drop("CREATE DATABASE product")
-            .await?;
-        let _ = write!(
-            text,
-            "\n[[targets]]\nname = \"t{i}\"\nurl = \"{}\"\n",
-            target.url("product")
-        );
-        names.push(format!("\"t{i}\""));
-    }
-    let _ = write!(
-        text,
-        "\n[[mappings]]\nsource = \"product.*\"\ntargets = [{}]\n",
-        names.join(", ")
-    );
+    let text = replica_config(
+        source,
+        4901,
+        Some(&format!("gtid:{start_gtid}")),
+        targets,
+        "product.*",
+        &dir.join(format!("bench-{}.state.db", targets.len())),
+    )
+    .await?;
     let started = Instant::now();
     let (cancel, pipeline) = spawn_rowsync(&text, dir, "bench.toml")?;
     for target in targets {
@@ -379,20 +432,17 @@ async fn big_transaction(
         .query_first("SELECT @@gtid_binlog_pos")
         .await?
         .unwrap_or_default();
-    conn(target, "")
-        .await?
-        .query_drop("CREATE DATABASE product")
-        .await?;
+    let text = replica_config(
+        source,
+        4950,
+        Some(&format!("gtid:{from}")),
+        &[target],
+        "product.big",
+        &dir.join("big.state.db"),
+    )
+    .await?;
     let config = dir.join("big.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nurl = \"{}\"\nserver_id = 4950\nheartbeat_secs = 1\nstart = \"gtid:{from}\"\n\n[[targets]]\nname = \"t\"\nurl = \"{}\"\n\n[[mappings]]\nsource = \"product.big\"\ntargets = [\"t\"]\n\n[state]\npath = \"{}\"\n",
-            source.url(""),
-            target.url("product"),
-            dir.join("big.state.db").display()
-        ),
-    )?;
+    std::fs::write(&config, text)?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["run", "--config"])
         .arg(&config)
@@ -470,33 +520,22 @@ async fn initial_copy(
     let ours = bench
         .server("copy-target", Role::Target, 9, DURABLE)
         .await?;
-    conn(&ours, "")
-        .await?
-        .query_drop("CREATE DATABASE copying")
-        .await?;
-    let text = format!(
-        "[source]\nurl = \"{}\"\nserver_id = 4970\nheartbeat_secs = 1\n\n[[targets]]\nname = \"t\"\nurl = \"{}\"\n\n[[mappings]]\nsource = \"copying.product\"\ntargets = [\"t\"]\n\n[state]\npath = \"{}\"\n",
-        source.url(""),
-        ours.url("copying"),
-        bench.dir.join("copy.state.db").display()
-    );
-    let started = Instant::now();
-    let (cancel, pipeline) = spawn_rowsync(&text, &bench.dir, "copy.toml")?;
-    let mut t = conn(&ours, "copying").await?;
-    wait_until(
-        async || {
-            let phase: Option<Option<String>> = t
-                .query_first("SELECT phase FROM rowsync_checkpoint")
-                .await
-                .unwrap_or(None);
-            Ok(phase.flatten().as_deref() == Some("streaming"))
-        },
-        Duration::from_secs(3600),
+    let text = replica_config(
+        source,
+        4970,
+        None,
+        &[&ours],
+        "copying.product",
+        &bench.dir.join("copy.state.db"),
     )
     .await?;
+    let started = Instant::now();
+    let (cancel, pipeline) = spawn_rowsync(&text, &bench.dir, "copy.toml")?;
+    wait_streaming(&ours, "copying", Duration::from_secs(3600)).await?;
     let ours_secs = started.elapsed().as_secs_f64();
     cancel.cancel();
     pipeline.await?;
+    let mut t = conn(&ours, "copying").await?;
     let got: Option<(u64, Option<String>)> = t.query_first(fingerprint_sql).await?;
     if got != want {
         bail!("rowsync's copy differs from the source: {got:?} vs {want:?}");
@@ -700,36 +739,18 @@ async fn steady_lag(
             .server("lag-purchase", Role::Target, 12, DURABLE)
             .await?,
     ];
-    let mut text = format!(
-        "[source]\nurl = \"{}\"\nserver_id = 4980\nheartbeat_secs = 1\n\n[state]\npath = \"{}\"\n\n[[mappings]]\nsource = \"steady.*\"\ntargets = [\"t0\", \"t1\"]\n",
-        source.url(""),
-        bench.dir.join("lag.state.db").display()
-    );
-    for (i, target) in targets.iter().enumerate() {
-        conn(target, "")
-            .await?
-            .query_drop("CREATE DATABASE steady")
-            .await?;
-        let _ = write!(
-            text,
-            "\n[[targets]]\nname = \"t{i}\"\nurl = \"{}\"\n",
-            target.url("steady")
-        );
-    }
+    let text = replica_config(
+        source,
+        4980,
+        None,
+        &[&targets[0], &targets[1]],
+        "steady.*",
+        &bench.dir.join("lag.state.db"),
+    )
+    .await?;
     let (cancel, pipeline) = spawn_rowsync(&text, &bench.dir, "lag.toml")?;
     for target in &targets {
-        let mut t = conn(target, "steady").await?;
-        wait_until(
-            async || {
-                let phase: Option<Option<String>> = t
-                    .query_first("SELECT phase FROM rowsync_checkpoint")
-                    .await
-                    .unwrap_or(None);
-                Ok(phase.flatten().as_deref() == Some("streaming"))
-            },
-            Duration::from_secs(600),
-        )
-        .await?;
+        wait_streaming(target, "steady", Duration::from_secs(600)).await?;
     }
     let now_us = || {
         SystemTime::now()

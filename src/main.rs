@@ -58,30 +58,8 @@ enum Command {
         #[arg(long)]
         table: String,
     },
-    /// Measure catch-up speed beside MariaDB's own replication on local servers.
-    Bench {
-        /// Product rows inserted (transactions of 100).
-        #[arg(long, default_value_t = 200_000)]
-        products: u64,
-        /// Row updates (transactions of 10).
-        #[arg(long, default_value_t = 200_000)]
-        updates: u64,
-        /// Rows of the single big transaction whose memory use is measured.
-        #[arg(long, default_value_t = 1_000_000)]
-        big_rows: u64,
-        /// Rows of the table whose initial copy is timed beside mariadb-dump.
-        #[arg(long, default_value_t = 5_000_000)]
-        copy_rows: u64,
-        /// Row changes per second of the steady-lag load.
-        #[arg(long, default_value_t = 5_000)]
-        lag_rate: u64,
-        /// Seconds the steady-lag load runs.
-        #[arg(long, default_value_t = 60)]
-        lag_secs: u64,
-        /// Run only these parts (comma-separated); all by default.
-        #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<rowsync::bench::Part>,
-    },
+    /// Measure rowsync beside MariaDB replication, mariadb-binlog and mariadb-dump on local servers.
+    Bench(rowsync::bench::BenchOptions),
     /// Start local MariaDB servers with a product workload and replicate it, until Ctrl-C.
     Demo {
         /// Stop by itself after this many seconds.
@@ -94,7 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own progress; only warnings and errors go to the log there.
     let default_level = match cli.command {
-        Command::Demo { .. } | Command::Bench { .. } => "warn",
+        Command::Demo { .. } | Command::Bench(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -174,25 +152,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Bench {
-            products,
-            updates,
-            big_rows,
-            copy_rows,
-            lag_rate,
-            lag_secs,
-            only,
-        } => {
-            let report = rowsync::bench::run(rowsync::bench::BenchOptions {
-                products,
-                updates,
-                big_rows,
-                copy_rows,
-                lag_rate,
-                lag_secs,
-                only,
-            })
-            .await?;
+        Command::Bench(options) => {
+            let report = rowsync::bench::run(options).await?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint::{self, CopyProgress, Phase, StoppedTable};
 use super::writer::{Op, RowWriter};
 use super::{replica, target, SinkError};
-use crate::config::TargetConfig;
+use crate::config::{CopyConfig, TargetConfig};
 use crate::pipeline::mapping::{Projection, Router};
 use crate::pipeline::runner::PipelineError;
 use crate::pipeline::status::TargetStatus;
@@ -52,12 +52,8 @@ pub struct CopyJob<'a> {
     pub router: &'a Router,
     pub skip: &'a HashSet<TableName>,
     pub target: &'a TargetConfig,
-    pub chunk_rows: usize,
-    /// Bytes a chunk should hold at most, by the server's average row size.
-    pub chunk_bytes: usize,
-    pub parallel_tables: usize,
-    /// Target connections writing one table's chunks at once.
-    pub writers: usize,
+    /// Chunk sizes, table and writer parallelism.
+    pub copy: &'a CopyConfig,
     pub batch_rows: usize,
     pub status: &'a TargetStatus,
     pub cancel: &'a CancellationToken,
@@ -164,6 +160,7 @@ pub async fn run(
     // Every snapshot is at or after `start`, so the stream from `start` brings all of them to
     // one boundary (see the module doc).
     let workers = job
+        .copy
         .parallel_tables
         .max(1)
         .min(queue.lock().map(|q| q.len()).unwrap_or(1).max(1));
@@ -321,9 +318,9 @@ async fn copy_table(
     };
     let (estimate, row_bytes) = snapshot.estimate(&table.name).await?;
     // Chunks of about `chunk_bytes`, so wide rows do not multiply the memory held in flight.
-    let chunk_rows = match job.chunk_bytes.checked_div(row_bytes as usize) {
-        Some(rows) => rows.clamp(100, job.chunk_rows.max(100)),
-        None => job.chunk_rows,
+    let chunk_rows = match job.copy.chunk_bytes.checked_div(row_bytes as usize) {
+        Some(rows) => rows.clamp(100, job.copy.chunk_rows.max(100)),
+        None => job.copy.chunk_rows,
     }
     .max(1);
     let mut progress = match previous {
@@ -349,12 +346,12 @@ async fn copy_table(
         }
     };
     let start_after = progress.last_key.as_deref().map(decode_key).transpose()?;
-    tracing::info!(table = %table.name, estimate, already = progress.rows_copied, writers = job.writers, chunk_rows, "copying table");
-    // One reader fetches chunks in key order; `job.writers` target connections write them at
+    tracing::info!(table = %table.name, estimate, already = progress.rows_copied, writers = job.copy.writers, chunk_rows, "copying table");
+    // One reader fetches chunks in key order; `copy.writers` target connections write them at
     // once, each chunk in its own transaction with its progress. The transactions commit in
     // chunk order, so the stored progress always ends a gap-free prefix of the table.
     let mut extra = Vec::new();
-    for _ in 1..job.writers.max(1) {
+    for _ in 1..job.copy.writers.max(1) {
         let mut c = target::connect(job.target).await?;
         let w = RowWriter::new(&mut c, job.batch_rows).await?;
         extra.push((c, w));
