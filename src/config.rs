@@ -411,6 +411,52 @@ impl Config {
                 }
             }
         }
+        self.check_one_writer_per_replica()
+    }
+
+    /// Two mappings that resolve to one (target, replica table) would wipe each other's rows
+    /// (each copy starts by emptying its replica, and TRUNCATE of either empties both). What
+    /// the file alone shows is refused here; tables a `*` pattern picks up at run time are
+    /// checked when they appear (`pipeline::replicas`).
+    fn check_one_writer_per_replica(&self) -> Result<(), ConfigError> {
+        let patterns: Vec<TablePattern> = self
+            .mappings
+            .iter()
+            .map(|m| m.source.parse::<TablePattern>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.invalid("mappings", e))?;
+        for (j, b) in self.mappings.iter().enumerate() {
+            for (i, a) in self.mappings.iter().enumerate().take(j) {
+                let shared = a
+                    .targets
+                    .iter()
+                    .find(|t| b.targets.iter().any(|u| u.eq_ignore_ascii_case(t)));
+                let Some(target) = shared else { continue };
+                let (pa, pb) = (&patterns[i], &patterns[j]);
+                let replica = match (pa.exact(), pb.exact()) {
+                    (Some(ta), Some(tb)) => {
+                        let ra = a.table.clone().unwrap_or(ta.table);
+                        let rb = b.table.clone().unwrap_or(tb.table);
+                        ra.eq_ignore_ascii_case(&rb).then_some(ra)
+                    }
+                    // A pattern keeps table names: it collides with an exact mapping of a
+                    // table it matches that keeps its name too.
+                    (Some(t), None) if a.table.is_none() && pb.matches(&t) => Some(t.table),
+                    (None, Some(t)) if b.table.is_none() && pa.matches(&t) => Some(t.table),
+                    (None, None) if pa == pb => Some(format!("{pa}")),
+                    _ => None,
+                };
+                if let Some(replica) = replica {
+                    return Err(self.invalid(
+                        format!("mappings[{j}]"),
+                        format!(
+                            "source `{}` writes replica table `{replica}` in target `{target}`, as mappings[{i}] (source `{}`) does; two mappings into one replica table would wipe each other's rows — give one of them its own `table`",
+                            b.source, a.source
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -601,6 +647,53 @@ targets = ["order", "purchase"]
             "targets = [\"order\"]\nwhere = \"deleted = 0 AND category_id IN (1, 2, 3)\"",
         );
         assert!(load(&ok, vec![]).unwrap().mappings[0].filter.is_some());
+    }
+
+    #[test]
+    fn two_mappings_into_one_replica_are_rejected_naming_both() {
+        let two = |a: &str, b: &str| {
+            format!("{BASE}\n[[mappings]]\n{a}\ntargets = [\"order\"]\n\n[[mappings]]\n{b}\ntargets = [\"order\"]\n")
+        };
+        for (a, b) in [
+            (
+                "source = \"product.category\"",
+                "source = \"product.batch\"\ntable = \"category\"",
+            ),
+            ("source = \"db1.t\"", "source = \"db2.t\""),
+            ("source = \"shop.*\"", "source = \"shop.category\""),
+            ("source = \"shop_*.item\"", "source = \"shop_*.item\""),
+        ] {
+            let err = load(&two(a, b), vec![]).unwrap_err().to_string();
+            assert!(
+                err.contains("mappings[2]")
+                    && err.contains("as mappings[1]")
+                    && err.contains("target `order`"),
+                "{a} / {b}: {err}"
+            );
+        }
+        // Other replica names, or other targets, are fine.
+        load(
+            &two(
+                "source = \"product.category\"",
+                "source = \"product.category\"\ntable = \"category_children\"",
+            ),
+            vec![],
+        )
+        .unwrap();
+        load(
+            &two(
+                "source = \"shop.*\"",
+                "source = \"shop.category\"\ntable = \"cat2\"",
+            ),
+            vec![],
+        )
+        .unwrap();
+        let other_target = two("source = \"db1.t\"", "source = \"db2.t\"").replacen(
+            "targets = [\"order\"]\n\n[[mappings]]\nsource = \"db2.t\"\ntargets = [\"order\"]",
+            "targets = [\"order\"]\n\n[[mappings]]\nsource = \"db2.t\"\ntargets = [\"purchase\"]",
+            1,
+        );
+        load(&other_target, vec![]).unwrap();
     }
 
     #[test]

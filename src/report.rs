@@ -153,23 +153,45 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
                 .as_ref()
                 .map(|p| p.to_string())
                 .unwrap_or_default();
-            let _ = match f.state.as_str() {
-                "copying" => writeln!(s, "  table {} RE-COPYING (snapshot at {at})", f.table),
+            let _ = match (f.state, at.is_empty()) {
+                (checkpoint::TableState::Copying, true) => {
+                    writeln!(s, "  table {} RE-COPYING (taking its snapshot)", f.table)
+                }
+                (checkpoint::TableState::Copying, false) => {
+                    writeln!(s, "  table {} RE-COPYING (snapshot at {at})", f.table)
+                }
                 _ => writeln!(s, "  table {} re-copied, catching up from {at}", f.table),
             };
         }
         for st in &t.stopped {
-            let _ = writeln!(
-                s,
-                "  table {} NEEDS RE-COPY since {}: {}{}",
-                st.table,
-                st.since,
-                st.reason,
-                st.statement
-                    .as_ref()
-                    .map(|q| format!(" (statement: {q})"))
-                    .unwrap_or_default()
-            );
+            let statement = st
+                .statement
+                .as_ref()
+                .map(|q| format!(" (statement: {q})"))
+                .unwrap_or_default();
+            let _ = match st.state {
+                checkpoint::TableState::RecopyRequested => writeln!(
+                    s,
+                    "  table {} COPY REQUESTED: {}",
+                    st.table,
+                    if st.reason.is_empty() {
+                        "a re-copy was asked for"
+                    } else {
+                        &st.reason
+                    }
+                ),
+                _ => writeln!(
+                    s,
+                    "  table {} NEEDS RE-COPY since {}: {}{statement}",
+                    st.table,
+                    if st.since.is_empty() {
+                        "the start of the stream"
+                    } else {
+                        &st.since
+                    },
+                    st.reason,
+                ),
+            };
         }
     }
     s

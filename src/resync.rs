@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::pipeline::mapping::Router;
 use crate::pipeline::status::TargetStatus;
+use crate::sink::checkpoint::TableState;
 use crate::sink::copy::{self, CopyJob};
-use crate::sink::{checkpoint, replica, target};
+use crate::sink::{checkpoint, target};
 use crate::source::conn::{connect, source_opts};
 use crate::source::info::SourceInfo;
 use crate::source::schema::TableName;
@@ -77,11 +78,8 @@ pub async fn run(
     }
     let mut src = connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
-    for mapping in router.mappings_for(&table) {
-        replica::ensure_replica(&mut src, &mut conn, mapping, &table, Some(&config.pipeline))
-            .await?;
-    }
     drop(src);
+    // The copy makes the table's replicas that are missing or no longer fit.
     let status = TargetStatus::new(&target.name);
     let skip = Default::default();
     let job = CopyJob {
@@ -113,22 +111,33 @@ async fn ask_the_daemon(
     table: &TableName,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<Resynced>> {
-    checkpoint::mark_table(conn, &config.pipeline, table, "recopy_requested", None).await?;
-    let mut last = String::new();
+    checkpoint::mark_table(
+        conn,
+        &config.pipeline,
+        table,
+        TableState::RecopyRequested,
+        None,
+        "asked for by `rowsync resync`",
+    )
+    .await?;
+    let mut last = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(None),
             _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
         }
         let state = checkpoint::table_state(conn, &config.pipeline, table).await?;
-        if state.as_deref() != Some(last.as_str()) {
-            last = state.clone().unwrap_or_default();
-            tracing::info!(table = %table, state = %last, "re-copy by the running daemon");
+        if state != last {
+            last = state;
+            let shown = state
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "streaming".into());
+            tracing::info!(table = %table, state = %shown, "re-copy by the running daemon");
         }
-        match state.as_deref() {
-            Some("recopy_requested") | Some("copying") => continue,
+        match state {
+            Some(TableState::RecopyRequested) | Some(TableState::Copying) => continue,
             // Copied; the daemon's stream catches the table up (or already has).
-            Some("catching_up") | None => {
+            Some(TableState::CatchingUp) | None => {
                 let rows = checkpoint::copy_progress(conn, &config.pipeline)
                     .await?
                     .into_iter()
@@ -144,7 +153,7 @@ async fn ask_the_daemon(
                     .unwrap_or_else(|| "its snapshot (already caught up)".into());
                 return Ok(Some(Resynced { rows, floor }));
             }
-            Some(other) => {
+            Some(other @ TableState::NeedsRecopy) => {
                 bail!("the re-copy of {table} ended in state `{other}`; see `rowsync status`")
             }
         }

@@ -6,22 +6,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use mysql_async::prelude::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn hup(pid: u32) {
-    assert!(Command::new("kill")
-        .arg("-HUP")
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_and_removes_mappings() {

@@ -305,6 +305,11 @@ fn like(text: &[char], pattern: &[char], escape: char) -> bool {
 }
 
 impl Filter {
+    /// The filter as written in the configuration.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Column names the filter uses.
     pub fn columns(&self) -> Vec<String> {
         fn walk(e: &Expr, out: &mut Vec<String>) {

@@ -90,6 +90,16 @@ impl Mapping {
     pub fn replica_name(&self, source: &TableName) -> String {
         self.table.clone().unwrap_or_else(|| source.table.clone())
     }
+
+    /// What the replica's rows depend on besides the source table: the column list and the
+    /// filter. A replica filled under one shape must be copied again under another.
+    pub fn shape(&self) -> String {
+        serde_json::json!({
+            "columns": self.columns,
+            "where": self.filter.as_ref().map(|f| f.text()),
+        })
+        .to_string()
+    }
 }
 
 /// Why a mapping cannot be applied to a source table.

@@ -18,10 +18,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::mapping::Router;
+use super::replicas;
 use super::status::{State, TargetStatus};
 use crate::config::{Config, TargetConfig};
 use crate::sink::apply::{Applier, ApplyExit, Command};
-use crate::sink::checkpoint::Phase;
+use crate::sink::checkpoint::{Phase, StoppedTable, TableState};
 use crate::sink::copy::{self, CopyJob};
 use crate::sink::{checkpoint, replica, target, SinkError};
 use crate::source::conn::source_opts;
@@ -135,31 +136,107 @@ async fn run_once(
     })?;
 
     let mut conn = target::connect(target).await?;
-    checkpoint::ensure_tables(&mut conn).await?;
+    let upgraded = checkpoint::ensure_tables(&mut conn).await?;
     // One process at a time works on a target: this session holds the lock until it ends.
     checkpoint::lock_target(&mut conn, &config.pipeline, &target.name, 10).await?;
-    let stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
-    let skip: HashSet<_> = stopped.iter().map(|s| s.table.clone()).collect();
+    let mut stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
+    let mut skip: HashSet<_> = stopped.iter().map(|s| s.table.clone()).collect();
 
     let mut src = crate::source::conn::connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
     let selected = replica::selected_tables(&mut src, &router).await?;
     let loaded = checkpoint::load_with_phase(&mut conn, &config.pipeline).await?;
+    if upgraded && loaded.is_some() {
+        adopt_replicas(&mut conn, &config.pipeline, &router, &selected).await?;
+    }
+    let records = checkpoint::replicas(&mut conn, &config.pipeline).await?;
+    let busy: HashSet<TableName> = checkpoint::table_floors(&mut conn, &config.pipeline)
+        .await?
+        .into_iter()
+        .filter(|f| f.state == TableState::Copying)
+        .map(|f| f.table)
+        .chain(skip.iter().cloned())
+        .collect();
+    let plan = replicas::plan(&router, &selected, &|t| busy.contains(t), &records);
+    for replica in &plan.forget {
+        tracing::info!(target = %target.name, replica = %replica, "no mapping fills this replica table any more; it is kept as it is");
+        checkpoint::forget_replica(&mut conn, &config.pipeline, replica).await?;
+    }
+    let since = loaded.as_ref().map(|(c, _)| c);
+    for (table, reason) in plan.conflicts {
+        let stop = stop_at_start(&mut conn, &config.pipeline, since, table, reason).await?;
+        skip.insert(stop.table.clone());
+        stopped.push(stop);
+    }
     // Replicas created for an initial copy get their secondary keys after it.
     let copying = match &loaded {
         None => config.source.start_at() == StartAt::Snapshot,
         Some((_, phase)) => *phase == Phase::Copying,
     };
     let defer_keys = copying.then_some(config.pipeline.as_str());
+    // Tables waiting for a copy (or in one) get their replica made by it.
     for table in &selected {
-        if skip.contains(table) {
+        if busy.contains(table) || skip.contains(table) {
             continue;
         }
+        let def = match replica::source_definition(&mut src, table).await {
+            Ok(def) => def,
+            // Dropped since it was listed: the stream says what became of it.
+            Err(SinkError::Source { source, .. }) if source.is_missing_table() => continue,
+            Err(e) => return Err(e.into()),
+        };
         for mapping in router.mappings_for(table) {
-            replica::ensure_replica(&mut src, &mut conn, mapping, table, defer_keys).await?;
+            match replica::ensure_replica(&mut conn, &def, mapping, defer_keys).await {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => return Err(e.into()),
+                // A replica that cannot be used stops its table, not the target.
+                Err(e) => {
+                    let stop = stop_at_start(
+                        &mut conn,
+                        &config.pipeline,
+                        since,
+                        table.clone(),
+                        e.to_string(),
+                    )
+                    .await?;
+                    skip.insert(stop.table.clone());
+                    stopped.push(stop);
+                    break;
+                }
+            }
         }
     }
     drop(src);
+    // A replica that is new or changed shape is copied before it streams: within the initial
+    // copy when that is still under way, else online like a re-copy (skipped until then).
+    for (table, reason) in &plan.copy {
+        match &loaded {
+            Some((_, Phase::Streaming)) => {
+                tracing::info!(target = %target.name, table = %table, %reason, "copying the table online");
+                checkpoint::mark_table(
+                    &mut conn,
+                    &config.pipeline,
+                    table,
+                    TableState::RecopyRequested,
+                    None,
+                    reason,
+                )
+                .await?;
+                skip.insert(table.clone());
+            }
+            Some((_, Phase::Copying)) => {
+                checkpoint::reset_copy_progress(&mut conn, &config.pipeline, table).await?;
+            }
+            // A fresh target: its initial copy records every replica it fills, and a target
+            // that starts streaming without a copy starts with them as they are.
+            None if copying => {}
+            None => {
+                for record in replicas::records_for(&router, table) {
+                    checkpoint::record_replica(&mut conn, &config.pipeline, &record).await?;
+                }
+            }
+        }
+    }
     let job = CopyJob {
         pipeline: &config.pipeline,
         source: &opts,
@@ -172,19 +249,16 @@ async fn run_once(
         status,
         cancel,
     };
-    let fresh = loaded.is_none();
     let start = match loaded {
         Some((c, Phase::Streaming)) => c,
         Some((c, Phase::Copying)) => match copy::run(&mut conn, &job, Some(c)).await? {
             Some(c) => c,
             None => return Ok(Outcome::Shutdown),
         },
-        None if config.source.start_at() == StartAt::Snapshot => {
-            match copy::run(&mut conn, &job, None).await? {
-                Some(c) => c,
-                None => return Ok(Outcome::Shutdown),
-            }
-        }
+        None if copying => match copy::run(&mut conn, &job, None).await? {
+            Some(c) => c,
+            None => return Ok(Outcome::Shutdown),
+        },
         None => {
             let mut src = crate::source::conn::connect(&opts).await?;
             let c = info
@@ -197,38 +271,12 @@ async fn run_once(
             c
         }
     };
-    // The target records which tables it holds. A selected table it does not know yet is new
-    // (a mapping added since): it gets copied online like a re-copy, skipped until then.
-    let known: HashSet<TableName> = checkpoint::copy_progress(&mut conn, &config.pipeline)
-        .await?
-        .into_iter()
-        .map(|p| p.table)
-        .chain(
-            checkpoint::table_floors(&mut conn, &config.pipeline)
-                .await?
-                .into_iter()
-                .map(|f| f.table),
-        )
-        .collect();
-    let mut newly = HashSet::new();
-    for table in selected
-        .iter()
-        .filter(|t| !known.contains(*t) && !skip.contains(*t))
-    {
-        if fresh {
-            checkpoint::register_table(&mut conn, &config.pipeline, table).await?;
-        } else {
-            tracing::info!(target = %target.name, table = %table, "newly selected table; copying it");
-            checkpoint::mark_table(&mut conn, &config.pipeline, table, "recopy_requested", None)
-                .await?;
-            newly.insert(table.clone());
-        }
-    }
-    let skip: HashSet<TableName> = skip.union(&newly).cloned().collect();
     // Tables whose re-copy was under way finish it first; tables re-copied earlier catch up
     // from their own floor while the others go on from the checkpoint.
     for f in checkpoint::table_floors(&mut conn, &config.pipeline).await? {
-        if f.state == "copying" && copy::recopy(&mut conn, &job, &f.table).await?.is_none() {
+        if f.state == TableState::Copying
+            && copy::recopy(&mut conn, &job, &f.table).await?.is_none()
+        {
             return Ok(Outcome::Shutdown);
         }
     }
@@ -327,6 +375,55 @@ async fn run_once(
     }
 }
 
+/// Stops `table` on this target as it starts, at the checkpoint `since` (none yet on a fresh
+/// target: the start of its stream).
+async fn stop_at_start(
+    conn: &mut sqlx::mysql::MySqlConnection,
+    pipeline: &str,
+    since: Option<&Checkpoint>,
+    table: TableName,
+    reason: String,
+) -> Result<StoppedTable, PipelineError> {
+    tracing::error!(table = %table, %reason, "table stopped on this target");
+    let stop = StoppedTable {
+        table,
+        state: TableState::NeedsRecopy,
+        since: since.map(|c| c.position.to_string()).unwrap_or_default(),
+        statement: None,
+        reason,
+    };
+    checkpoint::stop_table(conn, pipeline, &stop, since.and_then(|c| c.gtid.as_ref())).await?;
+    Ok(stop)
+}
+
+/// Records the replicas of a target written by a rowsync that did not track them yet: the
+/// tables it held (copied, or registered as streamed from the start) keep their replicas as
+/// they are; tables it did not hold are copied as new.
+async fn adopt_replicas(
+    conn: &mut sqlx::mysql::MySqlConnection,
+    pipeline: &str,
+    router: &Router,
+    selected: &[TableName],
+) -> Result<(), PipelineError> {
+    let held: HashSet<TableName> = checkpoint::copy_progress(conn, pipeline)
+        .await?
+        .into_iter()
+        .map(|p| p.table)
+        .chain(
+            checkpoint::table_floors(conn, pipeline)
+                .await?
+                .into_iter()
+                .map(|f| f.table),
+        )
+        .collect();
+    for table in selected.iter().filter(|t| held.contains(*t)) {
+        for record in replicas::records_for(router, table) {
+            checkpoint::record_replica(conn, pipeline, &record).await?;
+        }
+    }
+    Ok(())
+}
+
 /// How one run of a target's pipeline ended without error.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -373,12 +470,7 @@ async fn serve_recopies(
             _ = stop.cancelled() => return Ok(false),
             done = acked => if done.is_err() { return Ok(false) },
         }
-        let mut src = crate::source::conn::connect(job.source).await?;
-        for mapping in job.router.mappings_for(&table) {
-            replica::ensure_replica(&mut src, &mut conn, mapping, &table, Some(job.pipeline))
-                .await?;
-        }
-        drop(src);
+        // The copy makes the replicas that are missing or no longer fit.
         return Ok(copy::recopy(&mut conn, job, &table).await?.is_some());
     }
 }

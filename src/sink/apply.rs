@@ -16,12 +16,14 @@ use sqlx::{AssertSqlSafe, Executor};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{self, StoppedTable};
+use super::checkpoint::{self, StoppedTable, TableState};
+use super::replica::SourceDefinition;
 use super::writer::{changes_to_ops, Op, RowWriter};
 use super::SinkError;
 use super::{ddl, replica};
 use crate::config::ApplyConfig;
 use crate::pipeline::mapping::{Mapping, MappingError, Projection, Router};
+use crate::pipeline::replicas;
 use crate::pipeline::status::TargetStatus;
 use crate::source::conn::connect;
 use crate::source::position::{Checkpoint, GroupId};
@@ -149,8 +151,18 @@ impl Applier {
                     self.commit_group().await?;
                     self.stopped.insert(table.clone());
                     self.routes.remove(&table);
-                    checkpoint::mark_table(&mut self.conn, &self.pipeline, &table, "copying", None)
-                        .await?;
+                    // Its floor no longer moves: the re-copy sets a new one.
+                    self.catching.remove(&table);
+                    self.pending_floors.remove(&table);
+                    checkpoint::mark_table(
+                        &mut self.conn,
+                        &self.pipeline,
+                        &table,
+                        TableState::Copying,
+                        None,
+                        "",
+                    )
+                    .await?;
                     let _ = ack.send(());
                 }
             }
@@ -363,8 +375,12 @@ impl Applier {
     fn stop_table(&mut self, table: TableName, statement: Option<String>, reason: String) {
         if self.stopped.insert(table.clone()) {
             tracing::error!(table = %table, statement = statement.as_deref().unwrap_or(""), %reason, "table stopped on this target");
+            // A stopped table catches up no further; its stop must not be overwritten by a floor.
+            self.catching.remove(&table);
+            self.pending_floors.remove(&table);
             self.pending_stops.push(StoppedTable {
                 table,
+                state: TableState::NeedsRecopy,
                 since: String::new(),
                 statement,
                 reason,
@@ -463,7 +479,11 @@ impl Applier {
         Ok(())
     }
 
-    /// Creates the replicas of a selected table created on the source mid-stream.
+    /// Creates the replicas of a selected table created on the source mid-stream, from the
+    /// CREATE statement itself: the table may have changed or gone since (a staging table,
+    /// an online schema change's ghost table). Only a CREATE that does not spell out its
+    /// columns (`LIKE`, `SELECT`) falls back to the source's definition now; when that is gone
+    /// too, only this table stops.
     async fn create_replicas(
         &mut self,
         table: TableName,
@@ -472,14 +492,39 @@ impl Applier {
         if self.has_writes() {
             self.commit_group().await?;
         }
-        let mut src = connect(&self.source).await.map_err(|e| SinkError::Source {
-            table: table.clone(),
-            source: Box::new(e),
-        })?;
+        let def = match SourceDefinition::from_create_statement(table.clone(), &statement) {
+            Ok(def) => def,
+            Err(why) => match self.source_definition_now(&table).await {
+                Ok(def) => def,
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => {
+                    self.stop_table(
+                        table,
+                        Some(statement),
+                        format!("created mid-stream, and its definition is not known: {why}, and the source's catalog has nothing better ({e})"),
+                    );
+                    return Ok(());
+                }
+            },
+        };
+        let records = replicas::records_for(&self.router, &table);
+        let held = checkpoint::replicas(&mut self.conn, &self.pipeline).await?;
+        for record in &records {
+            let owner = held
+                .iter()
+                .find(|h| h.replica == record.replica && h.source != table);
+            if let Some(owner) = owner {
+                let reason = format!(
+                    "replica table `{}` already holds the rows of {}; two source tables cannot share one replica table (give one mapping its own `table`)",
+                    record.replica, owner.source
+                );
+                self.stop_table(table, Some(statement), reason);
+                return Ok(());
+            }
+        }
         let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
-        checkpoint::register_table(&mut self.conn, &self.pipeline, &table).await?;
-        for m in mappings {
-            match replica::ensure_replica(&mut src, &mut self.conn, &m, &table, None).await {
+        for m in &mappings {
+            match replica::ensure_replica(&mut self.conn, &def, m, None).await {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
@@ -488,7 +533,23 @@ impl Applier {
                 }
             }
         }
+        // The table starts empty here: its replicas hold its rows from this point on.
+        for record in &records {
+            checkpoint::record_replica(&mut self.conn, &self.pipeline, record).await?;
+        }
         Ok(())
+    }
+
+    /// The source's definition of `table` as it is now.
+    async fn source_definition_now(
+        &mut self,
+        table: &TableName,
+    ) -> Result<SourceDefinition, SinkError> {
+        let mut src = connect(&self.source).await.map_err(|e| SinkError::Source {
+            table: table.clone(),
+            source: Box::new(e),
+        })?;
+        replica::source_definition(&mut src, table).await
     }
 
     async fn rows(&mut self, batch: RowBatch) -> Result<(), SinkError> {

@@ -1,8 +1,23 @@
 //! The tables rowsync keeps in each target: `rowsync_checkpoint` (the position after the last
 //! applied source transaction, per pipeline) and `rowsync_table_state` (tables that stopped,
 //! e.g. "needs re-copy since P"). Both are InnoDB and written inside the apply transaction.
-//! Beside them: `rowsync_copy` (per-table copy progress) and `rowsync_deferred_keys`
-//! (secondary keys of replicas created for an initial copy, added once the copy is done).
+//! Beside them: `rowsync_copy` (per-table copy progress), `rowsync_replica` (which source
+//! table and mapping shape each replica table holds) and `rowsync_deferred_keys` (secondary
+//! keys of replicas created for an initial copy, added once the copy is done).
+//!
+//! # Table states
+//! A source table's row in `rowsync_table_state` is one `TableState`; no row means the table
+//! streams normally. Each transition is one statement, written in the target transaction
+//! whose rows or copy step it describes:
+//! - (none) → `needs_recopy`: the stream cannot apply the table any more (a DDL it cannot
+//!   follow, XA, a dropped table); any state → `needs_recopy` too, a stop always wins.
+//! - (none) | `needs_recopy` | `catching_up` → `recopy_requested`: `rowsync resync`, or a
+//!   mapping that is new or changed shape.
+//! - `recopy_requested` → `copying` (the writer stops applying the table) → `catching_up`
+//!   (copied; the stream applies it from its snapshot) → (none) once caught up.
+//!
+//! A floor update only moves a table that is still `catching_up` (`set_floor`), so it can
+//! never overwrite a stop or a re-copy recorded meanwhile.
 
 use sqlx::mysql::MySqlConnection;
 use sqlx::{Executor, Row};
@@ -49,6 +64,15 @@ const CREATE_TABLE_STATE: &str = "CREATE TABLE IF NOT EXISTS `rowsync_table_stat
   PRIMARY KEY (`pipeline`, `source_table`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
+const CREATE_REPLICA: &str = "CREATE TABLE IF NOT EXISTS `rowsync_replica` (
+  `pipeline` VARCHAR(128) NOT NULL,
+  `replica_table` VARCHAR(64) NOT NULL,
+  `source_table` VARCHAR(200) NOT NULL,
+  `shape` TEXT NOT NULL,
+  `updated_at` TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+  PRIMARY KEY (`pipeline`, `replica_table`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
 const CREATE_DEFERRED_KEYS: &str = "CREATE TABLE IF NOT EXISTS `rowsync_deferred_keys` (
   `pipeline` VARCHAR(128) NOT NULL,
   `replica_table` VARCHAR(64) NOT NULL,
@@ -79,19 +103,70 @@ async fn exec_for_table(
     Ok(())
 }
 
-/// Creates rowsync's own tables in the target if missing.
-pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<(), SinkError> {
+/// Creates rowsync's own tables in the target if missing. Returns whether `rowsync_replica`
+/// was missing: a target written by an older rowsync, whose replicas are then adopted.
+pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<bool, SinkError> {
+    const HAS_REPLICA: &str = "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'rowsync_replica'";
+    let (had,): (i64,) = sqlx::query_as(HAS_REPLICA)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(HAS_REPLICA, e))?;
     for stmt in [
         CREATE_CHECKPOINT,
         CREATE_TABLE_STATE,
         CREATE_COPY,
+        CREATE_REPLICA,
         CREATE_DEFERRED_KEYS,
     ] {
         conn.execute(stmt)
             .await
             .map_err(|e| SinkError::db(stmt, e))?;
     }
-    Ok(())
+    Ok(had == 0)
+}
+
+/// The lifecycle state of one source table on a target (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableState {
+    /// Stopped at a stream position with a reason; only a re-copy restarts it.
+    NeedsRecopy,
+    /// A re-copy was asked for; the running daemon starts it at a transaction boundary.
+    RecopyRequested,
+    /// Being re-copied; the stream skips the table.
+    Copying,
+    /// Re-copied; the stream applies the table from its own floor until it reaches the rest.
+    CatchingUp,
+}
+
+impl TableState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableState::NeedsRecopy => "needs_recopy",
+            TableState::RecopyRequested => "recopy_requested",
+            TableState::Copying => "copying",
+            TableState::CatchingUp => "catching_up",
+        }
+    }
+
+    fn parse(text: &str) -> Result<TableState, SinkError> {
+        Ok(match text {
+            "needs_recopy" => TableState::NeedsRecopy,
+            "recopy_requested" => TableState::RecopyRequested,
+            "copying" => TableState::Copying,
+            "catching_up" => TableState::CatchingUp,
+            other => {
+                return Err(SinkError::Checkpoint(format!(
+                    "unknown table state `{other}`"
+                )))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for TableState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a stored checkpoint means.
@@ -206,10 +281,13 @@ pub async fn store_phase(
     Ok(())
 }
 
-/// A table that stopped on this target.
+/// A table that stopped on this target, or waits for a re-copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoppedTable {
     pub table: TableName,
+    /// `NeedsRecopy` or `RecopyRequested`.
+    pub state: TableState,
+    /// The stream position it stopped at (empty for a requested re-copy).
     pub since: String,
     pub statement: Option<String>,
     pub reason: String,
@@ -241,7 +319,7 @@ pub async fn stopped_tables(
     conn: &mut MySqlConnection,
     pipeline: &str,
 ) -> Result<Vec<StoppedTable>, SinkError> {
-    const SQL: &str = "SELECT `source_table`, `since_position`, `statement`, `reason` FROM `rowsync_table_state` WHERE `pipeline` = ? AND `state` IN ('needs_recopy', 'recopy_requested') ORDER BY `source_table`";
+    const SQL: &str = "SELECT `source_table`, `since_position`, `statement`, `reason`, `state` FROM `rowsync_table_state` WHERE `pipeline` = ? AND `state` IN ('needs_recopy', 'recopy_requested') ORDER BY `source_table`";
     let rows = sqlx::query(SQL)
         .bind(pipeline)
         .fetch_all(&mut *conn)
@@ -252,8 +330,10 @@ pub async fn stopped_tables(
             let get = |e: sqlx::Error| SinkError::Checkpoint(e.to_string());
             let name: String = row.try_get(0).map_err(get)?;
             let parsed = stored_table(&name)?;
+            let state: String = row.try_get(4).map_err(get)?;
             Ok(StoppedTable {
                 table: parsed,
+                state: TableState::parse(&state)?,
                 since: row.try_get(1).map_err(get)?,
                 statement: row.try_get(2).map_err(get)?,
                 reason: row.try_get(3).map_err(get)?,
@@ -322,8 +402,8 @@ pub async fn store_copy_progress(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableFloor {
     pub table: TableName,
-    /// `copying` (the re-copy runs; the stream skips the table) or `catching_up`.
-    pub state: String,
+    /// `Copying` (the re-copy runs; the stream skips the table) or `CatchingUp`.
+    pub state: TableState,
     pub position: Option<Position>,
     pub gtid: Option<String>,
 }
@@ -354,7 +434,7 @@ pub async fn table_floors(
                 };
             Ok(TableFloor {
                 table: parsed,
-                state,
+                state: TableState::parse(&state)?,
                 position,
                 gtid,
             })
@@ -362,28 +442,31 @@ pub async fn table_floors(
         .collect()
 }
 
-/// Sets `table`'s re-copy state and floor (`None`: not known yet).
+/// Sets `table`'s re-copy state, its floor (`None`: not known yet) and why.
 pub async fn mark_table(
     conn: &mut MySqlConnection,
     pipeline: &str,
     table: &TableName,
-    state: &str,
+    state: TableState,
     floor: Option<&Checkpoint>,
+    reason: &str,
 ) -> Result<(), SinkError> {
-    const SQL: &str = "INSERT INTO `rowsync_table_state` (`pipeline`, `source_table`, `state`, `since_position`, `since_gtid`, `statement`, `reason`) VALUES (?, ?, ?, ?, ?, NULL, '') ON DUPLICATE KEY UPDATE `state` = VALUES(`state`), `since_position` = VALUES(`since_position`), `since_gtid` = VALUES(`since_gtid`), `statement` = NULL, `reason` = ''";
+    const SQL: &str = "INSERT INTO `rowsync_table_state` (`pipeline`, `source_table`, `state`, `since_position`, `since_gtid`, `statement`, `reason`) VALUES (?, ?, ?, ?, ?, NULL, ?) ON DUPLICATE KEY UPDATE `state` = VALUES(`state`), `since_position` = VALUES(`since_position`), `since_gtid` = VALUES(`since_gtid`), `statement` = NULL, `reason` = VALUES(`reason`)";
     sqlx::query(SQL)
         .bind(pipeline)
         .bind(table.to_string())
-        .bind(state)
+        .bind(state.as_str())
         .bind(floor.map(|f| f.position.to_string()).unwrap_or_default())
         .bind(floor.and_then(|f| f.gtid.as_ref()).map(|g| g.to_string()))
+        .bind(reason)
         .execute(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
     Ok(())
 }
 
-/// Moves a catching-up table's floor, or (`None`) ends its catching up.
+/// Moves a catching-up table's floor, or (`None`) ends its catching up. A table no longer
+/// `catching_up` (stopped or re-copied meanwhile) is left as it is.
 pub async fn set_floor(
     conn: &mut MySqlConnection,
     pipeline: &str,
@@ -391,7 +474,18 @@ pub async fn set_floor(
     floor: Option<&Checkpoint>,
 ) -> Result<(), SinkError> {
     match floor {
-        Some(f) => mark_table(conn, pipeline, table, "catching_up", Some(f)).await,
+        Some(f) => {
+            const SQL: &str = "UPDATE `rowsync_table_state` SET `since_position` = ?, `since_gtid` = ? WHERE `pipeline` = ? AND `source_table` = ? AND `state` = 'catching_up'";
+            sqlx::query(SQL)
+                .bind(f.position.to_string())
+                .bind(f.gtid.as_ref().map(|g| g.to_string()))
+                .bind(pipeline)
+                .bind(table.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| SinkError::db(SQL, e))?;
+            Ok(())
+        }
         None => {
             const SQL: &str = "DELETE FROM `rowsync_table_state` WHERE `pipeline` = ? AND `source_table` = ? AND `state` = 'catching_up'";
             exec_for_table(conn, SQL, pipeline, table).await
@@ -457,7 +551,7 @@ pub async fn table_state(
     conn: &mut MySqlConnection,
     pipeline: &str,
     table: &TableName,
-) -> Result<Option<String>, SinkError> {
+) -> Result<Option<TableState>, SinkError> {
     const SQL: &str =
         "SELECT `state` FROM `rowsync_table_state` WHERE `pipeline` = ? AND `source_table` = ?";
     let row: Option<(String,)> = sqlx::query_as(SQL)
@@ -466,17 +560,73 @@ pub async fn table_state(
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
-    Ok(row.map(|(s,)| s))
+    row.map(|(s,)| TableState::parse(&s)).transpose()
 }
 
-/// Records that the target holds `table` (streamed from the start, nothing to copy).
-pub async fn register_table(
+/// What one replica table holds: the rows of `source` under a mapping of `shape`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRecord {
+    pub replica: String,
+    pub source: TableName,
+    /// `Mapping::shape` of the mapping that filled it.
+    pub shape: String,
+}
+
+/// Every replica table `pipeline` fills on this target.
+pub async fn replicas(
     conn: &mut MySqlConnection,
     pipeline: &str,
-    table: &TableName,
+) -> Result<Vec<ReplicaRecord>, SinkError> {
+    const SQL: &str = "SELECT `replica_table`, `source_table`, `shape` FROM `rowsync_replica` WHERE `pipeline` = ? ORDER BY `replica_table`";
+    let rows: Vec<(String, String, String)> = sqlx::query_as(SQL)
+        .bind(pipeline)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    rows.into_iter()
+        .map(|(replica, source, shape)| {
+            Ok(ReplicaRecord {
+                replica,
+                source: stored_table(&source)?,
+                shape,
+            })
+        })
+        .collect()
+}
+
+/// Records what `record.replica` holds; call in the transaction that starts filling it.
+pub async fn record_replica(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    record: &ReplicaRecord,
 ) -> Result<(), SinkError> {
-    const SQL: &str = "INSERT IGNORE INTO `rowsync_copy` (`pipeline`, `source_table`, `state`, `rows_copied`, `rows_estimated`) VALUES (?, ?, 'done', 0, 0)";
-    exec_for_table(conn, SQL, pipeline, table).await
+    const SQL: &str = "REPLACE INTO `rowsync_replica` (`pipeline`, `replica_table`, `source_table`, `shape`) VALUES (?, ?, ?, ?)";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(&record.replica)
+        .bind(record.source.to_string())
+        .bind(&record.shape)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
+
+/// Forgets what `replica` holds (no mapping fills it any more): a mapping that fills it again
+/// later copies it first.
+pub async fn forget_replica(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    replica: &str,
+) -> Result<(), SinkError> {
+    const SQL: &str = "DELETE FROM `rowsync_replica` WHERE `pipeline` = ? AND `replica_table` = ?";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(replica)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
 }
 
 /// A secondary key of a replica: its name and its definition (`KEY `k` (`a`,`b`)`).

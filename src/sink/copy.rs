@@ -29,11 +29,12 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Executor};
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{self, CopyProgress, Phase, StoppedTable};
+use super::checkpoint::{self, CopyProgress, Phase, StoppedTable, TableState};
 use super::writer::{Op, RowWriter};
 use super::{replica, target, SinkError};
 use crate::config::{CopyConfig, TargetConfig};
 use crate::pipeline::mapping::{Projection, Router};
+use crate::pipeline::replicas;
 use crate::pipeline::runner::PipelineError;
 use crate::pipeline::status::TargetStatus;
 use crate::source::conn::connect;
@@ -233,7 +234,7 @@ pub async fn recopy(
     let begun = checkpoint::table_floors(conn, job.pipeline)
         .await?
         .into_iter()
-        .find(|f| &f.table == table && f.state == "copying");
+        .find(|f| &f.table == table && f.state == TableState::Copying);
     let floor = match begun.and_then(|f| f.position.map(|p| (p, f.gtid))) {
         // Resuming: the earlier snapshot's position stays the floor (see the module doc).
         Some((position, gtid)) => Checkpoint {
@@ -248,7 +249,15 @@ pub async fn recopy(
         None => {
             let floor = snapshot.checkpoint.clone();
             checkpoint::reset_copy_progress(conn, job.pipeline, table).await?;
-            checkpoint::mark_table(conn, job.pipeline, table, "copying", Some(&floor)).await?;
+            checkpoint::mark_table(
+                conn,
+                job.pipeline,
+                table,
+                TableState::Copying,
+                Some(&floor),
+                "",
+            )
+            .await?;
             floor
         }
     };
@@ -273,7 +282,15 @@ pub async fn recopy(
     }
     snapshot.close().await?;
     replica::add_deferred_keys(conn, job.pipeline).await?;
-    checkpoint::mark_table(conn, job.pipeline, table, "catching_up", Some(&floor)).await?;
+    checkpoint::mark_table(
+        conn,
+        job.pipeline,
+        table,
+        TableState::CatchingUp,
+        Some(&floor),
+        "",
+    )
+    .await?;
     tracing::info!(table = %table, floor = %floor.position, "table re-copied; the stream catches it up from its snapshot");
     Ok(Some(floor))
 }
@@ -306,6 +323,7 @@ async fn copy_table(
         Err(e) => {
             let stop = StoppedTable {
                 table: table.name.clone(),
+                state: TableState::NeedsRecopy,
                 since: start.position.to_string(),
                 statement: None,
                 reason: e.to_string(),
@@ -323,6 +341,40 @@ async fn copy_table(
         None => job.copy.chunk_rows,
     }
     .max(1);
+    // A replica that cannot take the table as it is now (a column or key changed in a way the
+    // stream could not follow) is made again from the current definition, and a copy under
+    // way then starts over, as it does when the stored key no longer has the key's shape.
+    let mut unfit = Vec::new();
+    for (p, m) in projections.iter().zip(job.router.mappings_for(&table.name)) {
+        if !replica::fits(conn, p).await? {
+            unfit.push(m);
+        }
+    }
+    let key_len = table.catalog.primary_key.len();
+    let previous = match previous {
+        Some(_) if !unfit.is_empty() => {
+            tracing::warn!(table = %table.name, "the replica no longer fits the table; its copy starts over");
+            None
+        }
+        Some(p)
+            if p.last_key
+                .as_deref()
+                .map(decode_key)
+                .transpose()?
+                .is_some_and(|k| k.len() != key_len) =>
+        {
+            tracing::warn!(table = %table.name, "the table's primary key changed since its copy began; the copy starts over");
+            None
+        }
+        other => other,
+    };
+    if !unfit.is_empty() {
+        let def =
+            replica::parse_definition(&table.name, &snapshot.show_create(&table.name).await?)?;
+        for m in unfit {
+            replica::rebuild(conn, &def, m, job.pipeline).await?;
+        }
+    }
     let mut progress = match previous {
         Some(p) => p.clone(),
         None => {
@@ -339,6 +391,10 @@ async fn copy_table(
                 if emptied.insert(p.replica.clone()) {
                     exec(conn, &format!("DELETE FROM {}", quote_ident(&p.replica))).await?;
                 }
+            }
+            // From this commit on, each replica is recorded as holding this mapping's rows.
+            for record in replicas::records_for(job.router, &table.name) {
+                checkpoint::record_replica(conn, job.pipeline, &record).await?;
             }
             checkpoint::store_copy_progress(conn, job.pipeline, &fresh).await?;
             exec(conn, "COMMIT").await?;

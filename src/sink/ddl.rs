@@ -9,7 +9,8 @@
 //! reason, rather than risk mis-mapped columns.
 
 use sqlparser::ast::{
-    AlterTableOperation, ColumnOption, ColumnOptionDef, Statement, TableConstraint,
+    AlterTableOperation, ColumnOption, ColumnOptionDef, Expr, Statement, TableConstraint,
+    Value as SqlValue,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -76,22 +77,49 @@ impl ColumnChange {
     }
 }
 
-/// Column options a replica must not take over: keys and constraints are the source's job.
+/// A column option as the replica takes it over, or `None` for one it drops: keys and
+/// constraints are the source's job, and a generated column is a plain one in the replica
+/// (its values arrive in the row images; a replica that computes them refuses writes).
+pub(crate) fn replica_option(option: &ColumnOption) -> Option<String> {
+    match option {
+        ColumnOption::PrimaryKey(_)
+        | ColumnOption::Unique(_)
+        | ColumnOption::ForeignKey(_)
+        | ColumnOption::Check(_)
+        | ColumnOption::Generated { .. } => None,
+        // sqlparser unescapes backslashes when parsing and does not escape them when printing.
+        ColumnOption::Default(Expr::Value(v)) => match &v.value {
+            SqlValue::SingleQuotedString(text) => Some(format!("DEFAULT {}", quote_string(text))),
+            _ => Some(option.to_string()),
+        },
+        other => Some(other.to_string()),
+    }
+}
+
+/// `text` as a string literal for rowsync's sessions (`SESSION_SQL_MODE` keeps backslash escapes).
+fn quote_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The options of a column an ALTER adds or changes; `Err` when it touches the primary key.
 fn replica_options<'a>(
     options: impl IntoIterator<Item = &'a ColumnOption>,
 ) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for o in options {
-        match o {
-            ColumnOption::PrimaryKey(_) => return Err("the ALTER changes the primary key".into()),
-            ColumnOption::Unique(_) | ColumnOption::ForeignKey(_) | ColumnOption::Check(_) => {}
-            _ => out.push(o.to_string()),
+        if let ColumnOption::PrimaryKey(_) = o {
+            return Err("the ALTER changes the primary key".into());
         }
+        out.extend(replica_option(o));
     }
     Ok(out)
 }
 
-fn definition(name: &str, data_type: &impl std::fmt::Display, options: &[String]) -> String {
+pub(crate) fn definition(
+    name: &str,
+    data_type: &impl std::fmt::Display,
+    options: &[String],
+) -> String {
     let mut def = format!("{} {data_type}", quote_ident(name));
     for o in options {
         def.push(' ');

@@ -16,9 +16,12 @@ use mysql_async::Conn;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Executor};
 
+use sqlparser::dialect::MySqlDialect;
+
 use super::checkpoint::{self, KeyDefinition};
+use super::ddl;
 use super::SinkError;
-use crate::pipeline::mapping::{Mapping, MappingError, Router};
+use crate::pipeline::mapping::{Mapping, MappingError, Projection, Router};
 use crate::source::schema::{quote_ident, TableName};
 use crate::source::SourceError;
 
@@ -109,6 +112,117 @@ impl SourceDefinition {
         }
         if columns.is_empty() {
             return Err("no columns found".into());
+        }
+        Ok(SourceDefinition {
+            table,
+            columns,
+            primary_key,
+            keys,
+            options,
+        })
+    }
+
+    /// The definition a `CREATE TABLE` statement of the stream gives `table`, so a replica is
+    /// made as the table was at that point of the stream, whatever happened to it since.
+    /// `Err` when the statement does not spell the definition out (`LIKE`, `SELECT`).
+    pub fn from_create_statement(table: TableName, sql: &str) -> Result<SourceDefinition, String> {
+        use sqlparser::ast::{ColumnOption, Expr, Statement, TableConstraint};
+        let statements = sqlparser::parser::Parser::parse_sql(&MySqlDialect {}, sql)
+            .map_err(|e| format!("cannot parse the CREATE TABLE ({e})"))?;
+        let [Statement::CreateTable(create)] = statements.as_slice() else {
+            return Err("not a single CREATE TABLE statement".into());
+        };
+        if create.like.is_some() || create.clone.is_some() {
+            return Err("CREATE TABLE … LIKE takes another table's definition".into());
+        }
+        if create.query.is_some() {
+            return Err("CREATE TABLE … SELECT takes its columns from a query".into());
+        }
+        let plain = |e: &Expr| match e {
+            Expr::Identifier(i) => Some(i.value.clone()),
+            // A key prefix, `col(10)`, is a call in sqlparser's eyes.
+            Expr::Function(f) => f
+                .name
+                .0
+                .last()
+                .map(|p| p.to_string().trim_matches('`').to_owned()),
+            _ => None,
+        };
+        let mut columns = Vec::new();
+        let mut primary_key = Vec::new();
+        for c in &create.columns {
+            let name = c.name.value.clone();
+            if c.options
+                .iter()
+                .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
+            {
+                primary_key.push(name.clone());
+            }
+            let options: Vec<String> = c
+                .options
+                .iter()
+                .filter_map(|o| ddl::replica_option(&o.option))
+                .collect();
+            let line = ddl::definition(&name, &c.data_type, &options);
+            columns.push((name, line));
+        }
+        let mut keys = Vec::new();
+        for k in &create.constraints {
+            match k {
+                TableConstraint::PrimaryKey(pk) => {
+                    primary_key = pk
+                        .columns
+                        .iter()
+                        .map(|c| match &c.column.expr {
+                            Expr::Identifier(i) => Ok(i.value.clone()),
+                            other => Err(format!("primary key part `{other}` is not a column")),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                TableConstraint::Index(ix) => {
+                    let cols: Vec<String> = ix
+                        .columns
+                        .iter()
+                        .filter_map(|c| plain(&c.column.expr))
+                        .collect();
+                    if let (Some(name), false) = (&ix.name, cols.len() < ix.columns.len()) {
+                        let parts: Vec<String> = ix
+                            .columns
+                            .iter()
+                            .map(|c| c.column.expr.to_string())
+                            .collect();
+                        keys.push((
+                            format!("KEY {} ({})", quote_ident(&name.value), parts.join(", ")),
+                            cols,
+                        ));
+                    }
+                }
+                // UNIQUE, FOREIGN KEY, CHECK, FULLTEXT: dropped on purpose, as in `parse`.
+                _ => {}
+            }
+        }
+        if columns.is_empty() {
+            return Err("the CREATE TABLE names no columns".into());
+        }
+        let mut options = String::new();
+        if let sqlparser::ast::CreateTableOptions::Plain(list) = &create.table_options {
+            for o in list {
+                let text = o.to_string();
+                let upper = text.to_ascii_uppercase();
+                let kept = [
+                    "DEFAULT CHARSET",
+                    "CHARSET",
+                    "DEFAULT CHARACTER SET",
+                    "CHARACTER SET",
+                ]
+                .iter()
+                .chain(["DEFAULT COLLATE", "COLLATE"].iter())
+                .any(|p| upper.starts_with(p));
+                if kept {
+                    options.push(' ');
+                    options.push_str(&text);
+                }
+            }
         }
         Ok(SourceDefinition {
             table,
@@ -280,23 +394,20 @@ pub async fn source_definition(
         table: table.to_string(),
         reason: "SHOW CREATE TABLE returned nothing on the source".into(),
     })?;
-    SourceDefinition::parse(table.clone(), &create).map_err(|reason| SinkError::Incompatible {
-        table: table.to_string(),
-        reason,
-    })
+    parse_definition(table, &create)
 }
 
-/// Makes sure the replica of `table` under `mapping` exists and fits; creates it if missing.
+/// Makes sure the replica of `def`'s table under `mapping` exists and fits; creates it if
+/// missing.
 /// With `defer_keys_of` (a pipeline about to copy the table), a new replica's secondary keys
 /// are recorded for `add_deferred_keys` instead of created now.
 pub async fn ensure_replica(
-    src: &mut Conn,
     target: &mut MySqlConnection,
+    def: &SourceDefinition,
     mapping: &Mapping,
-    table: &TableName,
     defer_keys_of: Option<&str>,
 ) -> Result<(), SinkError> {
-    let def = source_definition(src, table).await?;
+    let table = &def.table;
     let columns = def.mapped_columns(mapping)?;
     let replica = mapping.replica_name(table);
     const EXISTS: &str = "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?";
@@ -356,6 +467,54 @@ pub async fn ensure_replica(
         }
     }
     Ok(())
+}
+
+/// Whether the replica exists and can take the rows of `projection`: it has every mapped
+/// column and the same primary key. Extra columns are no harm (they keep their defaults).
+pub async fn fits(
+    target: &mut MySqlConnection,
+    projection: &Projection,
+) -> Result<bool, SinkError> {
+    let have = columns(target, &projection.replica).await?;
+    let has_all = projection
+        .names
+        .iter()
+        .all(|n| have.iter().any(|h| h.eq_ignore_ascii_case(n)));
+    let pk = primary_key(target, &projection.replica).await?;
+    let same_key = pk.len() == projection.key.len()
+        && projection
+            .key
+            .iter()
+            .zip(&pk)
+            .all(|(&k, p)| projection.names[k].eq_ignore_ascii_case(p));
+    Ok(!have.is_empty() && has_all && same_key)
+}
+
+/// Drops the replica of `def`'s table under `mapping` and creates it again from `def`, its
+/// secondary keys deferred to after the copy that follows.
+pub async fn rebuild(
+    target: &mut MySqlConnection,
+    def: &SourceDefinition,
+    mapping: &Mapping,
+    pipeline: &str,
+) -> Result<(), SinkError> {
+    let replica = mapping.replica_name(&def.table);
+    let drop = format!("DROP TABLE IF EXISTS {}", quote_ident(&replica));
+    tracing::info!(replica = %replica, source = %def.table, "making the replica again from the source's current definition");
+    target
+        .execute(AssertSqlSafe(drop.clone()))
+        .await
+        .map_err(|e| SinkError::db(drop, e))?;
+    checkpoint::clear_deferred_keys(target, pipeline, &replica).await?;
+    ensure_replica(target, def, mapping, Some(pipeline)).await
+}
+
+/// `SHOW CREATE TABLE` text of `table` parsed, with errors as the sink reports them.
+pub fn parse_definition(table: &TableName, create: &str) -> Result<SourceDefinition, SinkError> {
+    SourceDefinition::parse(table.clone(), create).map_err(|reason| SinkError::Incompatible {
+        table: table.to_string(),
+        reason,
+    })
 }
 
 /// Adds the secondary keys deferred by `ensure_replica` that a replica still lacks, in one

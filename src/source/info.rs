@@ -120,7 +120,12 @@ impl SourceInfo {
                         (position.file.to_string(), position.offset),
                     )
                     .await?;
-                Some(GtidSet::parse_maria(&text.unwrap_or_default())?)
+                // NULL is not "no GTIDs": resuming from an empty state would replay every binlog.
+                let text = text.ok_or_else(|| SourceError::Unsupported {
+                    position: position.to_string(),
+                    what: "BINLOG_GTID_POS() returned NULL for the source head, so its GTID state is unknown".into(),
+                })?;
+                Some(GtidSet::parse_maria(&text)?)
             }
             Flavor::Mysql if self.mysql_gtid_mode => {
                 let text: String = row.get("Executed_Gtid_Set").unwrap_or_default();

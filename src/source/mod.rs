@@ -191,8 +191,9 @@ impl SourceError {
             SourceError::Connection(e) => match e {
                 mysql_async::Error::Server(s) => !matches!(
                     s.code,
-                    // binlog purged / position invalid, access denied, unknown variable
-                    1236 | 1045 | 1227 | 1193 | 1044
+                    // binlog purged / position invalid, access denied, unknown variable, no
+                    // such table or database (it will not come back by waiting)
+                    1236 | 1045 | 1227 | 1193 | 1044 | 1146 | 1049
                 ),
                 mysql_async::Error::Url(_) => false,
                 _ => true,
@@ -203,6 +204,11 @@ impl SourceError {
             | SourceError::Closed => true,
             _ => false,
         }
+    }
+
+    /// Whether the server said the table (or its database) does not exist.
+    pub fn is_missing_table(&self) -> bool {
+        matches!(self, SourceError::Connection(mysql_async::Error::Server(s)) if s.code == 1146 || s.code == 1049)
     }
 
     /// The server's error 1236 (cannot read the requested binlog position) as a clear error.

@@ -75,9 +75,15 @@ impl Snapshot {
                 let gtid: Option<String> = conn
                     .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.to_string(), offset))
                     .await?;
+                // NULL means the server cannot name the GTID state at that position; an empty
+                // state would resume from the first binlog, so it is an error.
+                let gtid = gtid.ok_or_else(|| SourceError::Unsupported {
+                    position: format!("{file}:{offset}"),
+                    what: "BINLOG_GTID_POS() returned NULL for the snapshot position, so its GTID state is unknown (is the binlog index readable?)".into(),
+                })?;
                 Checkpoint {
                     position: Position::new(file, offset),
-                    gtid: Some(GtidSet::parse_maria(&gtid.unwrap_or_default())?),
+                    gtid: Some(GtidSet::parse_maria(&gtid)?),
                     source: info.identity.clone(),
                     source_time: 0,
                 }
@@ -103,6 +109,18 @@ impl Snapshot {
             name: name.clone(),
             catalog: catalog::load(&mut self.conn, name).await?,
         })
+    }
+
+    /// `SHOW CREATE TABLE` of `table`, as the snapshot's session sees it.
+    pub async fn show_create(&mut self, name: &TableName) -> Result<String, SourceError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_first(format!("SHOW CREATE TABLE {}", name.quoted()))
+            .await?;
+        row.map(|(_, create)| create)
+            .ok_or_else(|| SourceError::Protocol {
+                reason: format!("SHOW CREATE TABLE {name} returned nothing"),
+            })
     }
 
     /// The server's estimates for `table`: its rows, and their average size in bytes.

@@ -147,23 +147,7 @@ pub async fn try_dump(
     table: &str,
     order: &str,
 ) -> Result<Vec<String>, mysql_async::Error> {
-    let rows: Vec<Row> = conn
-        .query(format!("SELECT * FROM {table} ORDER BY {order}"))
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            r.unwrap()
-                .into_iter()
-                .map(|v| match v {
-                    Value::NULL => "NULL".to_string(),
-                    Value::Bytes(b) => format!("'{}'", String::from_utf8_lossy(&b)),
-                    other => other.as_sql(true),
-                })
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect())
+    try_rows(conn, &format!("SELECT * FROM {table} ORDER BY {order}")).await
 }
 
 /// Polls until `table` on `replica` equals the source's, or panics with the difference.
@@ -194,6 +178,65 @@ pub async fn wait_equal(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Every row `sql` returns, rendered as text (an error, e.g. a missing table, as `Err`).
+pub async fn try_rows(conn: &mut Conn, sql: &str) -> Result<Vec<String>, mysql_async::Error> {
+    let rows: Vec<Row> = conn.query(sql).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    Value::NULL => "NULL".to_string(),
+                    Value::Bytes(b) => format!("'{}'", String::from_utf8_lossy(&b)),
+                    other => other.as_sql(true),
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect())
+}
+
+/// Polls until `replica_sql` on the replica returns what `source_sql` returns on the source
+/// (a filtered or projected mapping), or panics with the difference.
+pub async fn wait_same_rows(
+    source: &mut Conn,
+    source_sql: &str,
+    replica: &mut Conn,
+    replica_sql: &str,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let a = try_rows(source, source_sql)
+            .await
+            .unwrap_or_else(|e| panic!("{source_sql}: {e}"));
+        let b = try_rows(replica, replica_sql).await;
+        if b.as_ref().ok() == Some(&a) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("`{replica_sql}` did not converge to `{source_sql}` within {within:?}:\nsource: {a:?}\nreplica: {b:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `rowsync status` output for `cfg`.
+pub fn status_text(cfg: &Path) -> String {
+    rowsync_cmd(&["status", "--config", cfg.to_str().unwrap()]).1
+}
+
+/// Sends SIGHUP (reload the configuration) to `pid`.
+pub fn hup(pid: u32) {
+    assert!(Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success());
 }
 
 /// Writes a rowsync config file into `dir` and returns its path.

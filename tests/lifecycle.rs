@@ -1,0 +1,244 @@
+//! Lifecycle of mappings and tables while rowsync runs, with the replica compared to the
+//! source after every step:
+//! - a second mapping of a table the target already holds is copied online; so is a mapping
+//!   whose `where` changes or whose `table` is renamed, and one removed and added back
+//!   (changes made while it was removed arrive), also across kill -9 right after SIGHUP;
+//! - two source tables that a `*` pattern resolves to one replica table: the first keeps it,
+//!   the other stops with the reason in `status`, also for a table created at run time;
+//! - tables a `*` pattern matches, created and dropped (or created LIKE another and dropped)
+//!   while rowsync is stopped, never wedge the target: their replicas come from the stream's
+//!   CREATE, a later change to another table arrives, and `status` says what became of them.
+//!
+//! Run: `cargo nextest run --test lifecycle`
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+const CHILDREN: &str = "SELECT * FROM category WHERE parent_id IS NOT NULL ORDER BY id";
+
+fn with_children(mapping: &str) -> String {
+    format!("[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\"]\n\n[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\"]\n{mapping}\n")
+}
+
+/// Rewrites the config's mappings (everything from the first `[[mappings]]`).
+fn set_mappings(c: &Cluster, mappings: &str) {
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    let head = &text[..text.find("[[mappings]]").unwrap()];
+    std::fs::write(&c.cfg, format!("{head}{mappings}")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_changed_and_readded_mappings_are_copied_online() {
+    let only = "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\"]\n";
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order"], only, 6601).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &["INSERT INTO category VALUES (1, 'root', NULL), (2, 'tools', 1), (3, 'toys', 1)"],
+    )
+    .await;
+    let mut rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+
+    // A second mapping of a table the target already holds.
+    set_mappings(
+        &c,
+        &with_children("table = \"category_children\"\nwhere = \"parent_id IS NOT NULL\""),
+    );
+    hup(rowsync.pid());
+    exec(&mut src, &["INSERT INTO category VALUES (4, 'hammers', 2)"]).await;
+    let children = "SELECT * FROM category_children ORDER BY id";
+    wait_same_rows(&mut src, CHILDREN, &mut rep, children, WAIT).await;
+
+    // Its filter changes: the replica is copied again under the new one.
+    set_mappings(
+        &c,
+        &with_children("table = \"category_children\"\nwhere = \"parent_id = 1\""),
+    );
+    hup(rowsync.pid());
+    let direct = "SELECT * FROM category WHERE parent_id = 1 ORDER BY id";
+    wait_same_rows(&mut src, direct, &mut rep, children, WAIT).await;
+
+    // Its replica is renamed: the new one is copied, the old one stays as it was.
+    set_mappings(
+        &c,
+        &with_children("table = \"category_kids\"\nwhere = \"parent_id = 1\""),
+    );
+    hup(rowsync.pid());
+    let kids = "SELECT * FROM category_kids ORDER BY id";
+    wait_same_rows(&mut src, direct, &mut rep, kids, WAIT).await;
+
+    // Removed, changed meanwhile, added back (and killed right after the reload).
+    set_mappings(&c, only);
+    hup(rowsync.pid());
+    rowsync
+        .wait_log("no mapping fills this replica table", WAIT)
+        .await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO category VALUES (5, 'dolls', 1)",
+            "UPDATE category SET name = 'power tools' WHERE id = 2",
+            "DELETE FROM category WHERE id = 3",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    set_mappings(
+        &c,
+        &with_children("table = \"category_kids\"\nwhere = \"parent_id = 1\""),
+    );
+    hup(rowsync.pid());
+    rowsync.wait_log("copying the table online", WAIT).await;
+    rowsync.kill9();
+    exec(&mut src, &["INSERT INTO category VALUES (6, 'blocks', 1)"]).await;
+    let _rowsync = c.run().await;
+    wait_same_rows(&mut src, direct, &mut rep, kids, WAIT).await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    let status = status_text(&c.cfg);
+    assert!(
+        !status.contains("NEEDS RE-COPY") && !status.contains("COPY REQUESTED"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_source_tables_never_share_a_replica_table() {
+    let schema = &[
+        "CREATE DATABASE shop_a",
+        "CREATE DATABASE shop_b",
+        "CREATE TABLE shop_a.item (id INT PRIMARY KEY, name VARCHAR(20))",
+        "CREATE TABLE shop_b.item (id INT PRIMARY KEY, name VARCHAR(20))",
+        "INSERT INTO shop_a.item VALUES (1, 'a1'), (2, 'a2')",
+        "INSERT INTO shop_b.item VALUES (1, 'b1'), (3, 'b3')",
+        "CREATE TABLE shop_a.other (id INT PRIMARY KEY)",
+    ];
+    let mappings = "[[mappings]]\nsource = \"shop_*.item\"\ntargets = [\"order\"]\n\n[[mappings]]\nsource = \"shop_a.other\"\ntargets = [\"order\"]\n";
+    let c = Cluster::start(schema, &["order"], mappings, 6611).await;
+    let rowsync = c.run().await;
+    let mut a = c.source.conn("shop_a").await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut a, &mut rep, "item", "id", WAIT).await;
+    let status = status_text(&c.cfg);
+    assert!(
+        status.contains("table shop_b.item NEEDS RE-COPY")
+            && status.contains("already holds the rows of shop_a.item"),
+        "{status}"
+    );
+
+    // Changes to the loser never reach the replica; the winner and other tables flow, also
+    // when a third table the pattern matches appears.
+    let mut b = c.source.conn("shop_b").await;
+    exec(
+        &mut b,
+        &[
+            "INSERT INTO shop_b.item VALUES (4, 'b4')",
+            "TRUNCATE shop_b.item",
+            "CREATE DATABASE shop_c",
+            "CREATE TABLE shop_c.item (id INT PRIMARY KEY, name VARCHAR(20))",
+            "INSERT INTO shop_c.item VALUES (9, 'c9')",
+        ],
+    )
+    .await;
+    exec(
+        &mut a,
+        &[
+            "INSERT INTO item VALUES (5, 'a5')",
+            "INSERT INTO other VALUES (1)",
+        ],
+    )
+    .await;
+    wait_equal(&mut a, &mut rep, "other", "id", WAIT).await;
+    wait_equal(&mut a, &mut rep, "item", "id", WAIT).await;
+    let status = status_text(&c.cfg);
+    assert!(
+        status.contains("table shop_c.item NEEDS RE-COPY")
+            && status.contains("already holds the rows of shop_a.item"),
+        "{status}"
+    );
+    drop(rowsync);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_tables_created_and_dropped_while_behind_do_not_wedge_the_target() {
+    let mappings = "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n";
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order"], mappings, 6621).await;
+    let mut src = c.source_conn().await;
+    exec(&mut src, &["INSERT INTO category VALUES (1, 'a', NULL)"]).await;
+    let mut rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    assert_eq!(rowsync.terminate(), Some(0));
+
+    exec(
+        &mut src,
+        &[
+            // A staging table, gone before rowsync reads its CREATE.
+            "CREATE TABLE tmp_x (id INT PRIMARY KEY, v VARCHAR(10) NOT NULL DEFAULT 'C:\\\\x')",
+            "INSERT INTO tmp_x (id) VALUES (1), (2)",
+            "DROP TABLE tmp_x",
+            // An online schema change's ghost table, created LIKE another.
+            "CREATE TABLE _category_gho LIKE category",
+            "INSERT INTO _category_gho SELECT * FROM category",
+            "DROP TABLE _category_gho",
+            "INSERT INTO category VALUES (2, 'after the churn', 1)",
+        ],
+    )
+    .await;
+    let _rowsync = c.run().await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    // The staging table's replica was made from its CREATE, backslash and all.
+    assert_eq!(
+        column_default(&mut rep, "tmp_x", "v").await.as_deref(),
+        Some("'C:\\\\x'"),
+        "a backslash in a DEFAULT was lost"
+    );
+
+    // A table created and altered while rowsync runs follows the stream's definitions.
+    exec(
+        &mut src,
+        &[
+            "CREATE TABLE fresh (id INT PRIMARY KEY, a INT, KEY k_a (a)) DEFAULT CHARSET=latin1",
+            "INSERT INTO fresh VALUES (1, 10)",
+            "ALTER TABLE fresh ADD COLUMN b VARCHAR(10) DEFAULT 'x\\\\y', ADD COLUMN g INT AS (a * 2) VIRTUAL",
+            "INSERT INTO fresh (id, a, b) VALUES (2, 20, 'two')",
+            "UPDATE fresh SET a = 11 WHERE id = 1",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "fresh", "id", WAIT).await;
+    assert_eq!(
+        column_default(&mut rep, "fresh", "b").await,
+        column_default(&mut src, "fresh", "b").await,
+    );
+    let status = status_text(&c.cfg);
+    assert!(
+        status.contains("table product.tmp_x NEEDS RE-COPY since ")
+            && status.contains("the source table was dropped"),
+        "{status}"
+    );
+    assert!(
+        status.contains("table product._category_gho NEEDS RE-COPY since ")
+            && status.contains("its definition is not known"),
+        "{status}"
+    );
+    assert!(
+        !status.contains("since :"),
+        "a state without a position: {status}"
+    );
+}
+
+async fn column_default(conn: &mut mysql_async::Conn, table: &str, column: &str) -> Option<String> {
+    mysql_async::prelude::Queryable::query_first(
+        conn,
+        format!("SELECT COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}' AND COLUMN_NAME = '{column}'"),
+    )
+    .await
+    .unwrap()
+}
