@@ -168,15 +168,14 @@ async fn run_once(
         skip.insert(stop.table.clone());
         stopped.push(stop);
     }
-    // Replicas created for an initial copy get their secondary keys after it.
     let copying = match &loaded {
         None => config.source.start_at() == StartAt::Snapshot,
         Some((_, phase)) => *phase == Phase::Copying,
     };
-    let defer_keys = copying.then_some(config.pipeline.as_str());
-    // Tables waiting for a copy (or in one) get their replica made by it.
+    // Tables waiting for a copy (or in one, the initial copy included) get their replicas
+    // made by it, as the table is when it is copied.
     for table in &selected {
-        if busy.contains(table) || skip.contains(table) {
+        if copying || busy.contains(table) || skip.contains(table) {
             continue;
         }
         let def = match replica::source_definition(&mut src, table).await {
@@ -186,7 +185,7 @@ async fn run_once(
             Err(e) => return Err(e.into()),
         };
         for mapping in router.mappings_for(table) {
-            match replica::ensure_replica(&mut conn, &def, mapping, defer_keys).await {
+            match replica::ensure_replica(&mut conn, &def, mapping, None).await {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => return Err(e.into()),
                 // A replica that cannot be used stops its table, not the target.

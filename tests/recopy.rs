@@ -1,0 +1,236 @@
+//! Re-copies where the table changed under the replica, and table states that must survive
+//! the stream around them:
+//! - after an online schema change swapped in a table with a new column, and after a primary
+//!   key change, `rowsync resync` (the daemon running) makes the replica again from the
+//!   current definition and the replica equals the source;
+//! - an initial copy killed mid-table, whose table then changes its primary key, starts that
+//!   table over and ends equal (it used to index the stored key with the old shape);
+//! - a table that stops while it still catches up after an online re-copy stays stopped,
+//!   with its reason in `status` (a later floor update used to overwrite the stop).
+//!
+//! Run: `cargo nextest run --test recopy`
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mysql_async::prelude::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn resync(c: &Cluster, table: &str) -> (i32, String) {
+    rowsync_cmd(&[
+        "resync",
+        "--config",
+        c.cfg.to_str().unwrap(),
+        "--target",
+        "order",
+        "--table",
+        table,
+    ])
+}
+
+async fn replica_key(rep: &mut mysql_async::Conn, table: &str) -> Vec<String> {
+    rep.query(format!("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}' AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_after_a_schema_swap_or_key_change_rebuilds_the_replica() {
+    let c = Cluster::order_only(6701).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO category VALUES (1, 'a', NULL), (2, 'b', 1), (3, 'c', 1)",
+            "INSERT INTO product SELECT seq, CONCAT('P-', seq), 'm', 1 + seq % 3, 2020, seq, 0 FROM seq_1_to_500",
+        ],
+    )
+    .await;
+    let _rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
+
+    // gh-ost's cut-over: a ghost table with a new column swapped in by RENAME.
+    exec(
+        &mut src,
+        &[
+            "CREATE TABLE _product_gho LIKE product",
+            "ALTER TABLE _product_gho ADD COLUMN weight INT NOT NULL DEFAULT 7",
+            "INSERT INTO _product_gho SELECT *, 7 FROM product",
+            "RENAME TABLE product TO _product_del, _product_gho TO product",
+            "DROP TABLE _product_del",
+            "UPDATE product SET weight = 9 WHERE id <= 10",
+            // A primary key change the stream cannot follow.
+            "ALTER TABLE category DROP PRIMARY KEY, ADD PRIMARY KEY (id, name)",
+            "INSERT INTO category VALUES (1, 'a2', 2)",
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while !(status_text(&c.cfg).contains("table product.category NEEDS RE-COPY")
+        && status_text(&c.cfg).contains("table product.product NEEDS RE-COPY"))
+    {
+        assert!(Instant::now() < deadline, "{}", status_text(&c.cfg));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for table in ["product.product", "product.category"] {
+        let (code, out) = resync(&c, table);
+        assert_eq!(code, 0, "{out}");
+    }
+    exec(
+        &mut src,
+        &[
+            "UPDATE product SET weight = 11 WHERE id BETWEEN 20 AND 30",
+            "INSERT INTO category VALUES (4, 'd', 3)",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
+    wait_equal(&mut src, &mut rep, "category", "id, name", WAIT).await;
+    assert_eq!(replica_key(&mut rep, "category").await, ["id", "name"]);
+    let status = status_text(&c.cfg);
+    assert!(!status.contains("NEEDS RE-COPY"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_resumed_after_a_key_change_starts_that_table_over() {
+    let c = Cluster::order_only(6711).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &["INSERT INTO batch SELECT seq, 1, seq, '2024-01-01 00:00:00' FROM seq_1_to_60000"],
+    )
+    .await;
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    std::fs::write(
+        &c.cfg,
+        format!("{text}\n[copy]\nchunk_rows = 500\nwriters = 1\nparallel_tables = 1\n"),
+    )
+    .unwrap();
+    let mut rowsync = Rowsync::start(&c.cfg);
+    let mut rep = c.replica_conn(0).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let n: Option<u64> = rep
+            .query_first("SELECT rows_copied FROM rowsync_copy WHERE source_table = 'product.batch' AND state = 'copying'")
+            .await
+            .unwrap_or(None);
+        if n.is_some_and(|n| n >= 1000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", rowsync.log_text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    rowsync.kill9();
+    // The key gets a third column: the stored last key has two.
+    exec(
+        &mut src,
+        &["ALTER TABLE batch DROP PRIMARY KEY, ADD PRIMARY KEY (product_id, batch_no, qty)"],
+    )
+    .await;
+    let rowsync = Rowsync::start(&c.cfg);
+    rowsync.wait_log("initial copy done", WAIT).await;
+    wait_equal(&mut src, &mut rep, "batch", "product_id, batch_no", WAIT).await;
+    assert_eq!(
+        replica_key(&mut rep, "batch").await,
+        ["product_id", "batch_no", "qty"]
+    );
+    let log = rowsync.log_text();
+    assert!(log.contains("starts over"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_stopped_while_catching_up_stays_stopped() {
+    let c = Cluster::order_only(6721).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO category VALUES (1, 'a', NULL)",
+            "INSERT INTO product SELECT seq, CONCAT('P-', seq), 'm', 1, 2020, seq, 0 FROM seq_1_to_200000",
+        ],
+    )
+    .await;
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    std::fs::write(
+        &c.cfg,
+        format!("{text}\n[copy]\nchunk_rows = 200\nwriters = 1\n"),
+    )
+    .unwrap();
+    let rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
+
+    // An online re-copy; while it copies, the table gets a change the stream cannot apply,
+    // followed by more transactions that the table's catching up replays.
+    let cfg = c.cfg.clone();
+    let resync = std::thread::spawn(move || {
+        rowsync_cmd(&[
+            "resync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--target",
+            "order",
+            "--table",
+            "product.product",
+        ])
+    });
+    // The re-copy's snapshot is taken once its floor is recorded.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let floor: Option<String> = rep
+            .query_first("SELECT since_position FROM rowsync_table_state WHERE source_table = 'product.product' AND state = 'copying'")
+            .await
+            .unwrap();
+        if floor.is_some_and(|f| !f.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", rowsync.log_text());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    exec(
+        &mut src,
+        &[
+            "SET SESSION binlog_format = 'STATEMENT'",
+            "UPDATE product SET model = 'by statement' WHERE id = 1",
+            "SET SESSION binlog_format = 'ROW'",
+        ],
+    )
+    .await;
+    for i in 0..20 {
+        exec(
+            &mut src,
+            &[
+                &format!(
+                    "UPDATE product SET version = version + 1 WHERE id = {}",
+                    2 + i
+                ),
+                &format!("UPDATE category SET name = 'a{i}' WHERE id = 1"),
+            ],
+        )
+        .await;
+    }
+    let (code, out) = resync.join().unwrap();
+    assert_eq!(code, 0, "{out}");
+    exec(
+        &mut src,
+        &["INSERT INTO category VALUES (2, 'after', NULL)"],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    // Past the whole catch-up window: the stop is still there.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let status = status_text(&c.cfg);
+        assert!(
+            status.contains("table product.product NEEDS RE-COPY")
+                && status.contains("logged as a statement"),
+            "the stop was overwritten:\n{status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(rowsync);
+}
