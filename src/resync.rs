@@ -94,8 +94,10 @@ pub async fn run(
         status: &status,
         cancel,
     };
-    let Some(floor) = copy::recopy(&mut conn, &job, &table).await? else {
-        return Ok(None);
+    let floor = match copy::recopy(&mut conn, &job, &table).await? {
+        copy::Recopy::Done(floor) => floor,
+        copy::Recopy::Cancelled => return Ok(None),
+        copy::Recopy::Stopped(reason) => bail!("{table} cannot be copied: {reason}"),
     };
     let rows = status.snapshot().copy.iter().map(|p| p.rows_copied).sum();
     Ok(Some(Resynced {

@@ -242,3 +242,53 @@ async fn column_default(conn: &mut mysql_async::Conn, table: &str, column: &str)
     .await
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_fails_stops_only_its_table() {
+    // `name = 1` compares text with a number: the filter cannot be evaluated.
+    let mappings = "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\"]\nwhere = \"name = 1\"\n\n[[mappings]]\nsource = \"product.product\"\ntargets = [\"order\"]\n";
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order"], mappings, 6631).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO category VALUES (1, 'a', NULL)",
+            "INSERT INTO product SELECT seq, CONCAT('P-', seq), 'm', 1, 2020, seq, 0 FROM seq_1_to_100",
+            "INSERT INTO batch VALUES (1, 1, 5, '2024-01-01 00:00:00')",
+        ],
+    )
+    .await;
+    let rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    exec(&mut src, &["UPDATE product SET version = 2 WHERE id < 10"]).await;
+    wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
+    let status = status_text(&c.cfg);
+    assert!(
+        status.contains("table product.category NEEDS RE-COPY")
+            && status.contains("the filter compares"),
+        "{status}"
+    );
+
+    // The same for a mapping added online: its table stops, the others stream on.
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    std::fs::write(
+        &c.cfg,
+        format!("{text}\n[[mappings]]\nsource = \"product.batch\"\ntargets = [\"order\"]\nwhere = \"made_at = 5\"\n"),
+    )
+    .unwrap();
+    hup(rowsync.pid());
+    rowsync.wait_log("copying the table online", WAIT).await;
+    exec(&mut src, &["UPDATE product SET version = 3 WHERE id < 10"]).await;
+    wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !status_text(&c.cfg).contains("table product.batch NEEDS RE-COPY") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            status_text(&c.cfg)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    exec(&mut src, &["UPDATE product SET version = 4 WHERE id < 10"]).await;
+    wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
+}

@@ -150,7 +150,7 @@ async fn a_table_stopped_while_catching_up_stays_stopped() {
         &mut src,
         &[
             "INSERT INTO category VALUES (1, 'a', NULL)",
-            "INSERT INTO product SELECT seq, CONCAT('P-', seq), 'm', 1, 2020, seq, 0 FROM seq_1_to_200000",
+            "INSERT INTO product SELECT seq, CONCAT('P-', seq), 'm', 1, 2020, seq, 0 FROM seq_1_to_2000",
         ],
     )
     .await;
@@ -165,7 +165,14 @@ async fn a_table_stopped_while_catching_up_stays_stopped() {
     wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
 
     // An online re-copy; while it copies, the table gets a change the stream cannot apply,
-    // followed by more transactions that the table's catching up replays.
+    // followed by more transactions that the table's catching up replays. A row lock on the
+    // replica holds the copy until the stream has passed all of them.
+    let mut blocker = c.replica_conn(0).await;
+    exec(
+        &mut blocker,
+        &["BEGIN", "SELECT id FROM product WHERE id = 1 FOR UPDATE"],
+    )
+    .await;
     let cfg = c.cfg.clone();
     let resync = std::thread::spawn(move || {
         rowsync_cmd(&[
@@ -213,6 +220,8 @@ async fn a_table_stopped_while_catching_up_stays_stopped() {
         )
         .await;
     }
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    exec(&mut blocker, &["COMMIT"]).await;
     let (code, out) = resync.join().unwrap();
     assert_eq!(code, 0, "{out}");
     exec(

@@ -56,16 +56,34 @@ pub async fn run_all(
     statuses: Vec<Arc<TargetStatus>>,
     cancel: CancellationToken,
 ) {
-    let mut tasks = Vec::new();
-    for (index, status) in statuses.into_iter().enumerate() {
+    let tasks = statuses.into_iter().enumerate().map(|(index, status)| {
         let config = config.clone();
         let cancel = cancel.clone();
-        tasks.push(tokio::spawn(async move {
-            run_target(config, index, status, cancel).await;
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
+        let watched = status.clone();
+        watch(
+            tokio::spawn(run_target(config, index, status, cancel)),
+            watched,
+        )
+    });
+    futures_util::future::join_all(tasks).await;
+}
+
+/// Waits for a target's task. A panic is a bug, but it stops only its target, and says so in
+/// the target's status, where operators look.
+async fn watch(task: tokio::task::JoinHandle<()>, status: Arc<TargetStatus>) {
+    if let Err(e) = task.await {
+        let error = match e.try_into_panic() {
+            Ok(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into()),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(target = %status.snapshot().target, %error, "target pipeline crashed (a rowsync bug); restart rowsync");
+        status.set_state(State::Stopped {
+            error: format!("internal error: {error}"),
+        });
     }
 }
 
@@ -139,8 +157,11 @@ async fn run_once(
     let upgraded = checkpoint::ensure_tables(&mut conn).await?;
     // One process at a time works on a target: this session holds the lock until it ends.
     checkpoint::lock_target(&mut conn, &config.pipeline, &target.name, 10).await?;
-    let mut stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
-    let mut skip: HashSet<_> = stopped.iter().map(|s| s.table.clone()).collect();
+    let mut skip: HashSet<_> = checkpoint::stopped_tables(&mut conn, &config.pipeline)
+        .await?
+        .into_iter()
+        .map(|s| s.table)
+        .collect();
 
     let mut src = crate::source::conn::connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
@@ -165,8 +186,7 @@ async fn run_once(
     let since = loaded.as_ref().map(|(c, _)| c);
     for (table, reason) in plan.conflicts {
         let stop = stop_at_start(&mut conn, &config.pipeline, since, table, reason).await?;
-        skip.insert(stop.table.clone());
-        stopped.push(stop);
+        skip.insert(stop.table);
     }
     let copying = match &loaded {
         None => config.source.start_at() == StartAt::Snapshot,
@@ -198,8 +218,7 @@ async fn run_once(
                         e.to_string(),
                     )
                     .await?;
-                    skip.insert(stop.table.clone());
-                    stopped.push(stop);
+                    skip.insert(stop.table);
                     break;
                 }
             }
@@ -274,11 +293,17 @@ async fn run_once(
     // from their own floor while the others go on from the checkpoint.
     for f in checkpoint::table_floors(&mut conn, &config.pipeline).await? {
         if f.state == TableState::Copying
-            && copy::recopy(&mut conn, &job, &f.table).await?.is_none()
+            && matches!(
+                copy::recopy(&mut conn, &job, &f.table).await?,
+                copy::Recopy::Cancelled
+            )
         {
             return Ok(Outcome::Shutdown);
         }
     }
+    // Tables whose copy (initial or re-copy) stopped are skipped like every stopped table.
+    let stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
+    skip.extend(stopped.iter().map(|s| s.table.clone()));
     let mut floors = Floors::new(start.clone());
     for f in checkpoint::table_floors(&mut conn, &config.pipeline).await? {
         let Some(position) = f.position else { continue };
@@ -470,6 +495,36 @@ async fn serve_recopies(
             done = acked => if done.is_err() { return Ok(false) },
         }
         // The copy makes the replicas that are missing or no longer fit.
-        return Ok(copy::recopy(&mut conn, job, &table).await?.is_some());
+        // A table whose copy stopped is skipped after the restart, like every stopped table.
+        return Ok(!matches!(
+            copy::recopy(&mut conn, job, &table).await?,
+            copy::Recopy::Cancelled
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_target_shows_as_stopped_with_the_message() {
+        let status = Arc::new(TargetStatus::new("order"));
+        let index = 7;
+        let task = tokio::spawn(async move {
+            let stored: Vec<u8> = Vec::new();
+            // Indexing past the end, as a bad stored key once did.
+            let _ = stored[index];
+        });
+        watch(task, status.clone()).await;
+        match status.snapshot().state {
+            State::Stopped { error } => {
+                assert!(
+                    error.starts_with("internal error: index out of bounds"),
+                    "{error}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -203,7 +203,7 @@ async fn worker(
         let Some(name) = next else { break };
         let table = snapshot.table(&name).await?;
         let previous = progress.iter().find(|p| p.table == name);
-        if !copy_table(
+        let end = copy_table(
             &mut conn,
             &mut snapshot,
             &mut writer,
@@ -212,8 +212,8 @@ async fn worker(
             previous,
             start,
         )
-        .await?
-        {
+        .await?;
+        if end == CopyEnd::Cancelled {
             return Ok(false);
         }
     }
@@ -224,12 +224,12 @@ async fn worker(
 /// Re-copies one table into this target: from a new snapshot (or, after a crash, continuing
 /// the one begun), marked `copying` so the stream skips it meanwhile, then `catching_up` from
 /// the snapshot's position, which the stream takes from there (see `source::reader::Floors`).
-/// Returns that floor, or `None` when cancelled.
+/// Returns that floor, or why there is none.
 pub async fn recopy(
     conn: &mut MySqlConnection,
     job: &CopyJob<'_>,
     table: &TableName,
-) -> Result<Option<Checkpoint>, PipelineError> {
+) -> Result<Recopy, PipelineError> {
     let mut snapshot = Snapshot::open(job.source, job.info).await?;
     let begun = checkpoint::table_floors(conn, job.pipeline)
         .await?
@@ -267,7 +267,7 @@ pub async fn recopy(
         .find(|p| &p.table == table);
     let copy = snapshot.table(table).await?;
     let mut writer = RowWriter::new(conn, job.batch_rows).await?;
-    if !copy_table(
+    match copy_table(
         conn,
         &mut snapshot,
         &mut writer,
@@ -278,7 +278,9 @@ pub async fn recopy(
     )
     .await?
     {
-        return Ok(None);
+        CopyEnd::Done => {}
+        CopyEnd::Cancelled => return Ok(Recopy::Cancelled),
+        CopyEnd::Stopped(reason) => return Ok(Recopy::Stopped(reason)),
     }
     snapshot.close().await?;
     replica::add_deferred_keys(conn, job.pipeline).await?;
@@ -292,10 +294,31 @@ pub async fn recopy(
     )
     .await?;
     tracing::info!(table = %table, floor = %floor.position, "table re-copied; the stream catches it up from its snapshot");
-    Ok(Some(floor))
+    Ok(Recopy::Done(floor))
 }
 
-/// Copies one table chunk by chunk; `false` when cancelled.
+/// How a re-copy ended.
+#[derive(Debug)]
+pub enum Recopy {
+    /// Copied; the stream catches the table up from this floor.
+    Done(Checkpoint),
+    /// The table cannot be copied and stopped, for this reason.
+    Stopped(String),
+    /// Cancelled; the committed chunks stay and a restart resumes after them.
+    Cancelled,
+}
+
+/// How the copy of one table ended.
+#[derive(Debug, PartialEq, Eq)]
+enum CopyEnd {
+    Done,
+    /// A definite error stopped the table (recorded, with its reason); the others go on.
+    Stopped(String),
+    Cancelled,
+}
+
+/// Copies one table chunk by chunk. A definite error (a filter that cannot be evaluated, a
+/// value the replica rejects, the table gone) stops only this table, as in the stream.
 async fn copy_table(
     conn: &mut MySqlConnection,
     snapshot: &mut Snapshot,
@@ -304,7 +327,50 @@ async fn copy_table(
     table: &CopyTable,
     previous: Option<&CopyProgress>,
     start: &Checkpoint,
-) -> Result<bool, PipelineError> {
+) -> Result<CopyEnd, PipelineError> {
+    match copy_chunks(conn, snapshot, writer, job, table, previous, start).await {
+        Ok(end) => Ok(end),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(e) => {
+            // The failed chunk's transaction may still be open on this connection.
+            let _ = exec(conn, "ROLLBACK").await;
+            let reason = format!("the copy failed: {e}");
+            stop_copied_table(conn, job, &table.name, start, reason.clone()).await?;
+            Ok(CopyEnd::Stopped(reason))
+        }
+    }
+}
+
+/// Records that `table` stopped during its copy, at the copy's start position.
+async fn stop_copied_table(
+    conn: &mut MySqlConnection,
+    job: &CopyJob<'_>,
+    table: &TableName,
+    start: &Checkpoint,
+    reason: String,
+) -> Result<(), PipelineError> {
+    let stop = StoppedTable {
+        table: table.clone(),
+        state: TableState::NeedsRecopy,
+        since: start.position.to_string(),
+        statement: None,
+        reason,
+    };
+    tracing::error!(table = %table, reason = %stop.reason, "table cannot be copied; it stops, the others go on");
+    checkpoint::stop_table(conn, job.pipeline, &stop, start.gtid.as_ref()).await?;
+    job.status.table_stopped(stop);
+    Ok(())
+}
+
+async fn copy_chunks(
+    conn: &mut MySqlConnection,
+    snapshot: &mut Snapshot,
+    writer: &mut RowWriter,
+    job: &CopyJob<'_>,
+    table: &CopyTable,
+    previous: Option<&CopyProgress>,
+    start: &Checkpoint,
+) -> Result<CopyEnd, PipelineError> {
     let projections: Result<Vec<Arc<Projection>>, _> = job
         .router
         .mappings_for(&table.name)
@@ -321,17 +387,9 @@ async fn copy_table(
     let projections = match projections {
         Ok(p) => p,
         Err(e) => {
-            let stop = StoppedTable {
-                table: table.name.clone(),
-                state: TableState::NeedsRecopy,
-                since: start.position.to_string(),
-                statement: None,
-                reason: e.to_string(),
-            };
-            tracing::error!(table = %table.name, reason = %stop.reason, "table cannot be copied");
-            checkpoint::stop_table(conn, job.pipeline, &stop, start.gtid.as_ref()).await?;
-            job.status.table_stopped(stop);
-            return Ok(true);
+            let reason = e.to_string();
+            stop_copied_table(conn, job, &table.name, start, reason.clone()).await?;
+            return Ok(CopyEnd::Stopped(reason));
         }
     };
     let (estimate, row_bytes) = snapshot.estimate(&table.name).await?;
@@ -473,7 +531,11 @@ async fn copy_table(
     for r in results {
         finished |= r?;
     }
-    Ok(finished)
+    Ok(if finished {
+        CopyEnd::Done
+    } else {
+        CopyEnd::Cancelled
+    })
 }
 
 /// Rows read for one copy transaction, and the table's progress once they are in.
