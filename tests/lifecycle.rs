@@ -191,7 +191,7 @@ async fn pattern_tables_created_and_dropped_while_behind_do_not_wedge_the_target
         ],
     )
     .await;
-    let _rowsync = c.run().await;
+    let rowsync = c.run().await;
     wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
     // The staging table's replica was made from its CREATE, backslash and all.
     assert_eq!(
@@ -232,6 +232,47 @@ async fn pattern_tables_created_and_dropped_while_behind_do_not_wedge_the_target
         !status.contains("since :"),
         "a state without a position: {status}"
     );
+
+    // Dropped and created again (with other columns), or replaced: the replica starts over
+    // with the new table, also when rowsync restarts in between.
+    exec(
+        &mut src,
+        &[
+            "CREATE TABLE tmp_y (id INT PRIMARY KEY, a INT)",
+            "INSERT INTO tmp_y VALUES (1, 1)",
+            "DROP TABLE tmp_y",
+            "CREATE TABLE tmp_y (id INT PRIMARY KEY, b VARCHAR(5))",
+            "INSERT INTO tmp_y VALUES (2, 'x')",
+            "CREATE OR REPLACE TABLE fresh (id INT PRIMARY KEY, c INT)",
+            "INSERT INTO fresh VALUES (5, 5)",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "tmp_y", "id", WAIT).await;
+    wait_equal(&mut src, &mut rep, "fresh", "id", WAIT).await;
+    exec(&mut src, &["DROP TABLE tmp_y"]).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !status_text(&c.cfg).contains("table product.tmp_y NEEDS RE-COPY") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            status_text(&c.cfg)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(rowsync);
+    exec(
+        &mut src,
+        &[
+            "CREATE TABLE tmp_y (id INT PRIMARY KEY, z DATE)",
+            "INSERT INTO tmp_y VALUES (3, '2024-02-29')",
+        ],
+    )
+    .await;
+    let _rowsync = c.run().await;
+    wait_equal(&mut src, &mut rep, "tmp_y", "id", WAIT).await;
+    let status = status_text(&c.cfg);
+    assert!(!status.contains("product.tmp_y"), "{status}");
 }
 
 async fn column_default(conn: &mut mysql_async::Conn, table: &str, column: &str) -> Option<String> {

@@ -140,4 +140,9 @@ impl TargetStatus {
     pub fn table_stopped(&self, table: StoppedTable) {
         self.with(|s| s.stopped_tables.push(table));
     }
+
+    /// A stopped table streams again (it was created anew on the source).
+    pub fn table_resumed(&self, table: &crate::source::schema::TableName) {
+        self.with(|s| s.stopped_tables.retain(|t| &t.table != table));
+    }
 }

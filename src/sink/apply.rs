@@ -17,10 +17,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{self, StoppedTable, TableState};
+use super::ddl::{self, CreateMode};
+use super::replica;
 use super::replica::SourceDefinition;
 use super::writer::{changes_to_ops, Op, RowWriter};
 use super::SinkError;
-use super::{ddl, replica};
 use crate::config::ApplyConfig;
 use crate::pipeline::mapping::{Mapping, MappingError, Projection, Router};
 use crate::pipeline::replicas;
@@ -89,6 +90,8 @@ pub struct Applier {
     /// Floor changes to store with the next commit: a new floor, or `None` when caught up.
     pending_floors: HashMap<TableName, Option<Checkpoint>>,
     commands: Option<mpsc::Receiver<Command>>,
+    /// Tables whose re-copy (asked for by a command) runs beside this writer.
+    recopying: HashSet<TableName>,
     /// Commands received inside a source transaction, for its end.
     deferred: Vec<Command>,
 }
@@ -129,6 +132,7 @@ impl Applier {
             floors,
             pending_floors: HashMap::new(),
             commands: None,
+            recopying: HashSet::new(),
             deferred: Vec::new(),
         })
     }
@@ -150,6 +154,7 @@ impl Applier {
                     // What is whole commits first; from here on the table is not applied.
                     self.commit_group().await?;
                     self.stopped.insert(table.clone());
+                    self.recopying.insert(table.clone());
                     self.routes.remove(&table);
                     // Its floor no longer moves: the re-copy sets a new one.
                     self.catching.remove(&table);
@@ -301,7 +306,8 @@ impl Applier {
                 kind,
                 statement,
             } => {
-                if self.stopped.contains(&table) {
+                // A CREATE starts a table anew, even one that stopped.
+                if self.stopped.contains(&table) && kind != DdlKind::Create {
                     return Ok(());
                 }
                 self.routes.remove(&table);
@@ -484,11 +490,31 @@ impl Applier {
     /// an online schema change's ghost table). Only a CREATE that does not spell out its
     /// columns (`LIKE`, `SELECT`) falls back to the source's definition now; when that is gone
     /// too, only this table stops.
+    ///
+    /// A logged CREATE makes a new, empty table (unless `IF NOT EXISTS` kept an old one), and
+    /// every row it gets later is in the stream: replicas that exist are made again empty,
+    /// and a table that had stopped (dropped, say, then created again) streams again.
     async fn create_replicas(
         &mut self,
         table: TableName,
         statement: String,
     ) -> Result<(), SinkError> {
+        // A table being re-copied is made by its copy, as it is then.
+        if self.recopying.contains(&table) {
+            return Ok(());
+        }
+        let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
+        let mut existing = false;
+        for m in &mappings {
+            existing |= !replica::columns(&mut self.conn, &m.replica_name(&table))
+                .await?
+                .is_empty();
+        }
+        let stopped = self.stopped.contains(&table);
+        if CreateMode::of(&statement) == CreateMode::IfNotExists && (existing || stopped) {
+            // The source may have kept the table as it was: nothing is known to change.
+            return Ok(());
+        }
         if self.has_writes() {
             self.commit_group().await?;
         }
@@ -522,9 +548,13 @@ impl Applier {
                 return Ok(());
             }
         }
-        let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
         for m in &mappings {
-            match replica::ensure_replica(&mut self.conn, &def, m, None).await {
+            let made = if existing {
+                replica::rebuild(&mut self.conn, &def, m, None).await
+            } else {
+                replica::ensure_replica(&mut self.conn, &def, m, None).await
+            };
+            match made {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
@@ -536,6 +566,12 @@ impl Applier {
         // The table starts empty here: its replicas hold its rows from this point on.
         for record in &records {
             checkpoint::record_replica(&mut self.conn, &self.pipeline, record).await?;
+        }
+        if stopped {
+            checkpoint::clear_table_state(&mut self.conn, &self.pipeline, &table).await?;
+            self.stopped.remove(&table);
+            self.status.table_resumed(&table);
+            tracing::info!(table = %table, "table created anew on the source; it streams again");
         }
         Ok(())
     }

@@ -493,6 +493,17 @@ pub async fn set_floor(
     }
 }
 
+/// Forgets `table`'s state: it streams normally from here on.
+pub async fn clear_table_state(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    table: &TableName,
+) -> Result<(), SinkError> {
+    const SQL: &str =
+        "DELETE FROM `rowsync_table_state` WHERE `pipeline` = ? AND `source_table` = ?";
+    exec_for_table(conn, SQL, pipeline, table).await
+}
+
 /// Forgets a table's copy progress, so its next copy starts from scratch.
 pub async fn reset_copy_progress(
     conn: &mut MySqlConnection,

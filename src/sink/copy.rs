@@ -430,7 +430,7 @@ async fn copy_chunks(
         let def =
             replica::parse_definition(&table.name, &snapshot.show_create(&table.name).await?)?;
         for m in unfit {
-            replica::rebuild(conn, &def, m, job.pipeline).await?;
+            replica::rebuild(conn, &def, m, Some(job.pipeline)).await?;
         }
     }
     let mut progress = match previous {

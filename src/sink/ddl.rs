@@ -18,6 +18,37 @@ use sqlparser::parser::Parser;
 use crate::pipeline::mapping::Mapping;
 use crate::source::schema::quote_ident;
 
+/// How a `CREATE TABLE` treats a table of that name that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateMode {
+    /// Plain `CREATE TABLE`: it fails if the table exists, so a logged one made a new table.
+    New,
+    /// `CREATE OR REPLACE TABLE`: a new table either way.
+    Replace,
+    /// `CREATE TABLE IF NOT EXISTS`: logged even when it kept an existing table as it was.
+    IfNotExists,
+}
+
+impl CreateMode {
+    /// The mode of the `CREATE TABLE` statement `sql`, read from its words before the name.
+    pub fn of(sql: &str) -> CreateMode {
+        let head: Vec<String> = sql
+            .split(|c: char| c.is_whitespace() || c == '(')
+            .filter(|w| !w.is_empty())
+            .take(6)
+            .map(|w| w.to_ascii_uppercase())
+            .collect();
+        let words: Vec<&str> = head.iter().map(String::as_str).collect();
+        if words.starts_with(&["CREATE", "OR", "REPLACE"]) {
+            CreateMode::Replace
+        } else if words.windows(3).any(|w| w == ["IF", "NOT", "EXISTS"]) {
+            CreateMode::IfNotExists
+        } else {
+            CreateMode::New
+        }
+    }
+}
+
 /// One change to a replica's columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnChange {
@@ -318,6 +349,23 @@ mod tests {
             "ALTER TABLE `r` RENAME COLUMN `model` TO `model_name`"
         );
         assert_eq!(sql[3], "ALTER TABLE `r` DROP COLUMN `old`");
+    }
+
+    #[test]
+    fn create_modes_are_read_from_the_head() {
+        assert_eq!(CreateMode::of("CREATE TABLE t (id INT)"), CreateMode::New);
+        assert_eq!(
+            CreateMode::of("create  or replace table t(id int)"),
+            CreateMode::Replace
+        );
+        assert_eq!(
+            CreateMode::of("CREATE TABLE IF NOT EXISTS `t` LIKE u"),
+            CreateMode::IfNotExists
+        );
+        assert_eq!(
+            CreateMode::of("CREATE TEMPORARY TABLE IF NOT EXISTS t (id INT)"),
+            CreateMode::IfNotExists
+        );
     }
 
     #[test]

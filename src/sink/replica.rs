@@ -490,13 +490,13 @@ pub async fn fits(
     Ok(!have.is_empty() && has_all && same_key)
 }
 
-/// Drops the replica of `def`'s table under `mapping` and creates it again from `def`, its
-/// secondary keys deferred to after the copy that follows.
+/// Drops the replica of `def`'s table under `mapping` and creates it again from `def`; with
+/// `defer_keys_of`, its secondary keys wait for the copy that follows.
 pub async fn rebuild(
     target: &mut MySqlConnection,
     def: &SourceDefinition,
     mapping: &Mapping,
-    pipeline: &str,
+    defer_keys_of: Option<&str>,
 ) -> Result<(), SinkError> {
     let replica = mapping.replica_name(&def.table);
     let drop = format!("DROP TABLE IF EXISTS {}", quote_ident(&replica));
@@ -505,8 +505,10 @@ pub async fn rebuild(
         .execute(AssertSqlSafe(drop.clone()))
         .await
         .map_err(|e| SinkError::db(drop, e))?;
-    checkpoint::clear_deferred_keys(target, pipeline, &replica).await?;
-    ensure_replica(target, def, mapping, Some(pipeline)).await
+    if let Some(pipeline) = defer_keys_of {
+        checkpoint::clear_deferred_keys(target, pipeline, &replica).await?;
+    }
+    ensure_replica(target, def, mapping, defer_keys_of).await
 }
 
 /// `SHOW CREATE TABLE` text of `table` parsed, with errors as the sink reports them.

@@ -610,7 +610,9 @@ impl StreamState {
             Statement::Alter(t) if selected(self, t) => {
                 self.ddl(out, t, DdlKind::Alter, sql);
             }
-            Statement::Create(t) if selected(self, t) => {
+            // A table created anew starts over, even one that had stopped.
+            Statement::Create(t) if self.router.selects(t) && self.wants(t) => {
+                self.skip.remove(t);
                 self.ddl(out, t, DdlKind::Create, sql);
             }
             Statement::Drop(tables) => {
