@@ -159,6 +159,108 @@ pub(crate) fn definition(
     def
 }
 
+/// Table options and index renames change nothing a replica holds (storage, comments, a
+/// rebuild); sqlparser does not know most of them, so they are taken out before parsing.
+const IGNORED_CLAUSES: &[&str] = &[
+    "ENGINE",
+    "COMMENT",
+    "FORCE",
+    "ROW_FORMAT",
+    "KEY_BLOCK_SIZE",
+    "STATS_PERSISTENT",
+    "STATS_AUTO_RECALC",
+    "STATS_SAMPLE_PAGES",
+    "PACK_KEYS",
+    "CHECKSUM",
+    "PAGE_CHECKSUM",
+    "MAX_ROWS",
+    "MIN_ROWS",
+    "AVG_ROW_LENGTH",
+    "DELAY_KEY_WRITE",
+    "TRANSACTIONAL",
+    "PAGE_COMPRESSED",
+    "PAGE_COMPRESSION_LEVEL",
+    "ALGORITHM",
+    "LOCK",
+    "AUTO_INCREMENT",
+];
+
+/// `sql` without the clauses that change nothing in a replica (`IGNORED_CLAUSES`, ALTER
+/// COLUMN … SET/DROP DEFAULT, RENAME INDEX/KEY); `None` when no clause is left.
+fn without_table_options(sql: &str) -> Option<String> {
+    let (head, clauses) = split_alter(sql);
+    let kept: Vec<&str> = clauses
+        .into_iter()
+        .filter(|clause| {
+            let words: Vec<String> = clause
+                .split(|c: char| c.is_whitespace() || c == '=')
+                .filter(|w| !w.is_empty())
+                .take(4)
+                .map(|w| w.to_ascii_uppercase())
+                .collect();
+            let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+            let default_change = w(0) == "ALTER"
+                && matches!(
+                    (w(1), w(2), w(3)),
+                    ("COLUMN", _, "SET" | "DROP") | (_, "SET" | "DROP", _)
+                );
+            !(IGNORED_CLAUSES.contains(&w(0))
+                || default_change
+                || (w(0) == "RENAME" && matches!(w(1), "INDEX" | "KEY")))
+        })
+        .collect();
+    (!kept.is_empty()).then(|| format!("{head} {}", kept.join(", ")))
+}
+
+/// `ALTER TABLE name` and the top-level, comma-separated clauses after it.
+fn split_alter(sql: &str) -> (&str, Vec<&str>) {
+    let mut parts = Vec::new();
+    let (mut depth, mut quote, mut start) = (0i32, None, 0);
+    let mut head_end = None;
+    let bytes = sql.as_bytes();
+    let mut words = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        match quote {
+            Some(q) if c == '\\' && q != '`' => i += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' | '`' => quote = Some(c),
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 && head_end.is_some() => {
+                    parts.push(sql[start..i].trim());
+                    start = i + 1;
+                }
+                _ => {}
+            },
+        }
+        // The head ends after the table name: ALTER [ONLINE] [IGNORE] TABLE [IF EXISTS] name.
+        if head_end.is_none() && quote.is_none() && c.is_whitespace() {
+            let word = sql[..i].split_whitespace().last().unwrap_or("");
+            let upper = word.to_ascii_uppercase();
+            if !matches!(
+                upper.as_str(),
+                "ALTER" | "ONLINE" | "IGNORE" | "TABLE" | "IF" | "EXISTS"
+            ) || words > 6
+            {
+                head_end = Some(i);
+                start = i;
+            }
+            words += 1;
+        }
+        i += 1;
+    }
+    let Some(head_end) = head_end else {
+        return (sql, Vec::new());
+    };
+    parts.push(sql[start..].trim());
+    parts.retain(|p| !p.is_empty());
+    (sql[..head_end].trim(), parts)
+}
+
 /// The replica changes that follow `sql` (an ALTER TABLE on the mapped source table) under
 /// `mapping`, whose primary key columns are `key`. `Err` explains why the table must stop.
 pub fn plan_alter(
@@ -166,7 +268,10 @@ pub fn plan_alter(
     mapping: &Mapping,
     key: &[String],
 ) -> Result<Vec<ColumnChange>, String> {
-    let statements = Parser::parse_sql(&MySqlDialect {}, sql)
+    let Some(sql) = without_table_options(sql) else {
+        return Ok(Vec::new());
+    };
+    let statements = Parser::parse_sql(&MySqlDialect {}, &sql)
         .map_err(|e| format!("cannot parse the ALTER ({e})"))?;
     let [Statement::AlterTable(alter)] = statements.as_slice() else {
         return Err("not a single ALTER TABLE statement".into());
@@ -349,6 +454,35 @@ mod tests {
             "ALTER TABLE `r` RENAME COLUMN `model` TO `model_name`"
         );
         assert_eq!(sql[3], "ALTER TABLE `r` DROP COLUMN `old`");
+    }
+
+    #[test]
+    fn table_options_and_defaults_need_no_recopy() {
+        for sql in [
+            "ALTER TABLE t ENGINE=InnoDB",
+            "ALTER TABLE `p`.`t` COMMENT = 'a, (b)'",
+            "ALTER TABLE t FORCE",
+            "ALTER ONLINE TABLE t ENGINE = InnoDB, ALGORITHM=INPLACE, LOCK=NONE",
+            "ALTER TABLE t ALTER COLUMN code SET DEFAULT 'x,y'",
+            "alter table t alter code drop default, ROW_FORMAT=DYNAMIC",
+            "ALTER TABLE t RENAME INDEX a TO b",
+        ] {
+            assert_eq!(plan_alter(sql, &all(), &key()), Ok(vec![]), "{sql}");
+        }
+        // What is left is still followed.
+        let plan = plan_alter(
+            "ALTER TABLE t ENGINE=InnoDB, ADD COLUMN z INT DEFAULT 1, COMMENT 'c'",
+            &all(),
+            &key(),
+        )
+        .unwrap();
+        assert_eq!(
+            plan,
+            vec![ColumnChange::Add {
+                name: "z".into(),
+                def: "`z` INT DEFAULT 1".into()
+            }]
+        );
     }
 
     #[test]
