@@ -339,3 +339,29 @@ async fn a_copy_that_fails_stops_only_its_table() {
     exec(&mut src, &["UPDATE product SET version = 4 WHERE id < 10"]).await;
     wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_name_tables_in_any_case_under_lower_case_table_names() {
+    let source = Server::start_with(Role::Source, &["--lower-case-table-names=1"]);
+    let mappings = "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\"]\n";
+    let c = Cluster::start_with(source, PRODUCT_SCHEMA, &["order"], mappings, 6641).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &["INSERT INTO category VALUES (1, 'a', NULL), (2, 'b', 1)"],
+    )
+    .await;
+    let _rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    exec(
+        &mut src,
+        &[
+            "TRUNCATE Product.Category",
+            "ALTER TABLE CATEGORY ADD COLUMN note VARCHAR(10) NULL",
+            "INSERT INTO Category VALUES (3, 'c', NULL, 'n')",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+}

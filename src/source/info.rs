@@ -22,6 +22,9 @@ pub struct SourceInfo {
     pub mysql_gtid_mode: bool,
     /// `binlog_checksum` (CRC32 or NONE).
     pub binlog_checksum: String,
+    /// `lower_case_table_names` is set: statements may name tables in any case, and the
+    /// server means (and logs in TABLE_MAP events) the lower-case name.
+    pub lower_case_table_names: bool,
     pub charsets: Charsets,
 }
 
@@ -79,6 +82,9 @@ impl SourceInfo {
             binlog_row_metadata: var(conn, "binlog_row_metadata").await?,
             mysql_gtid_mode,
             binlog_checksum: var(conn, "binlog_checksum").await?.unwrap_or_default(),
+            lower_case_table_names: var(conn, "lower_case_table_names")
+                .await?
+                .is_some_and(|v| v != "0"),
             charsets: Charsets::new(charsets),
             version,
         })

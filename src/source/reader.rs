@@ -553,6 +553,11 @@ impl StreamState {
         out: &mut Vec<SourceEvent>,
     ) -> Result<(), SourceError> {
         let statement = classify(db, sql);
+        let statement = if self.info.lower_case_table_names {
+            statement.lowercase_names()
+        } else {
+            statement
+        };
         if !self.group.open {
             // A group without GTIDs (BEGIN, or a single statement) is known by its start.
             self.group.id = Some(GroupId::Start(start));
@@ -895,6 +900,7 @@ mod tests {
             binlog_row_metadata: Some("FULL".into()),
             mysql_gtid_mode: false,
             binlog_checksum: "CRC32".into(),
+            lower_case_table_names: false,
             charsets: Charsets::default(),
         };
         let start = |source| Checkpoint {

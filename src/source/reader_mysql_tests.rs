@@ -496,6 +496,7 @@ fn info(checksum: &str) -> SourceInfo {
         binlog_row_metadata: Some("FULL".into()),
         mysql_gtid_mode: true,
         binlog_checksum: checksum.into(),
+        lower_case_table_names: false,
         charsets: Charsets::new([(255u16, "utf8mb4".to_string()), (63, "binary".into())]),
     }
 }

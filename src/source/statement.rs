@@ -30,6 +30,25 @@ pub enum Statement {
     Other,
 }
 
+impl Statement {
+    /// The statement with its table names lower-cased, as a server with
+    /// `lower_case_table_names` set stores (and logs in TABLE_MAP events) them.
+    pub fn lowercase_names(self) -> Statement {
+        let low = |t: TableName| TableName::new(t.db.to_lowercase(), t.table.to_lowercase());
+        match self {
+            Statement::Truncate(t) => Statement::Truncate(low(t)),
+            Statement::Alter(t) => Statement::Alter(low(t)),
+            Statement::Create(t) => Statement::Create(low(t)),
+            Statement::Drop(ts) => Statement::Drop(ts.into_iter().map(low).collect()),
+            Statement::Rename(pairs) => {
+                Statement::Rename(pairs.into_iter().map(|(a, b)| (low(a), low(b))).collect())
+            }
+            Statement::Dml(t) => Statement::Dml(t.map(low)),
+            other => other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Word(String),
