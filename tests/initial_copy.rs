@@ -207,3 +207,21 @@ async fn kill_9_during_the_copy_resumes_after_the_last_chunk() {
     workload(&c.source, 100..150).await;
     assert_replicas_equal(&c).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decimal_keys_beyond_two_to_the_53_are_all_copied() {
+    // Keys 2^60 + i: as doubles, runs of 256 of them are one number.
+    let schema = &[
+        "CREATE DATABASE product",
+        "CREATE TABLE product.ledger (id DECIMAL(30, 2) PRIMARY KEY, v INT)",
+        "INSERT INTO product.ledger SELECT 1152921504606846976 + seq + 0.25, seq FROM product.seq_1_to_1000",
+    ];
+    let mappings = "[[mappings]]\nsource = \"product.ledger\"\ntargets = [\"order\"]\n";
+    let c = Cluster::start(schema, &["order"], mappings, 6801).await;
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    std::fs::write(&c.cfg, format!("{text}\n[copy]\nchunk_rows = 100\n")).unwrap();
+    let _rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut src, &mut rep, "ledger", "id", Duration::from_secs(60)).await;
+}

@@ -174,7 +174,11 @@ impl Snapshot {
                     let mut ands = Vec::new();
                     for (j, c) in key.iter().enumerate().take(i + 1) {
                         let op = if j == i { ">" } else { "=" };
-                        ands.push(format!("{} {op} ?", quote_ident(&c.name)));
+                        ands.push(format!(
+                            "{} {op} {}",
+                            quote_ident(&c.name),
+                            key_param(c, &last[j])
+                        ));
                         params.push(to_mysql(&last[j]));
                     }
                     ors.push(format!("({})", ands.join(" AND ")));
@@ -205,6 +209,22 @@ impl Snapshot {
     pub async fn close(mut self) -> Result<(), SourceError> {
         self.conn.query_drop("COMMIT").await?;
         Ok(())
+    }
+}
+
+/// The placeholder for a key value of column `c`. A DECIMAL column compared with a string
+/// parameter is compared as a double, which skips keys beyond 2^53 that differ by less than
+/// a double can tell; cast to a DECIMAL that holds `v` exactly, it compares as a decimal.
+fn key_param(c: &CatalogColumn, v: &Value) -> String {
+    match (c.data_type.as_str(), v) {
+        ("decimal", Value::Decimal(text) | Value::Text(text)) => {
+            let digits = |s: &str| s.chars().filter(char::is_ascii_digit).count();
+            let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+            let scale = digits(frac).min(38);
+            let precision = (digits(int) + scale).clamp(1, 65).max(scale);
+            format!("CAST(? AS DECIMAL({precision}, {scale}))")
+        }
+        _ => "?".into(),
     }
 }
 
