@@ -394,17 +394,14 @@ impl Checkpoint {
                 Some(GtidSet::Maria(out))
             }
             (Some(GtidSet::Mysql(a)), Some(GtidSet::Mysql(b))) => {
-                let mut out = GtidSet::Mysql(BTreeMap::new());
-                for (sid, intervals) in a {
-                    for &(s0, e0) in intervals {
-                        for &(s1, e1) in b.get(sid).into_iter().flatten() {
-                            for gno in s0.max(s1)..=e0.min(e1) {
-                                out.add_mysql(*sid, gno);
-                            }
-                        }
+                let mut out = BTreeMap::new();
+                for (sid, xs) in a {
+                    let both = intersect(xs, b.get(sid).map(Vec::as_slice).unwrap_or(&[]));
+                    if !both.is_empty() {
+                        out.insert(*sid, both);
                     }
                 }
-                Some(out)
+                Some(GtidSet::Mysql(out))
             }
             (a, b) => a.clone().or_else(|| b.clone()),
         };
@@ -415,6 +412,28 @@ impl Checkpoint {
             source_time: self.source_time.min(other.source_time),
         }
     }
+}
+
+/// The transactions in both of two sorted lists of disjoint, inclusive intervals, interval
+/// by interval (a set like `uuid:1-500000000` is two numbers, not half a billion).
+fn intersect(xs: &[(u64, u64)], ys: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    while i < xs.len() && j < ys.len() {
+        let (lo, hi) = (xs[i].0.max(ys[j].0), xs[i].1.min(ys[j].1));
+        if lo <= hi {
+            match out.last_mut() {
+                Some(last) if last.1 + 1 >= lo => last.1 = last.1.max(hi),
+                _ => out.push((lo, hi)),
+            }
+        }
+        if xs[i].1 < ys[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 /// One source transaction (event group): its GTID, or where it starts when there are none.
@@ -577,6 +596,29 @@ mod tests {
         let e = a.earliest(&b);
         assert_eq!(e.gtid.unwrap().to_string(), "0-1-7,1-1-5");
         assert_eq!(e.position.to_string(), "mysql-bin.000001:900");
+    }
+
+    #[test]
+    fn earliest_of_mysql_sets_works_by_interval() {
+        let set = |text: &str| Checkpoint {
+            gtid: Some(GtidSet::parse_mysql(text).unwrap()),
+            ..maria_checkpoint("0-1-1", "mysql-bin.000001:4")
+        };
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let other = "4e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let a = set(&format!("{uuid}:1-500000000,{other}:1-5"));
+        let b = set(&format!("{uuid}:1-400000000:400000002-600000000"));
+        let started = std::time::Instant::now();
+        let e = a.earliest(&b);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(
+            e.gtid.unwrap().to_string(),
+            format!("{uuid}:1-400000000:400000002-500000000")
+        );
+        assert_eq!(
+            intersect(&[(1, 3), (5, 9)], &[(2, 6), (8, 20)]),
+            [(2, 3), (5, 6), (8, 9)]
+        );
     }
 
     #[test]

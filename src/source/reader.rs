@@ -533,6 +533,11 @@ impl StreamState {
                 }
                 return Ok(());
             }
+            k if k == EventType::INCIDENT_EVENT as u8 => {
+                return Err(self.unsupported(
+                    "an INCIDENT event: the source lost changes it could not log (a failed statement on a non-transactional table, or a binlog write error); the replicas may miss them — re-copy the tables, then resume from `current`",
+                ));
+            }
             mariadb::START_ENCRYPTION_EVENT => {
                 return Err(self.unsupported("encrypted binlog (encrypt_binlog=ON)"));
             }
@@ -604,6 +609,9 @@ impl StreamState {
             }
             _ => {}
         }
+        if let Statement::Create(_) = &statement {
+            self.atomic_create_select(sql);
+        }
         // Any other statement: DDL, or DML in STATEMENT format.
         let selected =
             |s: &Self, t: &TableName| s.router.selects(t) && !s.skip.contains(t) && s.wants(t);
@@ -655,6 +663,24 @@ impl StreamState {
             self.commit(out);
         }
         Ok(())
+    }
+
+    /// MySQL 8.0.21+ logs `CREATE TABLE … SELECT` as one transaction: the CREATE, marked
+    /// `START TRANSACTION`, then its rows and an XID. The group ends there, not after the
+    /// CREATE, so the new table and its rows commit together.
+    fn atomic_create_select(&mut self, sql: &str) {
+        let tail: String = sql
+            .trim_end_matches(|c: char| c.is_whitespace() || c == ';')
+            .chars()
+            .rev()
+            .take(17)
+            .collect::<Vec<char>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if tail.eq_ignore_ascii_case("START TRANSACTION") {
+            self.group.standalone = false;
+        }
     }
 
     fn ddl(&mut self, out: &mut Vec<SourceEvent>, table: &TableName, kind: DdlKind, sql: &str) {
@@ -805,34 +831,39 @@ impl StreamState {
             .as_deref()
             .or(data.before.as_deref())
             .unwrap_or(&[]);
-        let mut changes = Vec::new();
-        let decode_err = |s: &Self, source| SourceError::Decode {
-            table: table.name.clone(),
-            position: s.position().to_string(),
-            source,
-        };
-        let rows = data.rows().map_err(|e| decode_err(self, e))?;
-        let mut r = Reader::new(&rows);
-        while !r.is_empty() {
-            let change = match data.kind {
-                RowsKind::Write => RowChange::Insert(
-                    decode_row(&mut r, formats, all).map_err(|e| decode_err(self, e))?,
-                ),
-                RowsKind::Delete => RowChange::Delete(
-                    decode_row(&mut r, formats, all).map_err(|e| decode_err(self, e))?,
-                ),
-                RowsKind::Update | RowsKind::PartialUpdate => {
-                    let before =
-                        decode_row(&mut r, formats, all).map_err(|e| decode_err(self, e))?;
-                    let after =
-                        decode_row(&mut r, formats, all).map_err(|e| decode_err(self, e))?;
-                    RowChange::Update { before, after }
-                }
-            };
-            changes.push(change);
-        }
+        let decoded = (|| {
+            let rows = data.rows()?;
+            let mut r = Reader::new(&rows);
+            let mut changes = Vec::new();
+            while !r.is_empty() {
+                changes.push(match data.kind {
+                    RowsKind::Write => RowChange::Insert(decode_row(&mut r, formats, all)?),
+                    RowsKind::Delete => RowChange::Delete(decode_row(&mut r, formats, all)?),
+                    RowsKind::Update | RowsKind::PartialUpdate => RowChange::Update {
+                        before: decode_row(&mut r, formats, all)?,
+                        after: decode_row(&mut r, formats, all)?,
+                    },
+                });
+            }
+            Ok(changes)
+        })();
         self.ensure_begin(out);
-        out.push(SourceEvent::Rows(RowBatch { table, changes }));
+        match decoded {
+            Ok(changes) => out.push(SourceEvent::Rows(RowBatch { table, changes })),
+            // A value rowsync cannot read stops that table, not the target.
+            Err(source) => {
+                let error = SourceError::Decode {
+                    table: table.name.clone(),
+                    position: self.position().to_string(),
+                    source,
+                };
+                self.skip.insert(table.name.clone());
+                out.push(SourceEvent::TableStopped {
+                    table: table.name.clone(),
+                    reason: error.to_string(),
+                });
+            }
+        }
         Ok(())
     }
 }

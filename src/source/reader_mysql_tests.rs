@@ -819,3 +819,84 @@ fn binary_json_values() {
     // Truncated input is an error, not a guess.
     assert!(json_text(&object[..20]).is_err());
 }
+
+/// MySQL 8.0.21+: `CREATE TABLE … SELECT` is one transaction — the CREATE (marked
+/// `START TRANSACTION`), its rows, an XID — and commits once, after the rows.
+#[test]
+fn atomic_create_select_commits_with_its_rows() {
+    let (mut log, fde) = Binlog::start(false);
+    let mut st = state(false);
+    let events = vec![
+        fde,
+        log.event(GTID, &gtid_body(6)),
+        log.event(
+            QUERY,
+            &query_body(
+                "shop",
+                "CREATE TABLE `product` (\n  `id` bigint unsigned NOT NULL,\n  `name` varchar(20),\n  `doc` json,\n  PRIMARY KEY (`id`)\n) START TRANSACTION",
+            ),
+        ),
+        log.event(TABLE_MAP, &product_map(PRODUCT_ID, "product")),
+        log.event(
+            WRITE_ROWS_V2,
+            &rows_body(PRODUCT_ID, 3, false, &[product_row(7, Some("x"), None)]),
+        ),
+    ];
+    let (xid, xid_end) = log.frame(XID, &xid_body(995));
+    let mut all = events;
+    all.push(log.read(&xid));
+    let out = feed(&mut st, &all);
+    assert_eq!(kinds(&out), ["Begin", "Ddl", "Rows", "Commit"]);
+    let SourceEvent::Commit { checkpoint: cp, .. } = &out[3] else {
+        unreachable!()
+    };
+    assert_eq!(cp.position.offset, u64::from(xid_end));
+    assert_eq!(cp.gtid.as_ref().unwrap().to_string(), format!("{UUID}:1-6"));
+}
+
+/// An INCIDENT event (lost changes on the source) stops the target with a clear error.
+#[test]
+fn an_incident_event_is_a_definite_error() {
+    const INCIDENT: u8 = 26;
+    let (mut log, fde) = Binlog::start(false);
+    let mut st = state(false);
+    feed(&mut st, &[fde]);
+    // Incident type 1 (LOST_EVENTS), then an empty message.
+    let incident = log.event(INCIDENT, &[1, 0, 0]);
+    let err = st.handle(&incident).unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("INCIDENT event"), "{err}");
+}
+
+/// A value the reader cannot decode (here a cut-off binary JSON document) stops that table,
+/// with the position and reason, instead of the whole target.
+#[test]
+fn an_undecodable_value_stops_only_its_table() {
+    let (mut log, fde) = Binlog::start(false);
+    let mut st = state(false);
+    let broken = [0x00u8, 1, 0, 27];
+    let image = row(&[
+        Some(7u64.to_le_bytes().to_vec()),
+        None,
+        Some([&(broken.len() as u32).to_le_bytes()[..], &broken].concat()),
+    ]);
+    let mut events = vec![
+        fde,
+        log.event(GTID, &gtid_body(6)),
+        log.event(QUERY, &query_body("shop", "BEGIN")),
+        log.event(TABLE_MAP, &product_map(PRODUCT_ID, "product")),
+        log.event(WRITE_ROWS_V2, &rows_body(PRODUCT_ID, 3, false, &[image])),
+    ];
+    let (xid, _) = log.frame(XID, &xid_body(996));
+    events.push(log.read(&xid));
+    let out = feed(&mut st, &events);
+    assert_eq!(kinds(&out), ["Begin", "TableStopped", "Commit"]);
+    let SourceEvent::TableStopped { table, reason } = &out[1] else {
+        unreachable!()
+    };
+    assert_eq!(table, &product());
+    assert!(
+        reason.contains("cannot decode a row of shop.product"),
+        "{reason}"
+    );
+}
