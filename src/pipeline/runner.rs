@@ -322,6 +322,18 @@ async fn run_once(
             },
         );
     }
+    for (position, gtid) in checkpoint::xa_floors(&mut conn, &config.pipeline).await? {
+        let gtid = gtid
+            .map(|g| GtidSet::parse_for(info.flavor(), &g))
+            .transpose()
+            .map_err(SourceError::from)?;
+        floors.xa.push(Checkpoint {
+            position,
+            gtid,
+            source: start.source.clone(),
+            source_time: 0,
+        });
+    }
     let stream_start = floors.start();
     status.started(&start, stopped);
 

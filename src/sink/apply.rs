@@ -54,6 +54,24 @@ pub enum ApplyExit {
     SourceEnded,
 }
 
+/// Most batches of `apply.batch_rows` changes one prepared XA branch may hold.
+const XA_HELD_BATCHES: usize = 100;
+
+/// The rows of a prepared XA branch, held until it is resolved.
+struct HeldBranch {
+    /// The source state before the branch's prepared part.
+    floor: Checkpoint,
+    batches: Vec<RowBatch>,
+    changes: usize,
+}
+
+/// A change to the target's record of unresolved XA branches.
+#[derive(Debug)]
+enum XaChange {
+    Prepared(String, Checkpoint),
+    Resolved(String),
+}
+
 /// Cached projections of one source table, valid for one schema.
 struct TableRoutes {
     schema: Arc<TableSchema>,
@@ -92,6 +110,12 @@ pub struct Applier {
     commands: Option<mpsc::Receiver<Command>>,
     /// Tables whose re-copy (asked for by a command) runs beside this writer.
     recopying: HashSet<TableName>,
+    /// Prepared XA branches by XID, held until their XA COMMIT or ROLLBACK.
+    held: HashMap<String, HeldBranch>,
+    /// The branch whose prepared part is being read.
+    collecting: Option<String>,
+    /// Changes to `rowsync_xa` to store with the next commit.
+    pending_xa: Vec<XaChange>,
     /// Commands received inside a source transaction, for its end.
     deferred: Vec<Command>,
 }
@@ -133,6 +157,9 @@ impl Applier {
             pending_floors: HashMap::new(),
             commands: None,
             recopying: HashSet::new(),
+            held: HashMap::new(),
+            collecting: None,
+            pending_xa: Vec::new(),
             deferred: Vec::new(),
         })
     }
@@ -282,11 +309,8 @@ impl Applier {
         match event {
             SourceEvent::Begin => self.in_source_txn = true,
             SourceEvent::Rows(batch) => {
-                self.rows(batch).await?;
-                if self.ops.len() >= self.limits.batch_rows
-                    || self.ops_bytes >= self.writer.max_statement_bytes()
-                {
-                    self.flush_ops().await?;
+                if let Some(batch) = self.hold(batch) {
+                    self.apply_rows(batch).await?;
                 }
             }
             SourceEvent::Truncate(table) => {
@@ -328,6 +352,14 @@ impl Applier {
             }
             SourceEvent::TableStopped { table, reason } => self.stop_table(table, None, reason),
             SourceEvent::Commit { checkpoint, group } => {
+                if let Some(xid) = self.collecting.take() {
+                    // The prepared part ends: held until resolved, and a restart must read
+                    // it again, from its floor.
+                    if let Some(branch) = self.held.get(&xid) {
+                        self.pending_xa
+                            .push(XaChange::Prepared(xid, branch.floor.clone()));
+                    }
+                }
                 self.in_source_txn = false;
                 self.group_txns += 1;
                 self.advance_floors(&checkpoint, group.as_ref());
@@ -339,7 +371,83 @@ impl Applier {
                     self.commit_group().await?;
                 }
             }
+            SourceEvent::XaStart { xid, floor } => {
+                // Collected again after a restart: the new copy replaces nothing applied.
+                self.held.insert(
+                    xid.clone(),
+                    HeldBranch {
+                        floor,
+                        batches: Vec::new(),
+                        changes: 0,
+                    },
+                );
+                self.collecting = Some(xid);
+            }
+            SourceEvent::XaEnd { xid, commit, group } => {
+                self.end_branch(xid, commit, group).await?
+            }
             SourceEvent::CaughtUp => self.status.caught_up(),
+        }
+        Ok(())
+    }
+
+    /// Holds a batch of the prepared branch being collected; `false` when none is.
+    fn hold(&mut self, batch: RowBatch) -> Option<RowBatch> {
+        let Some(xid) = &self.collecting else {
+            return Some(batch);
+        };
+        let limit = self.limits.batch_rows.saturating_mul(XA_HELD_BATCHES);
+        if let Some(branch) = self.held.get_mut(xid) {
+            branch.changes += batch.changes.len();
+            if branch.changes > limit {
+                // Held in memory only: past the bound the table stops, loudly, rather than
+                // the process growing without limit.
+                let (table, xid) = (batch.table.name.clone(), xid.clone());
+                self.stop_table(
+                    table,
+                    None,
+                    format!("the prepared XA branch {xid} changes more than {limit} rows, more than rowsync holds until its XA COMMIT; re-copy the table once it has ended"),
+                );
+                return None;
+            }
+            branch.batches.push(batch);
+        }
+        None
+    }
+
+    /// Ends the XA branch `xid`: applies its held rows in this group (`commit`), for tables
+    /// not stopped whose floor does not include `group` yet, or drops them.
+    async fn end_branch(
+        &mut self,
+        xid: String,
+        commit: bool,
+        group: Option<GroupId>,
+    ) -> Result<(), SinkError> {
+        if self.collecting.as_ref() == Some(&xid) {
+            // One phase: the branch ends in the group that began it.
+            self.collecting = None;
+        } else {
+            self.pending_xa.push(XaChange::Resolved(xid.clone()));
+        }
+        let applied = group
+            .as_ref()
+            .is_some_and(|g| g.applied_at(&self.floors.main));
+        let Some(branch) = self.held.remove(&xid) else {
+            if commit && !applied {
+                return Err(SinkError::UnknownXa { xid });
+            }
+            return Ok(());
+        };
+        if !commit {
+            return Ok(());
+        }
+        for batch in branch.batches {
+            let wanted = group
+                .as_ref()
+                .is_none_or(|g| self.floors.wants(g, &batch.table.name));
+            if wanted {
+                self.apply_rows(batch).await?;
+            }
         }
         Ok(())
     }
@@ -350,6 +458,7 @@ impl Applier {
             || !self.ops.is_empty()
             || !self.pending_stops.is_empty()
             || !self.pending_floors.is_empty()
+            || !self.pending_xa.is_empty()
     }
 
     /// Records that group `group` ended at `checkpoint`: the main checkpoint moves if the main
@@ -588,6 +697,17 @@ impl Applier {
         replica::source_definition(&mut src, table).await
     }
 
+    /// Buffers a batch's changes, writing them into the open transaction when enough are.
+    async fn apply_rows(&mut self, batch: RowBatch) -> Result<(), SinkError> {
+        self.rows(batch).await?;
+        if self.ops.len() >= self.limits.batch_rows
+            || self.ops_bytes >= self.writer.max_statement_bytes()
+        {
+            self.flush_ops().await?;
+        }
+        Ok(())
+    }
+
     async fn rows(&mut self, batch: RowBatch) -> Result<(), SinkError> {
         if self.stopped.contains(&batch.table.name) {
             return Ok(());
@@ -666,6 +786,16 @@ impl Applier {
             )
             .await?;
             self.status.table_stopped(stop);
+        }
+        for change in std::mem::take(&mut self.pending_xa) {
+            match change {
+                XaChange::Prepared(xid, floor) => {
+                    checkpoint::hold_xa(&mut self.conn, &self.pipeline, &xid, &floor).await?
+                }
+                XaChange::Resolved(xid) => {
+                    checkpoint::resolve_xa(&mut self.conn, &self.pipeline, &xid).await?
+                }
+            }
         }
         if self.pending.is_some() {
             checkpoint::store(&mut self.conn, &self.pipeline, &checkpoint).await?;

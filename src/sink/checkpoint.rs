@@ -73,6 +73,14 @@ const CREATE_REPLICA: &str = "CREATE TABLE IF NOT EXISTS `rowsync_replica` (
   PRIMARY KEY (`pipeline`, `replica_table`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
+const CREATE_XA: &str = "CREATE TABLE IF NOT EXISTS `rowsync_xa` (
+  `pipeline` VARCHAR(128) NOT NULL,
+  `xid` VARBINARY(400) NOT NULL,
+  `floor_position` VARCHAR(300) NOT NULL,
+  `floor_gtid` TEXT NULL,
+  PRIMARY KEY (`pipeline`, `xid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
 const CREATE_DEFERRED_KEYS: &str = "CREATE TABLE IF NOT EXISTS `rowsync_deferred_keys` (
   `pipeline` VARCHAR(128) NOT NULL,
   `replica_table` VARCHAR(64) NOT NULL,
@@ -116,6 +124,7 @@ pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<bool, SinkError
         CREATE_TABLE_STATE,
         CREATE_COPY,
         CREATE_REPLICA,
+        CREATE_XA,
         CREATE_DEFERRED_KEYS,
     ] {
         conn.execute(stmt)
@@ -572,6 +581,67 @@ pub async fn table_state(
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
     row.map(|(s,)| TableState::parse(&s)).transpose()
+}
+
+/// Records that XA branch `xid` is prepared and unresolved, read from `floor` on; call in the
+/// transaction whose checkpoint passes its prepared part.
+pub async fn hold_xa(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    xid: &str,
+    floor: &Checkpoint,
+) -> Result<(), SinkError> {
+    const SQL: &str = "REPLACE INTO `rowsync_xa` (`pipeline`, `xid`, `floor_position`, `floor_gtid`) VALUES (?, ?, ?, ?)";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(xid.as_bytes())
+        .bind(floor.position.to_string())
+        .bind(floor.gtid.as_ref().map(|g| g.to_string()))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
+
+/// Forgets XA branch `xid` (committed or rolled back); call in that group's transaction.
+pub async fn resolve_xa(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    xid: &str,
+) -> Result<(), SinkError> {
+    const SQL: &str = "DELETE FROM `rowsync_xa` WHERE `pipeline` = ? AND `xid` = ?";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .bind(xid.as_bytes())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
+
+/// Where the unresolved XA branches begin (position and GTID text), oldest first.
+pub async fn xa_floors(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+) -> Result<Vec<(Position, Option<String>)>, SinkError> {
+    const SQL: &str =
+        "SELECT `floor_position`, `floor_gtid` FROM `rowsync_xa` WHERE `pipeline` = ?";
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(SQL)
+        .bind(pipeline)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    rows.into_iter()
+        .map(|(position, gtid)| {
+            let position =
+                position
+                    .parse()
+                    .map_err(|e: crate::source::position::ParsePositionError| {
+                        SinkError::Checkpoint(e.to_string())
+                    })?;
+            Ok((position, gtid))
+        })
+        .collect()
 }
 
 /// What one replica table holds: the rows of `source` under a mapping of `shape`.

@@ -53,6 +53,8 @@ pub enum SinkError {
     Checkpoint(String),
     #[error("{0}")]
     Busy(String),
+    #[error("XA COMMIT of branch {xid}, whose prepared part came before this target's start position, so its rows were never read; re-copy the target's tables")]
+    UnknownXa { xid: String },
 }
 
 /// MySQL error numbers a retry can fix: deadlock, lock wait timeout, connection lost or

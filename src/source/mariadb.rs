@@ -24,6 +24,9 @@ pub const FL_COMPLETED_XA: u8 = 128;
 pub struct GtidEvent {
     pub gtid: MariaGtid,
     pub flags: u8,
+    /// The XA branch of a prepared or completed XA group, as its XA statements print it
+    /// (`x'…',x'…',n`, lower case).
+    pub xid: Option<String>,
 }
 
 impl GtidEvent {
@@ -46,6 +49,16 @@ pub fn parse_gtid(data: &[u8], server_id: u32) -> Result<GtidEvent, DecodeError>
     if flags & FL_GROUP_COMMIT_ID != 0 {
         r.take(8)?;
     }
+    // XA groups carry their XID: format id u32, gtrid length u8, bqual length u8, both parts.
+    let xid = if flags & (FL_PREPARED_XA | FL_COMPLETED_XA) != 0 {
+        let format = u32::from_le_bytes(r.take(4)?.try_into().unwrap_or_default());
+        let lengths = r.take(2)?;
+        let (gtrid, bqual) = (r.take(lengths[0].into())?, r.take(lengths[1].into())?);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        Some(format!("x'{}',x'{}',{format}", hex(gtrid), hex(bqual)))
+    } else {
+        None
+    };
     Ok(GtidEvent {
         gtid: MariaGtid {
             domain,
@@ -53,6 +66,7 @@ pub fn parse_gtid(data: &[u8], server_id: u32) -> Result<GtidEvent, DecodeError>
             seq,
         },
         flags,
+        xid,
     })
 }
 

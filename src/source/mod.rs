@@ -85,6 +85,20 @@ pub enum SourceEvent {
         checkpoint: Checkpoint,
         group: Option<GroupId>,
     },
+    /// An XA branch's prepared part begins: the rows up to its group's `Commit` are held
+    /// downstream, not applied. `floor` is the state before the group, where a restart must
+    /// read from while the branch is unresolved.
+    XaStart {
+        xid: String,
+        floor: Checkpoint,
+    },
+    /// An XA branch ends: its held rows apply (`commit`) in this group, for the tables whose
+    /// floor does not include `group` yet, or are dropped.
+    XaEnd {
+        xid: String,
+        commit: bool,
+        group: Option<GroupId>,
+    },
     /// The source sent a heartbeat: nothing more to read right now.
     CaughtUp,
 }
@@ -180,6 +194,8 @@ pub enum SourceError {
     Config { reason: String },
     #[error(transparent)]
     Position(#[from] ParsePositionError),
+    #[error("the source has {count} prepared XA transaction(s); a copy waits until they are committed or rolled back (XA RECOVER lists them), since their rows would be in neither the copy nor the stream")]
+    PreparedXa { count: usize },
     #[error("the pipeline stopped reading")]
     Closed,
 }
@@ -199,6 +215,7 @@ impl SourceError {
                 _ => true,
             },
             SourceError::ReadTimeout(_)
+            | SourceError::PreparedXa { .. }
             | SourceError::ConnectTimeout(_)
             | SourceError::Checksum { .. }
             | SourceError::Closed => true,

@@ -246,8 +246,11 @@ struct Group {
     standalone: bool,
     /// A `Begin` was sent downstream (the group has selected rows).
     began: bool,
-    /// Inside an XA transaction: its rows are not replicated.
+    /// Inside an XA transaction's prepared part: its rows are held downstream until the
+    /// branch's XA COMMIT (or dropped at its XA ROLLBACK).
     xa: bool,
+    /// Where the group began in the current binlog file (the floor of an XA branch).
+    start_offset: u64,
     maria_gtid: Option<super::position::MariaGtid>,
     mysql_gtid: Option<(Sid, u64)>,
     /// Which transaction this is, for the floors.
@@ -257,10 +260,14 @@ struct Group {
 /// Where each table's already-applied history ends on the target: the main checkpoint, and
 /// an earlier floor for tables catching up after a re-copy. A group is applied to a table only
 /// if the table's floor does not include it yet.
+///
+/// Unresolved XA branches add floors of their own (`xa`): the stream starts early enough to
+/// read their prepared parts again, which are held but never applied by reading them.
 #[derive(Debug, Clone)]
 pub struct Floors {
     pub main: Checkpoint,
     pub tables: HashMap<TableName, Checkpoint>,
+    pub xa: Vec<Checkpoint>,
 }
 
 impl Floors {
@@ -268,6 +275,7 @@ impl Floors {
         Floors {
             main,
             tables: HashMap::new(),
+            xa: Vec::new(),
         }
     }
 
@@ -275,6 +283,7 @@ impl Floors {
     pub fn start(&self) -> Checkpoint {
         self.tables
             .values()
+            .chain(&self.xa)
             .fold(self.main.clone(), |acc, f| acc.earliest(f))
     }
 
@@ -365,6 +374,7 @@ impl StreamState {
         self.group = Group {
             open: true,
             standalone,
+            start_offset: self.offset,
             ..Group::default()
         };
     }
@@ -464,7 +474,10 @@ impl StreamState {
                 self.begin_group(g.standalone());
                 self.group.id = Some(GroupId::Maria(g.gtid));
                 self.group.maria_gtid = Some(g.gtid);
-                self.group.xa = g.prepared_xa();
+                // MariaDB logs no XA START statement: the GTID event says it.
+                if let (true, Some(xid)) = (g.prepared_xa(), g.xid) {
+                    self.xa_start(xid, out);
+                }
             }
             k if k == EventType::GTID_EVENT as u8 || k == EventType::ANONYMOUS_GTID_EVENT as u8 => {
                 // A single statement (DDL) unless a BEGIN or XA START follows.
@@ -563,6 +576,7 @@ impl StreamState {
         } else {
             statement
         };
+        let start_offset = start.offset;
         if !self.group.open {
             // A group without GTIDs (BEGIN, or a single statement) is known by its start.
             self.group.id = Some(GroupId::Start(start));
@@ -577,6 +591,7 @@ impl StreamState {
                     let id = self.group.id.take();
                     self.begin_group(false);
                     self.group.id = id;
+                    self.group.start_offset = start_offset;
                 }
                 return Ok(());
             }
@@ -596,15 +611,25 @@ impl StreamState {
                 return Ok(());
             }
             Statement::XaStart => {
-                self.group.xa = true;
-                self.group.standalone = false;
+                if !self.group.open {
+                    let id = self.group.id.take();
+                    self.begin_group(false);
+                    self.group.id = id;
+                    self.group.start_offset = start_offset;
+                }
+                self.xa_start(xa_xid(sql), out);
                 return Ok(());
             }
             Statement::XaEnd | Statement::XaPrepare => return Ok(()),
             Statement::XaCommit { .. } | Statement::XaRollback => {
-                if self.group.standalone || !self.group.open {
-                    self.commit(out);
-                }
+                // A group of its own, or the end of a one-phase branch: the group ends here.
+                self.ensure_begin(out);
+                out.push(SourceEvent::XaEnd {
+                    xid: xa_xid(sql),
+                    commit: matches!(statement, Statement::XaCommit { .. }),
+                    group: self.group.id.clone(),
+                });
+                self.commit(out);
                 return Ok(());
             }
             _ => {}
@@ -663,6 +688,19 @@ impl StreamState {
             self.commit(out);
         }
         Ok(())
+    }
+
+    /// The current group is the prepared part of XA branch `xid`.
+    fn xa_start(&mut self, xid: String, out: &mut Vec<SourceEvent>) {
+        self.group.xa = true;
+        self.group.standalone = false;
+        // The state before this group: a restart that must see the branch again starts there.
+        let floor = Checkpoint {
+            position: Position::new(self.file.clone(), self.group.start_offset),
+            ..self.checkpoint()
+        };
+        self.ensure_begin(out);
+        out.push(SourceEvent::XaStart { xid, floor });
     }
 
     /// MySQL 8.0.21+ logs `CREATE TABLE … SELECT` as one transaction: the CREATE, marked
@@ -783,23 +821,9 @@ impl StreamState {
             }
         };
         let table = mapped.schema.clone();
-        if self.skip.contains(&table.name) || !self.wants(&table.name) {
-            return Ok(());
-        }
-        if self.group.xa {
-            // Rows of an XA transaction belong to a PREPARE that may be committed or rolled
-            // back much later; holding them across restarts is not supported yet, so the
-            // table stops rather than risk applying a rolled-back change or losing a
-            // committed one.
-            self.ensure_begin(out);
-            self.skip.insert(table.name.clone());
-            out.push(SourceEvent::TableStopped {
-                table: table.name.clone(),
-                reason: format!(
-                    "changed inside an XA transaction at {}; XA is not replicated — re-copy the table once the XA transaction has ended",
-                    self.position()
-                ),
-            });
+        // A prepared XA branch is collected even when the table's floor includes its group:
+        // whether its rows apply is decided at its XA COMMIT, which may come after the floor.
+        if self.skip.contains(&table.name) || (!self.group.xa && !self.wants(&table.name)) {
             return Ok(());
         }
         if data.kind == RowsKind::PartialUpdate {
@@ -869,6 +893,22 @@ impl StreamState {
 }
 
 /// The table id at the start of a TABLE_MAP or rows event body (6 bytes, little-endian).
+/// The XID an `XA START|END|PREPARE|COMMIT|ROLLBACK` statement names, as the server logs it
+/// (`X'…',X'…',n`), without spaces and `ONE PHASE`, in lower case like `mariadb::GtidEvent`.
+fn xa_xid(sql: &str) -> String {
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let rest = words.get(2..).unwrap_or(&[]);
+    let rest = match rest {
+        [head @ .., one, phase]
+            if one.eq_ignore_ascii_case("ONE") && phase.eq_ignore_ascii_case("PHASE") =>
+        {
+            head
+        }
+        all => all,
+    };
+    rest.concat().to_ascii_lowercase()
+}
+
 fn table_id(body: &[u8]) -> Option<u64> {
     let id = body.get(..6)?;
     Some(

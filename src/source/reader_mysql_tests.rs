@@ -537,6 +537,8 @@ fn kinds(out: &[SourceEvent]) -> Vec<&'static str> {
             SourceEvent::TableStopped { .. } => "TableStopped",
             SourceEvent::Commit { .. } => "Commit",
             SourceEvent::CaughtUp => "CaughtUp",
+            SourceEvent::XaStart { .. } => "XaStart",
+            SourceEvent::XaEnd { .. } => "XaEnd",
         })
         .collect()
 }
@@ -899,4 +901,77 @@ fn an_undecodable_value_stops_only_its_table() {
         reason.contains("cannot decode a row of shop.product"),
         "{reason}"
     );
+}
+
+/// MySQL XA: the prepared part (XA START … XA END, XA_PREPARE_LOG_EVENT) is a group whose rows
+/// follow an `XaStart`; XA COMMIT is a group of its own; a one-phase commit ends the group
+/// that began the branch.
+#[test]
+fn xa_branches_are_marked_for_holding() {
+    const XA_PREPARE: u8 = 38;
+    let (mut log, fde) = Binlog::start(false);
+    let mut st = state(false);
+    let insert = |log: &mut Binlog, id: u64| {
+        vec![
+            log.event(TABLE_MAP, &product_map(PRODUCT_ID, "product")),
+            log.event(
+                WRITE_ROWS_V2,
+                &rows_body(PRODUCT_ID, 3, false, &[product_row(id, Some("x"), None)]),
+            ),
+        ]
+    };
+    let mut events = vec![
+        fde,
+        log.event(GTID, &gtid_body(6)),
+        log.event(QUERY, &query_body("shop", "XA START X'7831',X'',1")),
+    ];
+    events.extend(insert(&mut log, 1));
+    events.push(log.event(QUERY, &query_body("shop", "XA END X'7831',X'',1")));
+    // one_phase u8, format id u32, gtrid and bqual lengths u32, then the XID's bytes.
+    let mut prepare = vec![0u8];
+    prepare.extend(1u32.to_le_bytes());
+    prepare.extend(2u32.to_le_bytes());
+    prepare.extend(0u32.to_le_bytes());
+    prepare.extend(b"x1");
+    events.push(log.event(XA_PREPARE, &prepare));
+    let out = feed(&mut st, &events);
+    assert_eq!(kinds(&out), ["Begin", "XaStart", "Rows", "Commit"]);
+    let SourceEvent::XaStart { xid, floor } = &out[1] else {
+        unreachable!()
+    };
+    assert_eq!(xid, "x'7831',x'',1");
+    // The floor is the state before the branch: a restart reads it again.
+    assert_eq!(
+        floor.gtid.as_ref().unwrap().to_string(),
+        format!("{UUID}:1-5")
+    );
+
+    let out = feed(
+        &mut st,
+        &[
+            log.event(GTID, &gtid_body(7)),
+            log.event(QUERY, &query_body("shop", "XA COMMIT X'7831',X'',1")),
+        ],
+    );
+    assert_eq!(kinds(&out), ["Begin", "XaEnd", "Commit"]);
+    assert!(
+        matches!(&out[1], SourceEvent::XaEnd { xid, commit: true, .. } if xid == "x'7831',x'',1")
+    );
+
+    let mut events = vec![
+        log.event(GTID, &gtid_body(8)),
+        log.event(QUERY, &query_body("shop", "XA START X'7832',X'',1")),
+    ];
+    events.extend(insert(&mut log, 2));
+    events.push(log.event(QUERY, &query_body("shop", "XA END X'7832',X'',1")));
+    events.push(log.event(
+        QUERY,
+        &query_body("shop", "XA COMMIT X'7832',X'',1 ONE PHASE"),
+    ));
+    let out = feed(&mut st, &events);
+    assert_eq!(kinds(&out), ["Begin", "XaStart", "Rows", "XaEnd", "Commit"]);
+    let SourceEvent::Commit { checkpoint: cp, .. } = &out[4] else {
+        unreachable!()
+    };
+    assert_eq!(cp.gtid.as_ref().unwrap().to_string(), format!("{UUID}:1-8"));
 }
