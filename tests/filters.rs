@@ -1,7 +1,8 @@
 //! Row filters on the stream: one source table mapped twice into one target (whole, and a
 //! filtered column subset under another name) and once filtered into another; updates that
 //! move rows into and out of the filter insert and delete them; strings compare
-//! case-sensitively ('abc' is not 'ABC').
+//! case-sensitively ('abc' is not 'ABC'); columns in cp1251, latin2, gbk and utf16 filter
+//! alike in the copy and the stream.
 //!
 //! Run: `cargo nextest run --test filters`
 
@@ -110,4 +111,39 @@ async fn filters_move_rows_in_and_out() {
         .await
         .unwrap();
     assert_eq!(codes, vec!["abc".to_string(), "keep-now".into()]);
+}
+
+/// Columns in other character sets are text in the copy and in the stream alike, so a filter
+/// on them keeps the same rows in both, and the replica holds the same characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_on_columns_in_other_charsets_agree_in_copy_and_stream() {
+    const WAIT: Duration = Duration::from_secs(60);
+    let schema = &[
+        "CREATE DATABASE product",
+        "CREATE TABLE product.label (id INT PRIMARY KEY, ru VARCHAR(20) CHARACTER SET cp1251, pl VARCHAR(20) CHARACTER SET latin2, cn VARCHAR(20) CHARACTER SET gbk, wide VARCHAR(20) CHARACTER SET utf16) ENGINE=InnoDB",
+        "INSERT INTO product.label VALUES (1, 'Привет', 'ząb', '你好', 'Ω😀'), (2, 'Пока', 'łąka', '再见', 'x')",
+    ];
+    let mappings = "[[mappings]]\nsource = \"product.label\"\ntargets = [\"order\"]\n\n[[mappings]]\nsource = \"product.label\"\ntargets = [\"order\"]\ntable = \"greeting\"\nwhere = \"ru = 'Привет' OR pl = 'łąka' OR cn = '好' OR wide = 'Ω'\"\n";
+    let c = Cluster::start(schema, &["order"], mappings, 6821).await;
+    let _rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
+    let filtered = "SELECT * FROM label WHERE ru = 'Привет' OR pl = 'łąka' OR cn = '好' OR wide = 'Ω' ORDER BY id";
+    let greeting = "SELECT * FROM greeting ORDER BY id";
+    wait_same_rows(&mut src, filtered, &mut rep, greeting, WAIT).await;
+    // Streamed: updates of copied rows, rows moving into and out of the filter.
+    exec(
+        &mut src,
+        &[
+            "UPDATE label SET pl = 'żaba' WHERE id = 1",
+            "UPDATE label SET ru = 'Привет' WHERE id = 2",
+            "INSERT INTO label VALUES (3, 'Нет', 'łąka', '好', NULL), (4, 'Да', 'a', 'b', 'Ω')",
+            "UPDATE label SET pl = 'nie' WHERE id = 3",
+        ],
+    )
+    .await;
+    wait_same_rows(&mut src, filtered, &mut rep, greeting, WAIT).await;
+    wait_equal(&mut src, &mut rep, "label", "id", WAIT).await;
+    let bytes = "SELECT id, HEX(ru), HEX(pl), HEX(cn), HEX(wide) FROM label ORDER BY id";
+    wait_same_rows(&mut src, bytes, &mut rep, bytes, WAIT).await;
 }

@@ -410,12 +410,7 @@ pub async fn ensure_replica(
     let table = &def.table;
     let columns = def.mapped_columns(mapping)?;
     let replica = mapping.replica_name(table);
-    const EXISTS: &str = "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?";
-    let engine: Option<(Option<String>,)> = sqlx::query_as(EXISTS)
-        .bind(&replica)
-        .fetch_optional(&mut *target)
-        .await
-        .map_err(|e| SinkError::db(EXISTS, e))?;
+    let engine = transactional(target, &replica).await?;
     let incompatible = |reason: String| SinkError::Incompatible {
         table: replica.clone(),
         reason,
@@ -438,13 +433,7 @@ pub async fn ensure_replica(
                 .await
                 .map_err(|e| SinkError::db(ddl, e))?;
         }
-        Some((engine,)) => {
-            let engine = engine.unwrap_or_default();
-            if !engine.eq_ignore_ascii_case("InnoDB") {
-                return Err(incompatible(format!(
-                    "it uses engine {engine}; replicas must be transactional (InnoDB) so rows and checkpoint commit together"
-                )));
-            }
+        Some(()) => {
             // Columns are checked when rows arrive, against the schema of that point of the
             // stream: the source may already have columns whose ALTER is still to be replayed.
             let pk: Vec<String> = primary_key(target, &replica)
@@ -469,12 +458,41 @@ pub async fn ensure_replica(
     Ok(())
 }
 
+/// `Some` when `replica` exists, and `Err` when it is not transactional: rows and checkpoint
+/// must commit together, so a MyISAM (or other) replica is refused, never rebuilt.
+pub async fn transactional(
+    target: &mut MySqlConnection,
+    replica: &str,
+) -> Result<Option<()>, SinkError> {
+    const EXISTS: &str = "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?";
+    let engine: Option<(Option<String>,)> = sqlx::query_as(EXISTS)
+        .bind(replica)
+        .fetch_optional(&mut *target)
+        .await
+        .map_err(|e| SinkError::db(EXISTS, e))?;
+    match engine {
+        None => Ok(None),
+        Some((Some(e),)) if e.eq_ignore_ascii_case("InnoDB") => Ok(Some(())),
+        Some((engine,)) => Err(SinkError::Incompatible {
+            table: replica.to_owned(),
+            reason: format!(
+                "it uses engine {}; replicas must be transactional (InnoDB) so rows and checkpoint commit together",
+                engine.unwrap_or_default()
+            ),
+        }),
+    }
+}
+
 /// Whether the replica exists and can take the rows of `projection`: it has every mapped
 /// column and the same primary key. Extra columns are no harm (they keep their defaults).
+/// A replica that is not transactional is an error (see `transactional`).
 pub async fn fits(
     target: &mut MySqlConnection,
     projection: &Projection,
 ) -> Result<bool, SinkError> {
+    if transactional(target, &projection.replica).await?.is_none() {
+        return Ok(false);
+    }
     let have = columns(target, &projection.replica).await?;
     let has_all = projection
         .names
