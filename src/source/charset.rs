@@ -72,7 +72,7 @@ impl Codec {
                 .decode_without_bom_handling_and_without_replacement(bytes)
                 .map(CompactString::from),
             Codec::Utf32 => {
-                if bytes.len() % 4 != 0 {
+                if !bytes.len().is_multiple_of(4) {
                     return None;
                 }
                 bytes
