@@ -365,3 +365,33 @@ async fn statements_name_tables_in_any_case_under_lower_case_table_names() {
     .await;
     wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_alter_fills_existing_rows_as_the_source_did() {
+    let c = Cluster::order_only(6651).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &["INSERT INTO category VALUES (1, 'a', NULL), (2, 'b', 1)"],
+    )
+    .await;
+    let mut rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    assert_eq!(rowsync.terminate(), Some(0));
+    // A session in another time zone adds columns that existing rows fill with "now".
+    exec(
+        &mut src,
+        &[
+            "SET time_zone = '+05:00'",
+            "ALTER TABLE category ADD COLUMN seen DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, ADD COLUMN at_ts TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP",
+            "SET time_zone = '+00:00'",
+        ],
+    )
+    .await;
+    // Applied later than it ran.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let _rowsync = c.run().await;
+    exec(&mut src, &["INSERT INTO category (id, name) VALUES (3, 'c')"]).await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+}

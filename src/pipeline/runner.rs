@@ -365,7 +365,8 @@ async fn run_once(
         floors,
     )
     .await?
-    .with_commands(command_rx);
+    .with_commands(command_rx)
+    .with_source_time_zone(info.time_zone.clone());
     // The writer stops at a boundary when cancelled, or when a re-copy asks for a restart.
     let restart = cancel.child_token();
     let apply = async {

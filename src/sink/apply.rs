@@ -30,7 +30,7 @@ use crate::source::conn::connect;
 use crate::source::position::{Checkpoint, GroupId};
 use crate::source::reader::Floors;
 use crate::source::schema::{TableName, TableSchema};
-use crate::source::{DdlKind, EventReceiver, RowBatch, SourceEvent};
+use crate::source::{DdlKind, EventReceiver, RowBatch, SourceEvent, StatementClock};
 
 /// How long a checkpoint of transactions without selected rows may wait before it is stored.
 const IDLE_CHECKPOINT_DELAY: Duration = Duration::from_secs(1);
@@ -116,6 +116,8 @@ pub struct Applier {
     collecting: Option<String>,
     /// Changes to `rowsync_xa` to store with the next commit.
     pending_xa: Vec<XaChange>,
+    /// The source server's time zone (see `with_source_time_zone`).
+    source_time_zone: String,
     /// Commands received inside a source transaction, for its end.
     deferred: Vec<Command>,
 }
@@ -160,8 +162,15 @@ impl Applier {
             held: HashMap::new(),
             collecting: None,
             pending_xa: Vec::new(),
+            source_time_zone: "+00:00".into(),
             deferred: Vec::new(),
         })
+    }
+
+    /// The source server's own time zone, for statements that logged none.
+    pub fn with_source_time_zone(mut self, zone: String) -> Self {
+        self.source_time_zone = zone;
+        self
     }
 
     /// Lets the pipeline send commands.
@@ -329,6 +338,7 @@ impl Applier {
                 table,
                 kind,
                 statement,
+                clock,
             } => {
                 // A CREATE starts a table anew, even one that stopped.
                 if self.stopped.contains(&table) && kind != DdlKind::Create {
@@ -336,7 +346,7 @@ impl Applier {
                 }
                 self.routes.remove(&table);
                 match kind {
-                    DdlKind::Alter => self.follow_alter(table, statement).await?,
+                    DdlKind::Alter => self.follow_alter(table, statement, clock).await?,
                     DdlKind::Create => self.create_replicas(table, statement).await?,
                     DdlKind::Drop => self.stop_table(
                         table,
@@ -554,12 +564,40 @@ impl Applier {
         Ok(projections)
     }
 
-    /// Applies an ALTER of a selected table to its replicas, or stops the table.
-    async fn follow_alter(&mut self, table: TableName, statement: String) -> Result<(), SinkError> {
+    /// Applies an ALTER of a selected table to its replicas, or stops the table. The target
+    /// session runs it at the source statement's time and time zone, so a column added with
+    /// `DEFAULT CURRENT_TIMESTAMP` gets the values the source's existing rows got.
+    async fn follow_alter(
+        &mut self,
+        table: TableName,
+        statement: String,
+        clock: StatementClock,
+    ) -> Result<(), SinkError> {
         // DDL commits implicitly on the target: commit the finished transactions first.
         if self.has_writes() {
             self.commit_group().await?;
         }
+        let zone = clock
+            .time_zone
+            .unwrap_or_else(|| self.source_time_zone.clone());
+        const CLOCK: &str = "SET SESSION timestamp = ?, time_zone = ?";
+        sqlx::query(CLOCK)
+            .bind(clock.timestamp)
+            .bind(&zone)
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| SinkError::db(CLOCK, e))?;
+        let followed = self.follow_alter_now(table, statement).await;
+        self.exec_plain("SET SESSION timestamp = DEFAULT, time_zone = '+00:00'")
+            .await?;
+        followed
+    }
+
+    async fn follow_alter_now(
+        &mut self,
+        table: TableName,
+        statement: String,
+    ) -> Result<(), SinkError> {
         let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
         for m in mappings {
             let replica = m.replica_name(&table);

@@ -25,6 +25,9 @@ pub struct SourceInfo {
     /// `lower_case_table_names` is set: statements may name tables in any case, and the
     /// server means (and logs in TABLE_MAP events) the lower-case name.
     pub lower_case_table_names: bool,
+    /// The server's own time zone as a name or `+HH:MM` offset (the offset now, for SYSTEM):
+    /// statements whose session logged no time zone ran in it.
+    pub time_zone: String,
     pub charsets: Charsets,
 }
 
@@ -69,7 +72,18 @@ impl SourceInfo {
         {
             charsets.extend(more);
         }
+        let (zone, offset): (String, i64) = conn
+            .query_first("SELECT @@global.time_zone, TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP(), NOW())")
+            .await?
+            .unwrap_or_else(|| ("+00:00".into(), 0));
+        let time_zone = if zone.eq_ignore_ascii_case("SYSTEM") {
+            let sign = if offset < 0 { '-' } else { '+' };
+            format!("{sign}{:02}:{:02}", offset.abs() / 60, offset.abs() % 60)
+        } else {
+            zone
+        };
         Ok(SourceInfo {
+            time_zone,
             identity: SourceIdentity {
                 flavor,
                 server_id,

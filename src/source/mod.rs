@@ -73,6 +73,7 @@ pub enum SourceEvent {
         table: TableName,
         kind: DdlKind,
         statement: String,
+        clock: StatementClock,
     },
     /// A selected table stops: its rows cannot be replicated from here on.
     TableStopped {
@@ -148,6 +149,16 @@ impl EventReceiver {
             self.batch = self.rx.recv().await?.into_iter();
         }
     }
+}
+
+/// The time a statement ran at on the source, which values like `DEFAULT CURRENT_TIMESTAMP`
+/// that it fills into existing rows depend on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatementClock {
+    /// Unix seconds of the event.
+    pub timestamp: u32,
+    /// The session's `time_zone`, when it logged one (else the server's own applies).
+    pub time_zone: Option<String>,
 }
 
 /// What a DDL statement does to a selected table.

@@ -15,8 +15,8 @@ use futures_util::{FutureExt, StreamExt};
 use mysql_async::binlog::events::{Event, GtidEvent, RotateEvent};
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
-use mysql_common::binlog::consts::EventType;
-use mysql_common::binlog::events::{QueryEvent, TableMapEvent};
+use mysql_common::binlog::consts::{EventType, StatusVarKey};
+use mysql_common::binlog::events::{QueryEvent, StatusVarVal, TableMapEvent};
 use mysql_common::packets::{GnoInterval, Sid as DumpSid};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,10 @@ use super::rows_event::{self, compressed_query, rows_event_type, RowsKind};
 use super::schema::{self, SchemaError, TableName, TableSchema};
 use super::statement::{classify, Statement};
 use super::value::{decode_row, ColumnFormat, Reader};
-use super::{DdlKind, EventSender, RowBatch, RowChange, SourceError, SourceEvent, EVENT_BATCH};
+use super::{
+    DdlKind, EventSender, RowBatch, RowChange, SourceError, SourceEvent, StatementClock,
+    EVENT_BATCH,
+};
 use crate::pipeline::mapping::Router;
 
 /// MySQL 8's heartbeat with a 64-bit position (mysql_common has no constant for it).
@@ -324,6 +327,8 @@ struct StreamState {
     floors: Floors,
     group: Group,
     last_time: u32,
+    /// The time zone the current QUERY event logged, if any.
+    query_time_zone: Option<String>,
 }
 
 impl StreamState {
@@ -347,6 +352,7 @@ impl StreamState {
             stops: Vec::new(),
             group: Group::default(),
             last_time: start.source_time,
+            query_time_zone: None,
         }
     }
 
@@ -493,6 +499,13 @@ impl StreamState {
             k if k == EventType::QUERY_EVENT as u8 => {
                 let q: QueryEvent<'_> = event.read_event().map_err(io)?;
                 advance(self);
+                self.query_time_zone = q
+                    .status_vars()
+                    .get_status_var(StatusVarKey::TimeZone)
+                    .and_then(|v| match v.get_value() {
+                        Ok(StatusVarVal::TimeZone(tz)) => Some(tz.as_str().into_owned()),
+                        _ => None,
+                    });
                 self.query(&q.schema(), &q.query(), event_start, out)?;
                 return Ok(());
             }
@@ -537,6 +550,7 @@ impl StreamState {
                         reason: format!("malformed compressed query event: {e}"),
                     })?;
                 advance(self);
+                self.query_time_zone = None;
                 self.query(&db, &sql, event_start, out)?;
                 return Ok(());
             }
@@ -727,6 +741,10 @@ impl StreamState {
             table: table.clone(),
             kind,
             statement: sql.to_owned(),
+            clock: StatementClock {
+                timestamp: self.last_time,
+                time_zone: self.query_time_zone.clone(),
+            },
         });
         self.forget_table(table);
     }
@@ -972,6 +990,7 @@ mod tests {
             mysql_gtid_mode: false,
             binlog_checksum: "CRC32".into(),
             lower_case_table_names: false,
+            time_zone: "+00:00".into(),
             charsets: Charsets::default(),
         };
         let start = |source| Checkpoint {

@@ -497,6 +497,7 @@ fn info(checksum: &str) -> SourceInfo {
         mysql_gtid_mode: true,
         binlog_checksum: checksum.into(),
         lower_case_table_names: false,
+        time_zone: "+00:00".into(),
         charsets: Charsets::new([(255u16, "utf8mb4".to_string()), (63, "binary".into())]),
     }
 }
@@ -689,6 +690,7 @@ fn ddl_group_without_xid_commits() {
             table,
             kind,
             statement,
+            ..
         } => {
             assert_eq!(table, &product());
             assert_eq!(*kind, DdlKind::Alter);
