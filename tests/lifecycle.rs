@@ -392,6 +392,52 @@ async fn a_followed_alter_fills_existing_rows_as_the_source_did() {
     // Applied later than it ran.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let _rowsync = c.run().await;
-    exec(&mut src, &["INSERT INTO category (id, name) VALUES (3, 'c')"]).await;
+    exec(
+        &mut src,
+        &["INSERT INTO category (id, name) VALUES (3, 'c')"],
+    )
+    .await;
     wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrower_replica_made_by_hand_is_refused_not_truncated_into() {
+    let c = Cluster::order_only(6661).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO category VALUES (1, 'a name longer than ten', NULL)",
+            "INSERT INTO batch VALUES (1, 1, 5, '2024-01-01 00:00:00')",
+        ],
+    )
+    .await;
+    // Made by hand before rowsync's first start: one too narrow, one that fits (with an extra
+    // column of its own).
+    exec(
+        &mut c.targets[0].conn("order_db").await,
+        &[
+            "CREATE TABLE category (id INT PRIMARY KEY, name VARCHAR(10) NOT NULL, parent_id INT NULL) ENGINE=InnoDB",
+            "CREATE TABLE batch (product_id BIGINT(20) UNSIGNED NOT NULL, batch_no INT(11) NOT NULL, qty INT NOT NULL, made_at DATETIME(6) NOT NULL, note TEXT, PRIMARY KEY (product_id, batch_no)) ENGINE=InnoDB",
+        ],
+    )
+    .await;
+    let _rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    exec(
+        &mut src,
+        &["INSERT INTO batch VALUES (1, 2, 6, '2024-01-02 00:00:00')"],
+    )
+    .await;
+    let batch = "SELECT product_id, batch_no, qty, made_at FROM batch ORDER BY 1, 2";
+    wait_same_rows(&mut src, batch, &mut rep, batch, WAIT).await;
+    c.assert_needs_recopy(
+        "product.category",
+        "is varchar(10) but the source's is varchar(100)",
+    );
+    let names: Vec<String> =
+        mysql_async::prelude::Queryable::query(&mut rep, "SELECT name FROM category")
+            .await
+            .unwrap();
+    assert!(names.is_empty(), "rows were truncated into it: {names:?}");
 }

@@ -205,7 +205,15 @@ async fn run_once(
             Err(e) => return Err(e.into()),
         };
         for mapping in router.mappings_for(table) {
-            match replica::ensure_replica(&mut conn, &def, mapping, None).await {
+            let replica_name = mapping.replica_name(table);
+            let ours = records
+                .iter()
+                .any(|r| r.replica == replica_name && &r.source == table);
+            let made = match replica::ensure_replica(&mut conn, &def, mapping, None).await {
+                Ok(()) if !ours => replica::check_adopted(&mut conn, &def, mapping).await,
+                other => other,
+            };
+            match made {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => return Err(e.into()),
                 // A replica that cannot be used stops its table, not the target.

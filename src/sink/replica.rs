@@ -233,6 +233,17 @@ impl SourceDefinition {
         })
     }
 
+    /// The table's default charset (`DEFAULT CHARSET=x`), which columns without their own
+    /// `CHARACTER SET` have.
+    pub fn default_charset(&self) -> Option<String> {
+        let upper = self.options.to_ascii_uppercase();
+        let at = upper.find("CHARSET=")? + "CHARSET=".len();
+        self.options[at..]
+            .split_whitespace()
+            .next()
+            .map(str::to_owned)
+    }
+
     /// The replica's columns under `mapping`, checked against the source.
     pub fn mapped_columns(&self, mapping: &Mapping) -> Result<Vec<String>, MappingError> {
         if self.primary_key.is_empty() {
@@ -458,6 +469,123 @@ pub async fn ensure_replica(
     Ok(())
 }
 
+/// Checks that an existing replica rowsync did not fill itself (made by hand, or by another
+/// tool) can hold the source's values: every mapped column exists with the source's type
+/// (integer display widths aside) and a charset that holds the source's text. A narrower
+/// column would truncate silently in rowsync's permissive `sql_mode`.
+pub async fn check_adopted(
+    target: &mut MySqlConnection,
+    def: &SourceDefinition,
+    mapping: &Mapping,
+) -> Result<(), SinkError> {
+    let replica = mapping.replica_name(&def.table);
+    const SQL: &str = "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?";
+    let have: Vec<(String, String, Option<String>)> = sqlx::query_as(SQL)
+        .bind(&replica)
+        .fetch_all(&mut *target)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    for name in def.mapped_columns(mapping)? {
+        let Some((_, line)) = def.columns.iter().find(|(n, _)| *n == name) else {
+            continue;
+        };
+        let incompatible = |reason: String| SinkError::Incompatible {
+            table: replica.clone(),
+            reason,
+        };
+        let Some((_, ty, charset)) = have.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(&name))
+        else {
+            return Err(incompatible(format!("it has no column `{name}`")));
+        };
+        let want = column_type(line);
+        if normal_type(ty) != normal_type(&want) {
+            return Err(incompatible(format!(
+                "its column `{name}` is {ty} but the source's is {want}; drop the replica to let rowsync make it, or give it the source's type"
+            )));
+        }
+        let source_charset = column_charset(line).or_else(|| def.default_charset());
+        if let (Some(have), Some(want)) = (charset, source_charset) {
+            if !have.eq_ignore_ascii_case(&want) && !have.eq_ignore_ascii_case("utf8mb4") {
+                return Err(incompatible(format!(
+                    "its column `{name}` has charset {have} but the source's has {want}, which it cannot always hold"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The type of a `SHOW CREATE TABLE` column line: the word after the name (with its
+/// parentheses) and `unsigned`/`zerofill` after it.
+fn column_type(line: &str) -> String {
+    let rest = line
+        .strip_prefix('`')
+        .and_then(|r| {
+            let mut chars = r.char_indices().peekable();
+            while let Some((i, c)) = chars.next() {
+                if c == '`' {
+                    if chars.peek().map(|(_, n)| *n) == Some('`') {
+                        chars.next();
+                        continue;
+                    }
+                    return Some(&r[i + 1..]);
+                }
+            }
+            None
+        })
+        .unwrap_or(line)
+        .trim_start();
+    let (mut depth, mut quote) = (0, None);
+    let mut end = rest.len();
+    for (i, c) in rest.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'') => quote = Some('\''),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, c) if c.is_whitespace() && depth == 0 => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let mut ty = rest[..end].to_owned();
+    for word in rest[end..].split_whitespace() {
+        if word.eq_ignore_ascii_case("unsigned") || word.eq_ignore_ascii_case("zerofill") {
+            ty.push(' ');
+            ty.push_str(word);
+        } else {
+            break;
+        }
+    }
+    ty
+}
+
+/// A column type compared without case and without integer display widths (`int(11)`),
+/// which MySQL 8 no longer prints.
+fn normal_type(ty: &str) -> String {
+    let ty = ty.to_ascii_lowercase();
+    for int in ["tinyint", "smallint", "mediumint", "bigint", "int"] {
+        if let Some(rest) = ty.strip_prefix(int).and_then(|r| r.strip_prefix('(')) {
+            if let Some(close) = rest.find(')') {
+                if rest[..close].chars().all(|c| c.is_ascii_digit()) {
+                    return format!("{int}{}", &rest[close + 1..]);
+                }
+            }
+        }
+    }
+    ty
+}
+
+/// The `CHARACTER SET x` of a column line, if it names one.
+fn column_charset(line: &str) -> Option<String> {
+    let upper = line.to_ascii_uppercase();
+    let at = upper.find(" CHARACTER SET ")? + " CHARACTER SET ".len();
+    line[at..].split_whitespace().next().map(str::to_owned)
+}
+
 /// `Some` when `replica` exists, and `Err` when it is not transactional: rows and checkpoint
 /// must commit together, so a MyISAM (or other) replica is refused, never rebuilt.
 pub async fn transactional(
@@ -624,6 +752,33 @@ mod tests {
         assert_eq!(keys[1].definition, "KEY `idx_model` (`model`(10),`code`)");
         let bare = def.replica_ddl("product_copy", &cols, false);
         assert!(!bare.contains("idx_"), "{bare}");
+    }
+
+    #[test]
+    fn column_types_compare_without_display_widths() {
+        assert_eq!(
+            column_type("`id` bigint(20) unsigned NOT NULL AUTO_INCREMENT"),
+            "bigint(20) unsigned"
+        );
+        assert_eq!(
+            column_type("`e` enum('a b','c') DEFAULT NULL"),
+            "enum('a b','c')"
+        );
+        assert_eq!(
+            column_type("`we``ird` varchar(10) CHARACTER SET latin1"),
+            "varchar(10)"
+        );
+        assert_eq!(
+            normal_type("bigint(20) unsigned"),
+            normal_type("BIGINT unsigned")
+        );
+        assert_ne!(normal_type("varchar(50)"), normal_type("varchar(100)"));
+        assert_eq!(
+            column_charset("`m` varchar(100) CHARACTER SET latin1 COLLATE latin1_swedish_ci"),
+            Some("latin1".into())
+        );
+        let def = SourceDefinition::parse(TableName::new("p", "product"), CREATE).unwrap();
+        assert_eq!(def.default_charset().as_deref(), Some("utf8mb4"));
     }
 
     #[test]
