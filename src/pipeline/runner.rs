@@ -22,7 +22,7 @@ use super::replicas;
 use super::status::{State, TargetStatus};
 use crate::config::{Config, TargetConfig};
 use crate::sink::apply::{Applier, ApplyExit, Command};
-use crate::sink::checkpoint::{Phase, StoppedTable, TableState};
+use crate::sink::checkpoint::{Phase, TableState};
 use crate::sink::copy::{self, CopyJob};
 use crate::sink::{checkpoint, replica, target, SinkError};
 use crate::source::conn::source_opts;
@@ -185,7 +185,9 @@ async fn run_once(
     }
     let since = loaded.as_ref().map(|(c, _)| c);
     for (table, reason) in plan.conflicts {
-        let stop = stop_at_start(&mut conn, &config.pipeline, since, table, reason).await?;
+        let stop =
+            checkpoint::stop_outside_stream(&mut conn, &config.pipeline, table, since, reason)
+                .await?;
         skip.insert(stop.table);
     }
     let copying = match &loaded {
@@ -218,11 +220,11 @@ async fn run_once(
                 Err(e) if e.is_retryable() => return Err(e.into()),
                 // A replica that cannot be used stops its table, not the target.
                 Err(e) => {
-                    let stop = stop_at_start(
+                    let stop = checkpoint::stop_outside_stream(
                         &mut conn,
                         &config.pipeline,
-                        since,
                         table.clone(),
+                        since,
                         e.to_string(),
                     )
                     .await?;
@@ -418,27 +420,6 @@ async fn run_once(
         (Ok(_), Err(e)) => Err(e.into()),
         (Ok(_), Ok(())) => Err(SourceError::Closed.into()),
     }
-}
-
-/// Stops `table` on this target as it starts, at the checkpoint `since` (none yet on a fresh
-/// target: the start of its stream).
-async fn stop_at_start(
-    conn: &mut sqlx::mysql::MySqlConnection,
-    pipeline: &str,
-    since: Option<&Checkpoint>,
-    table: TableName,
-    reason: String,
-) -> Result<StoppedTable, PipelineError> {
-    tracing::error!(table = %table, %reason, "table stopped on this target");
-    let stop = StoppedTable {
-        table,
-        state: TableState::NeedsRecopy,
-        since: since.map(|c| c.position.to_string()).unwrap_or_default(),
-        statement: None,
-        reason,
-    };
-    checkpoint::stop_table(conn, pipeline, &stop, since.and_then(|c| c.gtid.as_ref())).await?;
-    Ok(stop)
 }
 
 /// Records the replicas of a target written by a rowsync that did not track them yet: the

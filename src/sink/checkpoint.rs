@@ -323,6 +323,27 @@ pub async fn stop_table(
     Ok(())
 }
 
+/// Stops `table` outside the stream (at a start, or in a copy) at position `since` (none yet
+/// on a fresh target: the start of its stream), and returns the stop as recorded.
+pub async fn stop_outside_stream(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    table: TableName,
+    since: Option<&Checkpoint>,
+    reason: String,
+) -> Result<StoppedTable, SinkError> {
+    tracing::error!(table = %table, %reason, "table stopped on this target; the others go on");
+    let stop = StoppedTable {
+        table,
+        state: TableState::NeedsRecopy,
+        since: since.map(|c| c.position.to_string()).unwrap_or_default(),
+        statement: None,
+        reason,
+    };
+    stop_table(conn, pipeline, &stop, since.and_then(|c| c.gtid.as_ref())).await?;
+    Ok(stop)
+}
+
 /// Tables of `pipeline` that stopped and wait for a re-copy.
 pub async fn stopped_tables(
     conn: &mut MySqlConnection,

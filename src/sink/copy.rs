@@ -29,7 +29,7 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Executor};
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{self, CopyProgress, Phase, StoppedTable, TableState};
+use super::checkpoint::{self, CopyProgress, Phase, TableState};
 use super::writer::{Op, RowWriter};
 use super::{replica, target, SinkError};
 use crate::config::{CopyConfig, TargetConfig};
@@ -349,15 +349,9 @@ async fn stop_copied_table(
     start: &Checkpoint,
     reason: String,
 ) -> Result<(), PipelineError> {
-    let stop = StoppedTable {
-        table: table.clone(),
-        state: TableState::NeedsRecopy,
-        since: start.position.to_string(),
-        statement: None,
-        reason,
-    };
-    tracing::error!(table = %table, reason = %stop.reason, "table cannot be copied; it stops, the others go on");
-    checkpoint::stop_table(conn, job.pipeline, &stop, start.gtid.as_ref()).await?;
+    let stop =
+        checkpoint::stop_outside_stream(conn, job.pipeline, table.clone(), Some(start), reason)
+            .await?;
     job.status.table_stopped(stop);
     Ok(())
 }
