@@ -73,7 +73,7 @@ pub async fn run(config: &Config) -> Report {
     for t in &config.targets {
         match target::connect(t).await {
             Ok(mut conn) => match checkpoint::ensure_tables(&mut conn).await {
-                Ok(_) => report.ok(format!("target `{}` is reachable and writable", t.name)),
+                Ok(()) => report.ok(format!("target `{}` is reachable and writable", t.name)),
                 Err(e) => report.fail(format!(
                     "target `{}` refuses rowsync's tables: {e} — grant CREATE, INSERT, UPDATE, DELETE, SELECT on its database",
                     t.name

@@ -2,7 +2,8 @@
 //! atomically, at the commit's place in the stream) or XA ROLLBACK (dropped), while ordinary
 //! transactions interleaved with it flow on. Covered: prepare→commit, prepare→rollback,
 //! one-phase commit, kill -9 between prepare and commit (the restart reads the branch again
-//! from its floor), and a branch whose prepare and commit lie in different binlog files.
+//! from its floor), a branch whose prepare and commit lie in different binlog files, and a
+//! branch larger than memory holds (the rest on disk).
 //!
 //! Run: `cargo nextest run --test xa`
 
@@ -178,4 +179,42 @@ async fn an_initial_copy_waits_for_prepared_branches() {
     exec(&mut src, &["XA COMMIT 'w1'"]).await;
     assert_all_equal(&c).await;
     drop(rowsync);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_larger_than_memory_is_held_on_disk() {
+    let c = Cluster::order_only(6931).await;
+    // 50-row batches: 500 changes are held in memory, the rest of a branch in a temp file.
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    std::fs::write(&c.cfg, format!("{text}\n[apply]\nbatch_rows = 50\n")).unwrap();
+    let mut rowsync = c.run().await;
+    let mut src = c.source_conn().await;
+    let mut rep = c.replica_conn(0).await;
+    prepare(
+        &c,
+        "big",
+        &[
+            "INSERT INTO product SELECT seq, CONCAT('B-', seq), REPEAT('x', 50), 1, 2020, seq / 7, 0 FROM seq_1_to_3000",
+            "UPDATE product SET version = 1, model = 'naïve 😀' WHERE id % 3 = 0",
+            "DELETE FROM product WHERE id % 10 = 0",
+        ],
+    )
+    .await;
+    exec(
+        &mut src,
+        &["INSERT INTO category VALUES (1, 'flows', NULL)"],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    rowsync
+        .wait_log("the rest goes to a temporary file", WAIT)
+        .await;
+    // Killed while the branch is held: the restart collects it again.
+    rowsync.kill9();
+    let rowsync = c.run().await;
+    rowsync
+        .wait_log("the rest goes to a temporary file", WAIT)
+        .await;
+    exec(&mut src, &["XA COMMIT 'big'"]).await;
+    assert_all_equal(&c).await;
 }

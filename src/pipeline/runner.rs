@@ -22,7 +22,7 @@ use super::replicas;
 use super::status::{State, TargetStatus};
 use crate::config::{Config, TargetConfig};
 use crate::sink::apply::{Applier, ApplyExit, Command};
-use crate::sink::checkpoint::{Phase, TableState};
+use crate::sink::checkpoint::{Phase, ReplicaRecord, TableState};
 use crate::sink::copy::{self, CopyJob};
 use crate::sink::{checkpoint, replica, target, SinkError};
 use crate::source::conn::source_opts;
@@ -154,7 +154,7 @@ async fn run_once(
     })?;
 
     let mut conn = target::connect(target).await?;
-    let upgraded = checkpoint::ensure_tables(&mut conn).await?;
+    checkpoint::ensure_tables(&mut conn).await?;
     // One process at a time works on a target: this session holds the lock until it ends.
     checkpoint::lock_target(&mut conn, &config.pipeline, &target.name, 10).await?;
     let mut skip: HashSet<_> = checkpoint::stopped_tables(&mut conn, &config.pipeline)
@@ -167,8 +167,14 @@ async fn run_once(
     let info = SourceInfo::read(&mut src).await?;
     let selected = replica::selected_tables(&mut src, &router).await?;
     let loaded = checkpoint::load_with_phase(&mut conn, &config.pipeline).await?;
-    if upgraded && loaded.is_some() {
-        adopt_replicas(&mut conn, &config.pipeline, &router, &selected).await?;
+    if !checkpoint::tracks_replicas(&mut conn, &config.pipeline).await? {
+        // First start of this pipeline, or the first since an upgrade: in one transaction,
+        // what an older rowsync held is adopted, and the target records replicas from here on.
+        let adopted = match loaded {
+            Some(_) => held_replicas(&mut conn, &config.pipeline, &router, &selected).await?,
+            None => Vec::new(),
+        };
+        checkpoint::start_tracking_replicas(&mut conn, &config.pipeline, &adopted).await?;
     }
     let records = checkpoint::replicas(&mut conn, &config.pipeline).await?;
     let busy: HashSet<TableName> = checkpoint::table_floors(&mut conn, &config.pipeline)
@@ -178,7 +184,9 @@ async fn run_once(
         .map(|f| f.table)
         .chain(skip.iter().cloned())
         .collect();
-    let plan = replicas::plan(&router, &selected, &|t| busy.contains(t), &records);
+    // A table being re-copied is planned too: a shape changed since its copy began starts
+    // that copy over.
+    let plan = replicas::plan(&router, &selected, &|t| skip.contains(t), &records);
     for replica in &plan.forget {
         tracing::info!(target = %target.name, replica = %replica, "no mapping fills this replica table any more; it is kept as it is");
         checkpoint::forget_replica(&mut conn, &config.pipeline, replica).await?;
@@ -301,16 +309,31 @@ async fn run_once(
     };
     // Tables whose re-copy was under way finish it first; tables re-copied earlier catch up
     // from their own floor while the others go on from the checkpoint.
+    let mut waiting = Vec::new();
     for f in checkpoint::table_floors(&mut conn, &config.pipeline).await? {
-        if f.state == TableState::Copying
-            && matches!(
-                copy::recopy(&mut conn, &job, &f.table).await?,
-                copy::Recopy::Cancelled
-            )
-        {
-            return Ok(Outcome::Shutdown);
+        if f.state != TableState::Copying {
+            continue;
+        }
+        match copy::recopy(&mut conn, &job, &f.table).await {
+            Ok(copy::Recopy::Cancelled) => return Ok(Outcome::Shutdown),
+            Ok(_) => {}
+            // Not a reason to hold back the other tables: the copy is done online later.
+            Err(PipelineError::Source(e @ SourceError::PreparedXa { .. })) => {
+                checkpoint::mark_table(
+                    &mut conn,
+                    &config.pipeline,
+                    &f.table,
+                    TableState::RecopyRequested,
+                    None,
+                    &format!("waiting to copy: {e}"),
+                )
+                .await?;
+                waiting.push(f.table);
+            }
+            Err(e) => return Err(e),
         }
     }
+    skip.extend(waiting);
     // Tables whose copy (initial or re-copy) stopped are skipped like every stopped table.
     let stopped = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
     skip.extend(stopped.iter().map(|s| s.table.clone()));
@@ -422,15 +445,15 @@ async fn run_once(
     }
 }
 
-/// Records the replicas of a target written by a rowsync that did not track them yet: the
-/// tables it held (copied, or registered as streamed from the start) keep their replicas as
-/// they are; tables it did not hold are copied as new.
-async fn adopt_replicas(
+/// The replicas a target written by a rowsync that did not record them yet holds: the
+/// tables it copied (or registered as streamed from the start), or is re-copying, keep their
+/// replicas as they are; tables it did not hold are copied as new.
+async fn held_replicas(
     conn: &mut sqlx::mysql::MySqlConnection,
     pipeline: &str,
     router: &Router,
     selected: &[TableName],
-) -> Result<(), PipelineError> {
+) -> Result<Vec<ReplicaRecord>, PipelineError> {
     let held: HashSet<TableName> = checkpoint::copy_progress(conn, pipeline)
         .await?
         .into_iter()
@@ -442,12 +465,11 @@ async fn adopt_replicas(
                 .map(|f| f.table),
         )
         .collect();
-    for table in selected.iter().filter(|t| held.contains(*t)) {
-        for record in replicas::records_for(router, table) {
-            checkpoint::record_replica(conn, pipeline, &record).await?;
-        }
-    }
-    Ok(())
+    Ok(selected
+        .iter()
+        .filter(|t| held.contains(*t))
+        .flat_map(|t| replicas::records_for(router, t))
+        .collect())
 }
 
 /// How one run of a target's pipeline ended without error.
@@ -496,12 +518,23 @@ async fn serve_recopies(
             _ = stop.cancelled() => return Ok(false),
             done = acked => if done.is_err() { return Ok(false) },
         }
-        // The copy makes the replicas that are missing or no longer fit.
-        // A table whose copy stopped is skipped after the restart, like every stopped table.
-        return Ok(!matches!(
-            copy::recopy(&mut conn, job, &table).await?,
-            copy::Recopy::Cancelled
-        ));
+        // The copy makes the replicas that are missing or no longer fit. While XA branches
+        // are prepared on the source it waits, the other tables streaming on.
+        loop {
+            match copy::recopy(&mut conn, job, &table).await {
+                // A table whose copy stopped is skipped after the restart, like every stopped
+                // table.
+                Ok(end) => return Ok(!matches!(end, copy::Recopy::Cancelled)),
+                Err(PipelineError::Source(e @ SourceError::PreparedXa { .. })) => {
+                    tracing::warn!(table = %table, error = %e, "re-copy waits");
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(false),
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

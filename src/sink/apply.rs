@@ -30,7 +30,7 @@ use crate::source::conn::connect;
 use crate::source::position::{Checkpoint, GroupId};
 use crate::source::reader::Floors;
 use crate::source::schema::{TableName, TableSchema};
-use crate::source::{DdlKind, EventReceiver, RowBatch, SourceEvent, StatementClock};
+use crate::source::{DdlKind, EventReceiver, RowBatch, RowChange, SourceEvent, StatementClock};
 
 /// How long a checkpoint of transactions without selected rows may wait before it is stored.
 const IDLE_CHECKPOINT_DELAY: Duration = Duration::from_secs(1);
@@ -54,21 +54,109 @@ pub enum ApplyExit {
     SourceEnded,
 }
 
-/// Most batches of `apply.batch_rows` changes one prepared XA branch may hold.
-const XA_HELD_BATCHES: usize = 100;
+/// Batches of `apply.batch_rows` changes a prepared XA branch holds in memory; the rest of a
+/// larger branch goes to a temporary file.
+const XA_HELD_BATCHES: usize = 10;
 
-/// The rows of a prepared XA branch, held until it is resolved.
+/// The rows of a prepared XA branch, held until it is resolved: the first ones in memory, the
+/// rest (in order, after them) in a temporary file, so a branch of any size is held in
+/// bounded memory.
 struct HeldBranch {
     /// The source state before the branch's prepared part.
     floor: Checkpoint,
     batches: Vec<RowBatch>,
     changes: usize,
+    spill: Option<Spill>,
+}
+
+/// Batches of a held branch written to an unlinked temporary file, one JSON line each.
+struct Spill {
+    file: std::io::BufWriter<std::fs::File>,
+    /// The schemas the lines refer to by index.
+    schemas: Vec<Arc<TableSchema>>,
+}
+
+/// One spilled batch.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpilledBatch {
+    schema: usize,
+    changes: Vec<RowChange>,
+}
+
+impl HeldBranch {
+    fn new(floor: Checkpoint) -> HeldBranch {
+        HeldBranch {
+            floor,
+            batches: Vec::new(),
+            changes: 0,
+            spill: None,
+        }
+    }
+
+    /// Holds `batch`, in memory while fewer than `in_memory` changes are.
+    fn hold(&mut self, batch: RowBatch, in_memory: usize) -> std::io::Result<()> {
+        use std::io::Write;
+        self.changes += batch.changes.len();
+        if self.changes <= in_memory && self.spill.is_none() {
+            self.batches.push(batch);
+            return Ok(());
+        }
+        if self.spill.is_none() {
+            self.spill = Some(Spill {
+                file: std::io::BufWriter::new(tempfile::tempfile()?),
+                schemas: Vec::new(),
+            });
+        }
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        let schema = match spill
+            .schemas
+            .iter()
+            .position(|s| Arc::ptr_eq(s, &batch.table))
+        {
+            Some(i) => i,
+            None => {
+                spill.schemas.push(batch.table.clone());
+                spill.schemas.len() - 1
+            }
+        };
+        let line = SpilledBatch {
+            schema,
+            changes: batch.changes,
+        };
+        serde_json::to_writer(&mut spill.file, &line)?;
+        spill.file.write_all(b"\n")
+    }
+
+    /// Every held batch, in source order.
+    fn into_batches(self) -> std::io::Result<Vec<RowBatch>> {
+        use std::io::{BufRead, Seek};
+        let mut out = self.batches;
+        let Some(spill) = self.spill else {
+            return Ok(out);
+        };
+        let mut file = spill.file.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        for line in std::io::BufReader::new(file).lines() {
+            let batch: SpilledBatch = serde_json::from_str(&line?)?;
+            let table = spill.schemas.get(batch.schema).cloned().ok_or_else(|| {
+                std::io::Error::other("a spilled XA batch names an unknown schema")
+            })?;
+            out.push(RowBatch {
+                table,
+                changes: batch.changes,
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// A change to the target's record of unresolved XA branches.
 #[derive(Debug)]
 enum XaChange {
-    Prepared(String, Checkpoint),
+    /// Prepared, with the floor to read it again from (`None`: it holds no rows).
+    Prepared(String, Option<Checkpoint>),
     Resolved(String),
 }
 
@@ -116,6 +204,8 @@ pub struct Applier {
     collecting: Option<String>,
     /// Changes to `rowsync_xa` to store with the next commit.
     pending_xa: Vec<XaChange>,
+    /// The end of the last group replayed from before the checkpoint (see `advance_floors`).
+    replayed: Option<Checkpoint>,
     /// The source server's time zone (see `with_source_time_zone`).
     source_time_zone: String,
     /// Commands received inside a source transaction, for its end.
@@ -162,6 +252,7 @@ impl Applier {
             held: HashMap::new(),
             collecting: None,
             pending_xa: Vec::new(),
+            replayed: None,
             source_time_zone: "+00:00".into(),
             deferred: Vec::new(),
         })
@@ -243,8 +334,8 @@ impl Applier {
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Drained: a finished group commits now rather than wait for more.
-                    if !self.in_source_txn && self.has_writes() {
-                        self.commit_group().await?;
+                    // (Writes with no position to commit them at wait for the next group.)
+                    if !self.in_source_txn && self.has_writes() && self.commit_group().await? {
                         continue;
                     }
                     let waiting = (self.pending.is_some() || !self.pending_floors.is_empty())
@@ -318,7 +409,7 @@ impl Applier {
         match event {
             SourceEvent::Begin => self.in_source_txn = true,
             SourceEvent::Rows(batch) => {
-                if let Some(batch) = self.hold(batch) {
+                if let Some(batch) = self.hold(batch)? {
                     self.apply_rows(batch).await?;
                 }
             }
@@ -365,9 +456,11 @@ impl Applier {
                 if let Some(xid) = self.collecting.take() {
                     // The prepared part ends: held until resolved, and a restart must read
                     // it again, from its floor.
+                    // A branch that changed no selected table pins no floor: it is only
+                    // remembered, so its commit is known after a restart.
                     if let Some(branch) = self.held.get(&xid) {
-                        self.pending_xa
-                            .push(XaChange::Prepared(xid, branch.floor.clone()));
+                        let floor = (branch.changes > 0).then(|| branch.floor.clone());
+                        self.pending_xa.push(XaChange::Prepared(xid, floor));
                     }
                 }
                 self.in_source_txn = false;
@@ -383,14 +476,7 @@ impl Applier {
             }
             SourceEvent::XaStart { xid, floor } => {
                 // Collected again after a restart: the new copy replaces nothing applied.
-                self.held.insert(
-                    xid.clone(),
-                    HeldBranch {
-                        floor,
-                        batches: Vec::new(),
-                        changes: 0,
-                    },
-                );
+                self.held.insert(xid.clone(), HeldBranch::new(floor));
                 self.collecting = Some(xid);
             }
             SourceEvent::XaEnd { xid, commit, group } => {
@@ -401,28 +487,22 @@ impl Applier {
         Ok(())
     }
 
-    /// Holds a batch of the prepared branch being collected; `false` when none is.
-    fn hold(&mut self, batch: RowBatch) -> Option<RowBatch> {
+    /// Holds a batch of the prepared branch being collected; gives it back when none is.
+    fn hold(&mut self, batch: RowBatch) -> Result<Option<RowBatch>, SinkError> {
         let Some(xid) = &self.collecting else {
-            return Some(batch);
+            return Ok(Some(batch));
         };
-        let limit = self.limits.batch_rows.saturating_mul(XA_HELD_BATCHES);
+        let in_memory = self.limits.batch_rows.saturating_mul(XA_HELD_BATCHES);
         if let Some(branch) = self.held.get_mut(xid) {
-            branch.changes += batch.changes.len();
-            if branch.changes > limit {
-                // Held in memory only: past the bound the table stops, loudly, rather than
-                // the process growing without limit.
-                let (table, xid) = (batch.table.name.clone(), xid.clone());
-                self.stop_table(
-                    table,
-                    None,
-                    format!("the prepared XA branch {xid} changes more than {limit} rows, more than rowsync holds until its XA COMMIT; re-copy the table once it has ended"),
-                );
-                return None;
+            let spilled = branch.spill.is_some();
+            branch
+                .hold(batch, in_memory)
+                .map_err(|source| SinkError::Spill { source })?;
+            if !spilled && branch.spill.is_some() {
+                tracing::info!(xid = %xid, in_memory, "prepared XA branch is larger than memory holds; the rest goes to a temporary file");
             }
-            branch.batches.push(batch);
         }
-        None
+        Ok(None)
     }
 
     /// Ends the XA branch `xid`: applies its held rows in this group (`commit`), for tables
@@ -443,15 +523,38 @@ impl Applier {
             .as_ref()
             .is_some_and(|g| g.applied_at(&self.floors.main));
         let Some(branch) = self.held.remove(&xid) else {
-            if commit && !applied {
+            // Not held: prepared without selected rows (recorded without a floor), or applied
+            // before a restart — else its rows were never read.
+            if !commit || checkpoint::xa_recorded(&mut self.conn, &self.pipeline, &xid).await? {
+                return Ok(());
+            }
+            if !applied {
                 return Err(SinkError::UnknownXa { xid });
+            }
+            // A table re-copied from a snapshot taken while the branch was prepared has its
+            // rows neither from the copy nor from the stream.
+            let behind: Vec<TableName> = self
+                .catching
+                .iter()
+                .filter(|t| group.as_ref().is_none_or(|g| self.floors.wants(g, t)))
+                .cloned()
+                .collect();
+            for table in behind {
+                self.stop_table(
+                    table,
+                    None,
+                    format!("XA branch {xid} was prepared before this table's re-copy snapshot and committed after it, so its rows are in neither; re-copy the table"),
+                );
             }
             return Ok(());
         };
         if !commit {
             return Ok(());
         }
-        for batch in branch.batches {
+        let batches = branch
+            .into_batches()
+            .map_err(|source| SinkError::Spill { source })?;
+        for batch in batches {
             let wanted = group
                 .as_ref()
                 .is_none_or(|g| self.floors.wants(g, &batch.table.name));
@@ -492,7 +595,11 @@ impl Applier {
                 self.catching.remove(&table);
             }
         }
-        if !main_had {
+        if main_had {
+            // Replaying history the checkpoint already covers: stops and XA records found
+            // here still need a position to be written at.
+            self.replayed = Some(checkpoint.clone());
+        } else {
             self.pending = Some(checkpoint.clone());
         }
     }
@@ -794,17 +901,18 @@ impl Applier {
         self.writer.write(&mut self.conn, &ops).await
     }
 
-    /// Writes everything buffered plus the checkpoint, and commits.
-    async fn commit_group(&mut self) -> Result<(), SinkError> {
+    /// Writes everything buffered plus the checkpoint, and commits; `false` when there was no
+    /// position to commit at (nothing whole yet).
+    async fn commit_group(&mut self) -> Result<bool, SinkError> {
         // The position this group ends at: the main checkpoint, or (while replaying history
         // only catching-up tables need) their new floor.
         let Some(checkpoint) = self
             .pending
             .clone()
             .or_else(|| self.pending_floors.values().flatten().next().cloned())
+            .or_else(|| self.replayed.take())
         else {
-            // Nothing whole to commit (only possible with an empty group).
-            return Ok(());
+            return Ok(false);
         };
         self.flush_ops().await?;
         self.ensure_txn().await?;
@@ -828,7 +936,8 @@ impl Applier {
         for change in std::mem::take(&mut self.pending_xa) {
             match change {
                 XaChange::Prepared(xid, floor) => {
-                    checkpoint::hold_xa(&mut self.conn, &self.pipeline, &xid, &floor).await?
+                    checkpoint::hold_xa(&mut self.conn, &self.pipeline, &xid, floor.as_ref())
+                        .await?
                 }
                 XaChange::Resolved(xid) => {
                     checkpoint::resolve_xa(&mut self.conn, &self.pipeline, &xid).await?
@@ -846,6 +955,6 @@ impl Applier {
         self.group_txns = 0;
         self.pending = None;
         self.last_store = Instant::now();
-        Ok(())
+        Ok(true)
     }
 }

@@ -111,14 +111,8 @@ async fn exec_for_table(
     Ok(())
 }
 
-/// Creates rowsync's own tables in the target if missing. Returns whether `rowsync_replica`
-/// was missing: a target written by an older rowsync, whose replicas are then adopted.
-pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<bool, SinkError> {
-    const HAS_REPLICA: &str = "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'rowsync_replica'";
-    let (had,): (i64,) = sqlx::query_as(HAS_REPLICA)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| SinkError::db(HAS_REPLICA, e))?;
+/// Creates rowsync's own tables in the target if missing.
+pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<(), SinkError> {
     for stmt in [
         CREATE_CHECKPOINT,
         CREATE_TABLE_STATE,
@@ -131,7 +125,7 @@ pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<bool, SinkError
             .await
             .map_err(|e| SinkError::db(stmt, e))?;
     }
-    Ok(had == 0)
+    Ok(())
 }
 
 /// The lifecycle state of one source table on a target (see the module doc).
@@ -604,20 +598,21 @@ pub async fn table_state(
     row.map(|(s,)| TableState::parse(&s)).transpose()
 }
 
-/// Records that XA branch `xid` is prepared and unresolved, read from `floor` on; call in the
-/// transaction whose checkpoint passes its prepared part.
+/// Records that XA branch `xid` is prepared and unresolved, to be read again from `floor` on
+/// (none: it holds no selected rows); call in the transaction whose checkpoint passes its
+/// prepared part.
 pub async fn hold_xa(
     conn: &mut MySqlConnection,
     pipeline: &str,
     xid: &str,
-    floor: &Checkpoint,
+    floor: Option<&Checkpoint>,
 ) -> Result<(), SinkError> {
     const SQL: &str = "REPLACE INTO `rowsync_xa` (`pipeline`, `xid`, `floor_position`, `floor_gtid`) VALUES (?, ?, ?, ?)";
     sqlx::query(SQL)
         .bind(pipeline)
         .bind(xid.as_bytes())
-        .bind(floor.position.to_string())
-        .bind(floor.gtid.as_ref().map(|g| g.to_string()))
+        .bind(floor.map(|f| f.position.to_string()).unwrap_or_default())
+        .bind(floor.and_then(|f| f.gtid.as_ref()).map(|g| g.to_string()))
         .execute(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
@@ -640,13 +635,29 @@ pub async fn resolve_xa(
     Ok(())
 }
 
-/// Where the unresolved XA branches begin (position and GTID text), oldest first.
+/// Whether XA branch `xid` is recorded as prepared and unresolved.
+pub async fn xa_recorded(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    xid: &str,
+) -> Result<bool, SinkError> {
+    const SQL: &str = "SELECT COUNT(*) FROM `rowsync_xa` WHERE `pipeline` = ? AND `xid` = ?";
+    let (n,): (i64,) = sqlx::query_as(SQL)
+        .bind(pipeline)
+        .bind(xid.as_bytes())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(n > 0)
+}
+
+/// Where the unresolved XA branches that hold rows begin (position and GTID text).
 pub async fn xa_floors(
     conn: &mut MySqlConnection,
     pipeline: &str,
 ) -> Result<Vec<(Position, Option<String>)>, SinkError> {
     const SQL: &str =
-        "SELECT `floor_position`, `floor_gtid` FROM `rowsync_xa` WHERE `pipeline` = ?";
+        "SELECT `floor_position`, `floor_gtid` FROM `rowsync_xa` WHERE `pipeline` = ? AND `floor_position` <> ''";
     let rows: Vec<(String, Option<String>)> = sqlx::query_as(SQL)
         .bind(pipeline)
         .fetch_all(&mut *conn)
@@ -679,7 +690,7 @@ pub async fn replicas(
     conn: &mut MySqlConnection,
     pipeline: &str,
 ) -> Result<Vec<ReplicaRecord>, SinkError> {
-    const SQL: &str = "SELECT `replica_table`, `source_table`, `shape` FROM `rowsync_replica` WHERE `pipeline` = ? ORDER BY `replica_table`";
+    const SQL: &str = "SELECT `replica_table`, `source_table`, `shape` FROM `rowsync_replica` WHERE `pipeline` = ? AND `replica_table` <> '' ORDER BY `replica_table`";
     let rows: Vec<(String, String, String)> = sqlx::query_as(SQL)
         .bind(pipeline)
         .fetch_all(&mut *conn)
@@ -694,6 +705,48 @@ pub async fn replicas(
             })
         })
         .collect()
+}
+
+/// Whether `pipeline` records its replicas on this target: a row with an empty replica name
+/// says so, written once, when the pipeline first starts (or adopts what an older rowsync
+/// left, see `pipeline::runner`).
+pub async fn tracks_replicas(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+) -> Result<bool, SinkError> {
+    const SQL: &str =
+        "SELECT COUNT(*) FROM `rowsync_replica` WHERE `pipeline` = ? AND `replica_table` = ''";
+    let (n,): (i64,) = sqlx::query_as(SQL)
+        .bind(pipeline)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(n > 0)
+}
+
+/// Marks `pipeline` as recording its replicas (see `tracks_replicas`), with the replicas it
+/// already holds (`adopted`), in one transaction.
+pub async fn start_tracking_replicas(
+    conn: &mut MySqlConnection,
+    pipeline: &str,
+    adopted: &[ReplicaRecord],
+) -> Result<(), SinkError> {
+    const SQL: &str = "INSERT IGNORE INTO `rowsync_replica` (`pipeline`, `replica_table`, `source_table`, `shape`) VALUES (?, '', '', '')";
+    conn.execute("BEGIN")
+        .await
+        .map_err(|e| SinkError::db("BEGIN", e))?;
+    for record in adopted {
+        record_replica(conn, pipeline, record).await?;
+    }
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    conn.execute("COMMIT")
+        .await
+        .map_err(|e| SinkError::db("COMMIT", e))?;
+    Ok(())
 }
 
 /// Records what `record.replica` holds; call in the transaction that starts filling it.

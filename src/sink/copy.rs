@@ -393,22 +393,25 @@ async fn copy_chunks(
         None => job.copy.chunk_rows,
     }
     .max(1);
-    // A replica that cannot take the table as it is now (a column or key changed in a way the
-    // stream could not follow) is made again from the current definition, and a copy under
-    // way then starts over, as it does when the stored key no longer has the key's shape.
-    // A replica rowsync did not fill itself is adopted only if it can hold the source's
-    // values; it is never dropped.
+    // A replica that cannot take the table as it is now (a column, type or key changed in a
+    // way the stream could not follow) is made again from the current definition, and a copy
+    // under way then starts over, as it does when the stored key no longer has the key's
+    // shape. A replica rowsync did not fill itself is adopted only if it can hold the
+    // source's values; it is never dropped.
+    let def = replica::parse_definition(&table.name, &snapshot.show_create(&table.name).await?)?;
     let records = checkpoint::replicas(conn, job.pipeline).await?;
     let mut unfit = Vec::new();
-    let mut adopted = Vec::new();
     for (p, m) in projections.iter().zip(job.router.mappings_for(&table.name)) {
         let exists = replica::transactional(conn, &p.replica).await?.is_some();
         let ours = records
             .iter()
             .any(|r| r.replica == p.replica && r.source == table.name);
         if exists && !ours {
-            adopted.push(m);
-        } else if !replica::fits(conn, p).await? {
+            replica::check_adopted(conn, &def, m).await?;
+        } else if !exists
+            || !replica::fits(conn, p).await?
+            || replica::check_adopted(conn, &def, m).await.is_err()
+        {
             unfit.push(m);
         }
     }
@@ -430,12 +433,9 @@ async fn copy_chunks(
         }
         other => other,
     };
-    if !unfit.is_empty() || !adopted.is_empty() {
-        let def =
-            replica::parse_definition(&table.name, &snapshot.show_create(&table.name).await?)?;
-        for m in adopted {
-            replica::check_adopted(conn, &def, m).await?;
-        }
+    if !unfit.is_empty() {
+        // Forgotten first: a crash after the rebuild must not resume into the empty table.
+        checkpoint::reset_copy_progress(conn, job.pipeline, &table.name).await?;
         for m in unfit {
             replica::rebuild(conn, &def, m, Some(job.pipeline)).await?;
         }

@@ -53,6 +53,11 @@ pub enum SinkError {
     Checkpoint(String),
     #[error("{0}")]
     Busy(String),
+    #[error("holding a prepared XA branch in a temporary file: {source}")]
+    Spill {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("XA COMMIT of branch {xid}, whose prepared part came before this target's start position, so its rows were never read; re-copy the target's tables")]
     UnknownXa { xid: String },
 }
@@ -103,7 +108,8 @@ impl SinkError {
                 _ => false,
             },
             SinkError::Source { source, .. } => source.is_retryable(),
-            SinkError::Busy(_) => true,
+            // The branch is read again from its floor after a restart.
+            SinkError::Busy(_) | SinkError::Spill { .. } => true,
             _ => false,
         }
     }

@@ -43,7 +43,7 @@ use schema::{SchemaError, TableName, TableSchema};
 use value::{DecodeError, Value};
 
 /// One row change of a source table, with full row images in source column order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum RowChange {
     Insert(Vec<Value>),
     Update {

@@ -254,6 +254,8 @@ struct Group {
     xa: bool,
     /// Where the group began in the current binlog file (the floor of an XA branch).
     start_offset: u64,
+    /// The XA branch whose prepared part this group is.
+    xid: Option<String>,
     maria_gtid: Option<super::position::MariaGtid>,
     mysql_gtid: Option<(Sid, u64)>,
     /// Which transaction this is, for the floors.
@@ -536,8 +538,18 @@ impl StreamState {
                 return Ok(());
             }
             k if k == EventType::XA_PREPARE_LOG_EVENT as u8 => {
-                // The prepared part ends here; its selected tables were stopped (see `rows`).
+                // The prepared part ends here. MySQL logs `XA COMMIT … ONE PHASE` the same way
+                // with the event's first byte (one_phase) set: the branch commits right here.
                 advance(self);
+                if event.data().first() == Some(&1) {
+                    if let Some(xid) = self.group.xid.clone() {
+                        out.push(SourceEvent::XaEnd {
+                            xid,
+                            commit: true,
+                            group: self.group.id.clone(),
+                        });
+                    }
+                }
                 self.commit(out);
                 return Ok(());
             }
@@ -714,6 +726,7 @@ impl StreamState {
             ..self.checkpoint()
         };
         self.ensure_begin(out);
+        self.group.xid = Some(xid.clone());
         out.push(SourceEvent::XaStart { xid, floor });
     }
 

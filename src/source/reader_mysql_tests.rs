@@ -906,8 +906,8 @@ fn an_undecodable_value_stops_only_its_table() {
 }
 
 /// MySQL XA: the prepared part (XA START … XA END, XA_PREPARE_LOG_EVENT) is a group whose rows
-/// follow an `XaStart`; XA COMMIT is a group of its own; a one-phase commit ends the group
-/// that began the branch.
+/// follow an `XaStart`; XA COMMIT is a group of its own; a one-phase commit is the same prepare
+/// event with its one_phase byte set, and commits the branch in its own group.
 #[test]
 fn xa_branches_are_marked_for_holding() {
     const XA_PREPARE: u8 = 38;
@@ -966,10 +966,10 @@ fn xa_branches_are_marked_for_holding() {
     ];
     events.extend(insert(&mut log, 2));
     events.push(log.event(QUERY, &query_body("shop", "XA END X'7832',X'',1")));
-    events.push(log.event(
-        QUERY,
-        &query_body("shop", "XA COMMIT X'7832',X'',1 ONE PHASE"),
-    ));
+    // One phase: the same prepare event, with its one_phase byte set (binlog.cc).
+    let mut one_phase = prepare.clone();
+    one_phase[0] = 1;
+    events.push(log.event(XA_PREPARE, &one_phase));
     let out = feed(&mut st, &events);
     assert_eq!(kinds(&out), ["Begin", "XaStart", "Rows", "XaEnd", "Commit"]);
     let SourceEvent::Commit { checkpoint: cp, .. } = &out[4] else {

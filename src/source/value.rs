@@ -23,7 +23,7 @@ use super::charset::Codec;
 /// Text-like values are `CompactString`s: up to 24 bytes live inline, so a typical row (short
 /// codes, names, prices, dates) costs one allocation instead of one per column — on a busy
 /// stream the allocator was the reader's biggest cost.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     Int(i64),
