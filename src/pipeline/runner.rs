@@ -297,6 +297,7 @@ async fn run_once(
         },
         None => {
             let mut src = crate::source::conn::connect(&opts).await?;
+            crate::source::snapshot::check_no_prepared_xa(&mut src).await?;
             let c = info
                 .resolve_start(&mut src, &config.source.start_at())
                 .await?;

@@ -214,9 +214,10 @@ impl Snapshot {
 }
 
 /// A branch prepared before the snapshot and committed after it is in neither the copy nor
-/// (its rows precede the snapshot's position) the stream: a copy waits until none is prepared.
-/// Checked once the snapshot stands, so a branch prepared before it and still open shows.
-async fn check_no_prepared_xa(conn: &mut Conn) -> Result<(), SourceError> {
+/// (its rows precede the snapshot's position) the stream: a copy, or a target starting from a
+/// position without one, waits until none is prepared. Checked once the snapshot stands, so a
+/// branch prepared before it and still open shows.
+pub async fn check_no_prepared_xa(conn: &mut Conn) -> Result<(), SourceError> {
     match conn.query::<Row, _>("XA RECOVER").await {
         Ok(rows) if rows.is_empty() => Ok(()),
         Ok(rows) => Err(SourceError::PreparedXa { count: rows.len() }),
