@@ -165,14 +165,10 @@ async fn a_table_stopped_while_catching_up_stays_stopped() {
     wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
 
     // An online re-copy; while it copies, the table gets a change the stream cannot apply,
-    // followed by more transactions that the table's catching up replays. A row lock on the
+    // followed by more transactions that the table's catching up replays. A read lock on the
     // replica holds the copy until the stream has passed all of them.
     let mut blocker = c.replica_conn(0).await;
-    exec(
-        &mut blocker,
-        &["BEGIN", "SELECT id FROM product WHERE id = 1 FOR UPDATE"],
-    )
-    .await;
+    exec(&mut blocker, &["LOCK TABLES product READ"]).await;
     let cfg = c.cfg.clone();
     let resync = std::thread::spawn(move || {
         rowsync_cmd(&[
@@ -221,9 +217,13 @@ async fn a_table_stopped_while_catching_up_stays_stopped() {
         .await;
     }
     wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
-    exec(&mut blocker, &["COMMIT"]).await;
+    exec(&mut blocker, &["UNLOCK TABLES"]).await;
+    // The command may see the table stop again before it sees it caught up.
     let (code, out) = resync.join().unwrap();
-    assert_eq!(code, 0, "{out}");
+    assert!(
+        code == 0 || out.contains("ended in state `needs_recopy`"),
+        "{out}"
+    );
     exec(
         &mut src,
         &["INSERT INTO category VALUES (2, 'after', NULL)"],

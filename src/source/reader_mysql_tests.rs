@@ -822,6 +822,20 @@ fn binary_json_values() {
 
     // Truncated input is an error, not a guess.
     assert!(json_text(&object[..20]).is_err());
+
+    // Opaque values: type 0x0f, the column type, a length, the value as that type stores it.
+    // DECIMAL(4,2) 12.34: precision, scale, then the binary decimal (sign bit set: positive).
+    let decimal: &[u8] = &[0x0f, 246, 4, 4, 2, 0x8c, 0x22];
+    assert_eq!(text(decimal), "12.34");
+    // Inside an array, beside a plain number: [12.34, 1].
+    let array: &[u8] = &[
+        0x02, // small array
+        2, 0, 17, 0, // count, size
+        0x0f, 10, 0, // opaque at offset 10
+        0x05, 1, 0, // int16 1, inline
+        246, 4, 4, 2, 0x8c, 0x22, 0, // the opaque value (and a pad byte)
+    ];
+    assert_eq!(text(array), "[12.34,1]");
 }
 
 /// MySQL 8.0.21+: `CREATE TABLE … SELECT` is one transaction — the CREATE (marked

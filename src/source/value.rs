@@ -518,13 +518,57 @@ pub fn json_text(bytes: &[u8]) -> Result<CompactString, DecodeError> {
     let value: mysql_common::binlog::jsonb::Value<'_> = buf
         .parse(())
         .map_err(|e| DecodeError::Malformed("JSON", e.to_string()))?;
-    let json: serde_json::Value =
-        value
-            .try_into()
-            .map_err(|e: mysql_common::binlog::jsonb::JsonbToJsonError| {
-                DecodeError::Malformed("JSON", e.to_string())
-            })?;
-    Ok(json.to_compact_string())
+    // The value borrows `bytes`: cloning it copies no data.
+    match serde_json::Value::try_from(value.clone()) {
+        Ok(json) => Ok(json.to_compact_string()),
+        // A DECIMAL, DATE, TIME or DATETIME stored inside the document (opaque values).
+        Err(mysql_common::binlog::jsonb::JsonbToJsonError::Opaque) => {
+            let dom = value
+                .parse()
+                .map_err(|e| DecodeError::Malformed("JSON", e.to_string()))?;
+            let mut out = String::new();
+            write_dom(&dom, &mut out);
+            Ok(out.into())
+        }
+        Err(e) => Err(DecodeError::Malformed("JSON", e.to_string())),
+    }
+}
+
+/// Compact JSON text of a parsed binary document, as `json_text` writes one without opaque
+/// values, with MySQL's own rendering of those: a DECIMAL as its exact number, temporal
+/// values as strings (`2015-01-15 23:24:25.000000`), anything else as
+/// `"base64:type<n>:<data>"`.
+fn write_dom(dom: &mysql_common::binlog::jsonb::JsonDom, out: &mut String) {
+    use mysql_common::binlog::jsonb::{JsonContainer, JsonDom, JsonNumber, JsonScalar};
+    let quoted = |s: &str, out: &mut String| out.push_str(&serde_json::Value::from(s).to_string());
+    match dom {
+        JsonDom::Container(JsonContainer::Array(items)) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_dom(item, out);
+            }
+            out.push(']');
+        }
+        JsonDom::Container(JsonContainer::Object(fields)) => {
+            out.push('{');
+            for (i, (key, item)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                quoted(key, out);
+                out.push(':');
+                write_dom(item, out);
+            }
+            out.push('}');
+        }
+        JsonDom::Scalar(JsonScalar::Number(JsonNumber::Decimal(d))) => out.push_str(&d.to_string()),
+        JsonDom::Scalar(scalar) => {
+            out.push_str(&serde_json::Value::from(scalar.clone()).to_string())
+        }
+    }
 }
 
 /// Decodes one row image: a NULL bitmap over the present columns, then their values.
