@@ -501,14 +501,19 @@ impl StreamState {
             k if k == EventType::QUERY_EVENT as u8 => {
                 let q: QueryEvent<'_> = event.read_event().map_err(io)?;
                 advance(self);
-                self.query_time_zone = q
-                    .status_vars()
-                    .get_status_var(StatusVarKey::TimeZone)
-                    .and_then(|v| match v.get_value() {
-                        Ok(StatusVarVal::TimeZone(tz)) => Some(tz.as_str().into_owned()),
-                        _ => None,
-                    });
-                self.query(&q.schema(), &q.query(), event_start, out)?;
+                let sql = q.query();
+                // Only a DDL needs its time zone; BEGIN (one per transaction) is skipped.
+                self.query_time_zone = if sql.eq_ignore_ascii_case("BEGIN") {
+                    None
+                } else {
+                    q.status_vars()
+                        .get_status_var(StatusVarKey::TimeZone)
+                        .and_then(|v| match v.get_value() {
+                            Ok(StatusVarVal::TimeZone(tz)) => Some(tz.as_str().into_owned()),
+                            _ => None,
+                        })
+                };
+                self.query(&q.schema(), &sql, event_start, out)?;
                 return Ok(());
             }
             k if k == EventType::TABLE_MAP_EVENT as u8 => {
