@@ -243,3 +243,81 @@ async fn a_table_stopped_while_catching_up_stays_stopped() {
     }
     drop(rowsync);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_an_online_recopy_copies_and_catches_up() {
+    let c = Cluster::order_only(6731).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO category VALUES (1, 'a', NULL)",
+            "INSERT INTO product SELECT seq, CONCAT('P-', seq), 'm', 1, 2020, seq, 0 FROM seq_1_to_30000",
+        ],
+    )
+    .await;
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    std::fs::write(
+        &c.cfg,
+        format!("{text}\n[copy]\nchunk_rows = 100\nwriters = 1\n"),
+    )
+    .unwrap();
+    let mut rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
+    let cfg = c.cfg.clone();
+    let resync = std::thread::spawn(move || {
+        rowsync_cmd(&[
+            "resync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--target",
+            "order",
+            "--table",
+            "product.product",
+        ])
+    });
+    // Killed mid-copy, with writes to the table and the others before and after.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let copied: Option<u64> = rep
+            .query_first("SELECT c.rows_copied FROM rowsync_copy c JOIN rowsync_table_state s ON s.source_table = c.source_table WHERE c.source_table = 'product.product' AND s.state = 'copying' AND c.state = 'copying'")
+            .await
+            .unwrap();
+        if copied.is_some_and(|n| n >= 1000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", rowsync.log_text());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    exec(
+        &mut src,
+        &["UPDATE product SET version = 1 WHERE id % 100 = 0"],
+    )
+    .await;
+    rowsync.kill9();
+    exec(
+        &mut src,
+        &[
+            "UPDATE product SET version = version + 1 WHERE id % 70 = 0",
+            "DELETE FROM product WHERE id % 999 = 0",
+            "UPDATE category SET name = 'b' WHERE id = 1",
+        ],
+    )
+    .await;
+    let rowsync = Rowsync::start(&c.cfg);
+    rowsync.wait_log("resuming", WAIT).await;
+    exec(
+        &mut src,
+        &["UPDATE product SET model = 'after' WHERE id % 50 = 0"],
+    )
+    .await;
+    let (code, out) = resync.join().unwrap();
+    assert_eq!(code, 0, "{out}");
+    exec(&mut src, &["UPDATE category SET name = 'c' WHERE id = 1"]).await;
+    wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    let status = status_text(&c.cfg);
+    assert!(!status.contains("NEEDS RE-COPY"), "{status}");
+    drop(rowsync);
+}

@@ -237,15 +237,18 @@ pub async fn recopy(
         .find(|f| &f.table == table && f.state == TableState::Copying);
     let floor = match begun.and_then(|f| f.position.map(|p| (p, f.gtid))) {
         // Resuming: the earlier snapshot's position stays the floor (see the module doc).
-        Some((position, gtid)) => Checkpoint {
-            position,
-            gtid: gtid
-                .map(|g| GtidSet::parse_for(job.info.flavor(), &g))
-                .transpose()
-                .map_err(SourceError::from)?,
-            source: snapshot.checkpoint.source.clone(),
-            source_time: 0,
-        },
+        Some((position, gtid)) => {
+            tracing::info!(table = %table, floor = %position, "resuming the re-copy");
+            Checkpoint {
+                position,
+                gtid: gtid
+                    .map(|g| GtidSet::parse_for(job.info.flavor(), &g))
+                    .transpose()
+                    .map_err(SourceError::from)?,
+                source: snapshot.checkpoint.source.clone(),
+                source_time: 0,
+            }
+        }
         None => {
             let floor = snapshot.checkpoint.clone();
             checkpoint::reset_copy_progress(conn, job.pipeline, table).await?;
