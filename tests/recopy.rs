@@ -20,15 +20,24 @@ use mysql_async::prelude::*;
 const WAIT: Duration = Duration::from_secs(90);
 
 fn resync(c: &Cluster, table: &str) -> (i32, String) {
-    rowsync_cmd(&[
-        "resync",
-        "--config",
-        c.cfg.to_str().unwrap(),
-        "--target",
-        "order",
-        "--table",
-        table,
-    ])
+    resync_later(c, table).join().unwrap()
+}
+
+/// `rowsync resync` of `table` into target `order`, run in a thread (it returns once the
+/// running daemon has copied the table).
+fn resync_later(c: &Cluster, table: &str) -> std::thread::JoinHandle<(i32, String)> {
+    let (cfg, table) = (c.cfg.clone(), table.to_owned());
+    std::thread::spawn(move || {
+        rowsync_cmd(&[
+            "resync",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--target",
+            "order",
+            "--table",
+            &table,
+        ])
+    })
 }
 
 async fn replica_key(rep: &mut mysql_async::Conn, table: &str) -> Vec<String> {
@@ -169,18 +178,7 @@ async fn a_table_stopped_while_catching_up_stays_stopped() {
     // replica holds the copy until the stream has passed all of them.
     let mut blocker = c.replica_conn(0).await;
     exec(&mut blocker, &["LOCK TABLES product READ"]).await;
-    let cfg = c.cfg.clone();
-    let resync = std::thread::spawn(move || {
-        rowsync_cmd(&[
-            "resync",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--target",
-            "order",
-            "--table",
-            "product.product",
-        ])
-    });
+    let resync = resync_later(&c, "product.product");
     // The re-copy's snapshot is taken once its floor is recorded.
     let deadline = Instant::now() + WAIT;
     loop {
@@ -265,18 +263,7 @@ async fn kill_9_while_an_online_recopy_copies_and_catches_up() {
     let mut rowsync = c.run().await;
     let mut rep = c.replica_conn(0).await;
     wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
-    let cfg = c.cfg.clone();
-    let resync = std::thread::spawn(move || {
-        rowsync_cmd(&[
-            "resync",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--target",
-            "order",
-            "--table",
-            "product.product",
-        ])
-    });
+    let resync = resync_later(&c, "product.product");
     // Killed mid-copy, with writes to the table and the others before and after.
     let deadline = Instant::now() + WAIT;
     loop {
