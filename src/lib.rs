@@ -7,8 +7,8 @@
 //! - `local`: throwaway local MariaDB servers (the demo and the tests run on them).
 //! - `demo`: `rowsync demo`, the whole product on local servers.
 //! - `source`: binlog reader, source positions and GTIDs, table schemas, value decoding.
-//! - `pipeline`: mappings (routing, renames, column subsets), row filters, per-target runners,
-//!   live status.
+//! - `pipeline`: mappings (routing, renames, column subsets), row filters, what each replica
+//!   table holds and when it must be copied (`replicas`), per-target runners, live status.
 //! - `sink`: target writers, replica tables, checkpoints committed with the rows.
 //! - `bench`: `rowsync bench`, catch-up speed beside MariaDB's own replication.
 //! - `check`: `rowsync check`, the pre-flight report on source and targets.

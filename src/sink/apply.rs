@@ -6,6 +6,14 @@
 //! holds `max_group_transactions` source transactions, or after `max_group_ms` — always at a
 //! source transaction boundary. Row changes are buffered up to `batch_rows` and then written
 //! into the open transaction, so a source transaction of any size passes in bounded memory.
+//!
+//! # XA
+//! The rows of a prepared XA branch are held (`HeldBranch`: memory, then a temporary file)
+//! instead of written, and applied in the group of its XA COMMIT, to the tables whose floor
+//! does not include that group yet, or dropped at its XA ROLLBACK. The group that passes a
+//! prepared part records the branch in `rowsync_xa` with the state before it, so a restart
+//! reads the branch again (collecting applies nothing) and the group that resolves it deletes
+//! the record: a branch is applied once, at its commit, whatever crashes in between.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,8 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{self, StoppedTable, TableState};
 use super::ddl::{self, CreateMode};
-use super::replica;
-use super::replica::SourceDefinition;
+use super::replica::{self, SourceDefinition};
 use super::writer::{changes_to_ops, Op, RowWriter};
 use super::SinkError;
 use crate::config::ApplyConfig;
@@ -455,9 +462,8 @@ impl Applier {
             SourceEvent::Commit { checkpoint, group } => {
                 if let Some(xid) = self.collecting.take() {
                     // The prepared part ends: held until resolved, and a restart must read
-                    // it again, from its floor.
-                    // A branch that changed no selected table pins no floor: it is only
-                    // remembered, so its commit is known after a restart.
+                    // it again, from its floor. A branch that changed no selected table pins
+                    // no floor: it is only remembered, so its commit is known after a restart.
                     if let Some(branch) = self.held.get(&xid) {
                         let floor = (branch.changes > 0).then(|| branch.floor.clone());
                         self.pending_xa.push(XaChange::Prepared(xid, floor));
