@@ -221,3 +221,34 @@ async fn reset_master_is_refused_not_silently_skipped() {
     let log = rowsync.wait_log("target pipeline stopped", WAIT).await;
     assert!(log.contains("is not available on the source"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_gtid_state_is_an_error_not_an_empty_one() {
+    use rowsync::source::info::gtid_at;
+    use rowsync::source::position::Position;
+    let source = Server::start(Role::Source);
+    let mut conn = source.conn("").await;
+    exec(
+        &mut conn,
+        &["CREATE DATABASE d", "CREATE TABLE d.t (id INT PRIMARY KEY)"],
+    )
+    .await;
+    let row: mysql_async::Row = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    let (file, offset): (String, u64) = (row.get(0).unwrap(), row.get(1).unwrap());
+    let at = |file: &str, offset: u64| Position::new(file.parse().unwrap(), offset);
+    // The head has a state; a file the server does not have has none (NULL): an error that a
+    // retry does not fix, where it used to be a panic.
+    let head = gtid_at(&mut conn, &at(&file, offset)).await.unwrap();
+    assert!(!head.is_empty());
+    let missing = file.replace(".000001", ".999999");
+    let err = gtid_at(&mut conn, &at(&missing, 4)).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().contains("BINLOG_GTID_POS() returned NULL"),
+        "{err}"
+    );
+}

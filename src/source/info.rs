@@ -133,20 +133,7 @@ impl SourceInfo {
         let gtid = match self.flavor() {
             // BINLOG_GTID_POS gives exactly the state at that file/offset, so the two agree
             // even while the source keeps writing.
-            Flavor::Mariadb => {
-                let text: Option<String> = conn
-                    .exec_first(
-                        "SELECT BINLOG_GTID_POS(?, ?)",
-                        (position.file.to_string(), position.offset),
-                    )
-                    .await?;
-                // NULL is not "no GTIDs": resuming from an empty state would replay every binlog.
-                let text = text.ok_or_else(|| SourceError::Unsupported {
-                    position: position.to_string(),
-                    what: "BINLOG_GTID_POS() returned NULL for the source head, so its GTID state is unknown".into(),
-                })?;
-                Some(GtidSet::parse_maria(&text)?)
-            }
+            Flavor::Mariadb => Some(gtid_at(conn, &position).await?),
             Flavor::Mysql if self.mysql_gtid_mode => {
                 let text: String = row.get("Executed_Gtid_Set").unwrap_or_default();
                 Some(GtidSet::parse_mysql(&text)?)
@@ -220,4 +207,22 @@ impl SourceInfo {
             }
         }
     }
+}
+
+/// MariaDB's GTID state at binlog `position` (`BINLOG_GTID_POS`). NULL — the server cannot
+/// name it (a file it does not have) — is an error, not an empty state: resuming from an empty
+/// state would replay every binlog.
+pub async fn gtid_at(conn: &mut Conn, position: &Position) -> Result<GtidSet, SourceError> {
+    // A NULL column, not a missing row: read as such, never converted to a String (a panic).
+    let row: Option<(Option<String>,)> = conn
+        .exec_first(
+            "SELECT BINLOG_GTID_POS(?, ?)",
+            (position.file.to_string(), position.offset),
+        )
+        .await?;
+    let text = row.and_then(|(text,)| text).ok_or_else(|| SourceError::Unsupported {
+        position: position.to_string(),
+        what: "BINLOG_GTID_POS() returned NULL, so the GTID state there is unknown (is the binlog index readable?)".into(),
+    })?;
+    Ok(GtidSet::parse_maria(&text)?)
 }

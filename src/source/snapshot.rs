@@ -22,7 +22,7 @@ use mysql_async::{Conn, Opts, Row, Value as MyValue};
 use super::catalog::{self, CatalogColumn, CatalogTable};
 use super::conn::connect;
 use super::info::SourceInfo;
-use super::position::{BinlogFile, Checkpoint, Flavor, GtidSet, Position};
+use super::position::{BinlogFile, Checkpoint, Flavor, Position};
 use super::schema::{quote_ident, TableName};
 use super::value::{push_fraction, Value};
 use super::SourceError;
@@ -72,18 +72,10 @@ impl Snapshot {
                     .parse()
                     .map_err(|_| SourceError::BinlogOff)?;
                 let offset: u64 = get("binlog_snapshot_position").parse().unwrap_or(4);
-                let gtid: Option<String> = conn
-                    .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.to_string(), offset))
-                    .await?;
-                // NULL means the server cannot name the GTID state at that position; an empty
-                // state would resume from the first binlog, so it is an error.
-                let gtid = gtid.ok_or_else(|| SourceError::Unsupported {
-                    position: format!("{file}:{offset}"),
-                    what: "BINLOG_GTID_POS() returned NULL for the snapshot position, so its GTID state is unknown (is the binlog index readable?)".into(),
-                })?;
+                let position = Position::new(file, offset);
                 Checkpoint {
-                    position: Position::new(file, offset),
-                    gtid: Some(GtidSet::parse_maria(&gtid)?),
+                    gtid: Some(super::info::gtid_at(&mut conn, &position).await?),
+                    position,
                     source: info.identity.clone(),
                     source_time: 0,
                 }
