@@ -422,7 +422,7 @@ async fn a_narrower_replica_made_by_hand_is_refused_not_truncated_into() {
         ],
     )
     .await;
-    let _rowsync = c.run().await;
+    let rowsync = c.run().await;
     let mut rep = c.replica_conn(0).await;
     exec(
         &mut src,
@@ -440,4 +440,22 @@ async fn a_narrower_replica_made_by_hand_is_refused_not_truncated_into() {
             .await
             .unwrap();
     assert!(names.is_empty(), "rows were truncated into it: {names:?}");
+
+    // Narrowed by hand after it was adopted: a value it cannot hold is an error, never a
+    // silently clamped one.
+    exec(&mut rep, &["ALTER TABLE batch MODIFY qty TINYINT NOT NULL"]).await;
+    exec(
+        &mut src,
+        &["INSERT INTO batch VALUES (1, 3, 1000, '2024-01-03 00:00:00')"],
+    )
+    .await;
+    let log = rowsync.wait_log("target pipeline stopped", WAIT).await;
+    assert!(log.contains("Out of range value for column 'qty'"), "{log}");
+    let clamped: Option<i64> = mysql_async::prelude::Queryable::query_first(
+        &mut rep,
+        "SELECT qty FROM batch WHERE batch_no = 3",
+    )
+    .await
+    .unwrap();
+    assert_eq!(clamped, None);
 }

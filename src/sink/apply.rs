@@ -693,16 +693,21 @@ impl Applier {
         let zone = clock
             .time_zone
             .unwrap_or_else(|| self.source_time_zone.clone());
-        const CLOCK: &str = "SET SESSION timestamp = ?, time_zone = ?";
+        // The ALTER also runs in the source sessions' non-strict mode: what the source did to
+        // existing rows (a narrowing MODIFY truncates) is not in the stream, so the replica
+        // must do the same.
+        const CLOCK: &str = "SET SESSION timestamp = ?, time_zone = ?, sql_mode = ?";
         sqlx::query(CLOCK)
             .bind(clock.timestamp)
             .bind(&zone)
+            .bind(crate::source::conn::SESSION_SQL_MODE)
             .execute(&mut self.conn)
             .await
             .map_err(|e| SinkError::db(CLOCK, e))?;
         let followed = self.follow_alter_now(table, statement).await;
         self.exec_plain("SET SESSION timestamp = DEFAULT, time_zone = '+00:00'")
             .await?;
+        super::target::set_sql_mode(&mut self.conn, super::target::TARGET_SQL_MODE).await?;
         followed
     }
 

@@ -1,5 +1,5 @@
-//! Connections to a target database: URL, TLS and the session settings (UTC, the permissive
-//! but strict `sql_mode` shared with source sessions).
+//! Connections to a target database: URL, TLS and the session settings (UTC, and a strict
+//! `sql_mode` that still accepts every value the source holds).
 
 use std::str::FromStr;
 
@@ -42,6 +42,25 @@ pub fn connect_options(
     Ok(opts.disable_statement_logging())
 }
 
+/// The `sql_mode` of target sessions: the source sessions' mode made strict, so a value a
+/// replica column cannot hold (a column narrower than the source's, changed by hand) is an
+/// error that stops the table rather than a silent truncation. The one value the source may
+/// hold that strict mode refuses, an ENUM's empty error value, is written in the source
+/// sessions' mode (`RowWriter`), as are followed ALTERs (`Applier::follow_alter`).
+pub const TARGET_SQL_MODE: &str =
+    "STRICT_TRANS_TABLES,ALLOW_INVALID_DATES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+
+/// `SET SESSION sql_mode` to `mode`.
+pub async fn set_sql_mode(conn: &mut MySqlConnection, mode: &str) -> Result<(), SinkError> {
+    const SQL: &str = "SET SESSION sql_mode = ?";
+    sqlx::query(SQL)
+        .bind(mode)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(())
+}
+
 /// Opens a session on `target` with rowsync's session settings.
 pub async fn connect(target: &TargetConfig) -> Result<MySqlConnection, SinkError> {
     let opts = connect_options(&target.url, target.tls.as_ref())?;
@@ -49,7 +68,8 @@ pub async fn connect(target: &TargetConfig) -> Result<MySqlConnection, SinkError
         .connect()
         .await
         .map_err(|e| SinkError::db(format!("connect to target `{}`", target.name), e))?;
-    for stmt in session_init() {
+    let strict = format!("SET sql_mode = '{TARGET_SQL_MODE}'");
+    for stmt in session_init().into_iter().chain([strict]) {
         conn.execute(AssertSqlSafe(stmt.clone()))
             .await
             .map_err(|e| SinkError::db(stmt, e))?;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use sqlx::mysql::{MySqlArguments, MySqlConnection};
 use sqlx::{Arguments, AssertSqlSafe, Executor};
 
-use super::SinkError;
+use super::{target, SinkError};
 use crate::pipeline::filter::EvalError;
 use crate::pipeline::mapping::Projection;
+use crate::source::conn::SESSION_SQL_MODE;
 use crate::source::schema::quote_ident;
 use crate::source::value::Value;
 use crate::source::RowChange;
@@ -130,16 +131,27 @@ impl RowWriter {
             }
             let sql = self.statement(p, upsert, n);
             let mut args = MySqlArguments::default();
+            // ENUM index 0, the empty error value a non-strict source session can store, is
+            // refused by the strict target mode: such statements run in the source's mode.
+            let mut error_enum = false;
             for row in &rows[start..start + n] {
                 for v in row.iter() {
+                    error_enum |= matches!(v, Value::Enum(0));
                     bind(&mut args, v)
                         .map_err(|e| SinkError::db(sql.to_string(), sqlx::Error::Encode(e)))?;
                 }
             }
-            sqlx::query_with(AssertSqlSafe(sql.clone()), args)
+            if error_enum {
+                target::set_sql_mode(conn, SESSION_SQL_MODE).await?;
+            }
+            let written = sqlx::query_with(AssertSqlSafe(sql.clone()), args)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| SinkError::db(sql.to_string(), e))?;
+                .map_err(|e| SinkError::db(sql.to_string(), e));
+            if error_enum {
+                target::set_sql_mode(conn, target::TARGET_SQL_MODE).await?;
+            }
+            written?;
             start += n;
         }
         Ok(())
