@@ -6,7 +6,10 @@
 //! - an initial copy killed mid-table, whose table then changes its primary key, starts that
 //!   table over and ends equal (it used to index the stored key with the old shape);
 //! - a table that stops while it still catches up after an online re-copy stays stopped,
-//!   with its reason in `status` (a later floor update used to overwrite the stop).
+//!   with its reason in `status` (a later floor update used to overwrite the stop), and the
+//!   state machine's floor updates, driven directly on a real target, never overwrite a stop
+//!   or a re-copy;
+//! - kill -9 in the middle of an online re-copy resumes it.
 //!
 //! Run: `cargo nextest run --test recopy`
 
@@ -307,4 +310,108 @@ async fn kill_9_while_an_online_recopy_copies_and_catches_up() {
     let status = status_text(&c.cfg);
     assert!(!status.contains("NEEDS RE-COPY"), "{status}");
     drop(rowsync);
+}
+
+/// The table-state machine on a real target: a floor update moves only a table that is still
+/// catching up, so neither a stop nor a re-copy recorded meanwhile is overwritten, and the end
+/// of a catch-up never erases them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floor_updates_never_overwrite_a_stop_or_a_recopy() {
+    use rowsync::config::TargetConfig;
+    use rowsync::sink::checkpoint::{self, StoppedTable, TableState};
+    use rowsync::source::position::{Checkpoint, Flavor, GtidSet, SourceIdentity};
+    use rowsync::source::schema::TableName;
+
+    let target = Server::start(Role::Target);
+    exec(&mut target.conn("").await, &["CREATE DATABASE t_db"]).await;
+    let config = TargetConfig {
+        name: "t".into(),
+        url: target.url("t_db"),
+        tls: None,
+    };
+    let mut conn = rowsync::sink::target::connect(&config).await.unwrap();
+    checkpoint::ensure_tables(&mut conn).await.unwrap();
+    let at = |seq: u64| Checkpoint {
+        position: format!("mysql-bin.000001:{}", 100 * seq).parse().unwrap(),
+        gtid: Some(GtidSet::parse_maria(&format!("0-1-{seq}")).unwrap()),
+        source: SourceIdentity {
+            flavor: Flavor::Mariadb,
+            server_id: 1,
+            server_uuid: None,
+            binlog_base: "mysql-bin".into(),
+        },
+        source_time: 0,
+    };
+    let table = TableName::new("p", "t");
+
+    checkpoint::mark_table(
+        &mut conn,
+        "rowsync",
+        &table,
+        TableState::CatchingUp,
+        Some(&at(1)),
+        "",
+    )
+    .await
+    .unwrap();
+    checkpoint::set_floor(&mut conn, "rowsync", &table, Some(&at(2)))
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint::table_state(&mut conn, "rowsync", &table)
+            .await
+            .unwrap(),
+        Some(TableState::CatchingUp)
+    );
+
+    // Stopped while catching up: later floor moves and the catch-up's end leave the stop.
+    let stop = StoppedTable {
+        table: table.clone(),
+        state: TableState::NeedsRecopy,
+        since: "mysql-bin.000001:300".into(),
+        statement: None,
+        reason: "logged as a statement".into(),
+    };
+    checkpoint::stop_table(&mut conn, "rowsync", &stop, None)
+        .await
+        .unwrap();
+    checkpoint::set_floor(&mut conn, "rowsync", &table, Some(&at(4)))
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint::table_state(&mut conn, "rowsync", &table)
+            .await
+            .unwrap(),
+        Some(TableState::NeedsRecopy)
+    );
+    checkpoint::set_floor(&mut conn, "rowsync", &table, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint::table_state(&mut conn, "rowsync", &table)
+            .await
+            .unwrap(),
+        Some(TableState::NeedsRecopy)
+    );
+    let stopped = checkpoint::stopped_tables(&mut conn, "rowsync")
+        .await
+        .unwrap();
+    assert_eq!(stopped[0].reason, "logged as a statement");
+
+    // Re-copied while catching up: the old floor never turns `copying` back.
+    checkpoint::mark_table(&mut conn, "rowsync", &table, TableState::Copying, None, "")
+        .await
+        .unwrap();
+    checkpoint::set_floor(&mut conn, "rowsync", &table, Some(&at(5)))
+        .await
+        .unwrap();
+    checkpoint::set_floor(&mut conn, "rowsync", &table, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint::table_state(&mut conn, "rowsync", &table)
+            .await
+            .unwrap(),
+        Some(TableState::Copying)
+    );
 }
