@@ -169,7 +169,9 @@ async fn a_table_stopped_while_catching_up_stays_stopped() {
     let text = std::fs::read_to_string(&c.cfg).unwrap();
     std::fs::write(
         &c.cfg,
-        format!("{text}\n[copy]\nchunk_rows = 200\nwriters = 1\n"),
+        // One target commit per source transaction, so the stop and later floor moves are
+        // separate commits.
+        format!("{text}\n[copy]\nchunk_rows = 200\nwriters = 1\n\n[apply]\nmax_group_transactions = 1\n"),
     )
     .unwrap();
     let rowsync = c.run().await;
