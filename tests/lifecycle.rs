@@ -459,3 +459,50 @@ async fn a_narrower_replica_made_by_hand_is_refused_not_truncated_into() {
     .unwrap();
     assert_eq!(clamped, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_rowsync_did_not_fill_are_never_dropped_and_dropped_replicas_are_copied() {
+    let mappings = "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n";
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order"], mappings, 6671).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &["INSERT INTO category VALUES (1, 'a', NULL), (2, 'b', 1)"],
+    )
+    .await;
+    let mut rep = c.replica_conn(0).await;
+    // A table of the target's own, which a source table created later will be named like.
+    exec(
+        &mut rep,
+        &[
+            "CREATE TABLE audit (id INT PRIMARY KEY, note VARCHAR(20) NOT NULL)",
+            "INSERT INTO audit VALUES (7, 'kept')",
+        ],
+    )
+    .await;
+    let mut rowsync = c.run().await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    exec(
+        &mut src,
+        &[
+            "CREATE TABLE audit (id INT PRIMARY KEY, note TEXT)",
+            "INSERT INTO audit VALUES (1, 'from the source')",
+            "INSERT INTO category VALUES (3, 'c', 1)",
+        ],
+    )
+    .await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+    let kept: Vec<(i64, String)> =
+        mysql_async::prelude::Queryable::query(&mut rep, "SELECT id, note FROM audit")
+            .await
+            .unwrap();
+    assert_eq!(kept, vec![(7, "kept".to_string())]);
+    c.assert_needs_recopy("product.audit", "its column `note` is varchar(20)");
+
+    // A replica dropped by hand while rowsync was down is copied, not made empty.
+    assert_eq!(rowsync.terminate(), Some(0));
+    exec(&mut rep, &["DROP TABLE category"]).await;
+    exec(&mut src, &["INSERT INTO category VALUES (4, 'd', 2)"]).await;
+    let _rowsync = c.run().await;
+    wait_equal(&mut src, &mut rep, "category", "id", WAIT).await;
+}

@@ -186,7 +186,7 @@ async fn run_once(
         .collect();
     // A table being re-copied is planned too: a shape changed since its copy began starts
     // that copy over.
-    let plan = replicas::plan(&router, &selected, &|t| skip.contains(t), &records);
+    let mut plan = replicas::plan(&router, &selected, &|t| skip.contains(t), &records);
     for replica in &plan.forget {
         tracing::info!(target = %target.name, replica = %replica, "no mapping fills this replica table any more; it is kept as it is");
         checkpoint::forget_replica(&mut conn, &config.pipeline, replica).await?;
@@ -219,6 +219,16 @@ async fn run_once(
             let ours = records
                 .iter()
                 .any(|r| r.replica == replica_name && &r.source == table);
+            if ours && replica::columns(&mut conn, &replica_name).await?.is_empty() {
+                // Dropped by hand: made empty it would lack every older row; copied, it won't.
+                if !plan.copy.iter().any(|(t, _)| t == table) {
+                    plan.copy.push((
+                        table.clone(),
+                        format!("its replica table `{replica_name}` is missing (dropped by hand?)"),
+                    ));
+                }
+                continue;
+            }
             let made = match replica::ensure_replica(&mut conn, &def, mapping, None).await {
                 Ok(()) if !ours => replica::check_adopted(&mut conn, &def, mapping).await,
                 other => other,
@@ -297,10 +307,11 @@ async fn run_once(
         },
         None => {
             let mut src = crate::source::conn::connect(&opts).await?;
-            crate::source::snapshot::check_no_prepared_xa(&mut src).await?;
             let c = info
                 .resolve_start(&mut src, &config.source.start_at())
                 .await?;
+            // After the position is fixed, so a branch prepared before it shows.
+            crate::source::snapshot::check_no_prepared_xa(&mut src).await?;
             // Stored before streaming: a crash before the first commit must resume here,
             // not at a later "current".
             checkpoint::store(&mut conn, &config.pipeline, &c).await?;

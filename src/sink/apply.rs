@@ -36,7 +36,7 @@ use crate::pipeline::status::TargetStatus;
 use crate::source::conn::connect;
 use crate::source::position::{Checkpoint, GroupId};
 use crate::source::reader::Floors;
-use crate::source::schema::{TableName, TableSchema};
+use crate::source::schema::{quote_ident, TableName, TableSchema};
 use crate::source::{DdlKind, EventReceiver, RowBatch, RowChange, SourceEvent, StatementClock};
 
 /// How long a checkpoint of transactions without selected rows may wait before it is stored.
@@ -65,6 +65,9 @@ pub enum ApplyExit {
 /// larger branch goes to a temporary file.
 const XA_HELD_BATCHES: usize = 10;
 
+/// Bytes of row values a prepared XA branch holds in memory, whatever the row count.
+const XA_HELD_BYTES: usize = 32 * 1024 * 1024;
+
 /// The rows of a prepared XA branch, held until it is resolved: the first ones in memory, the
 /// rest (in order, after them) in a temporary file, so a branch of any size is held in
 /// bounded memory.
@@ -73,6 +76,7 @@ struct HeldBranch {
     floor: Checkpoint,
     batches: Vec<RowBatch>,
     changes: usize,
+    bytes: usize,
     spill: Option<Spill>,
 }
 
@@ -96,6 +100,7 @@ impl HeldBranch {
             floor,
             batches: Vec::new(),
             changes: 0,
+            bytes: 0,
             spill: None,
         }
     }
@@ -104,7 +109,8 @@ impl HeldBranch {
     fn hold(&mut self, batch: RowBatch, in_memory: usize) -> std::io::Result<()> {
         use std::io::Write;
         self.changes += batch.changes.len();
-        if self.changes <= in_memory && self.spill.is_none() {
+        self.bytes += batch.changes.iter().map(change_bytes).sum::<usize>();
+        if self.changes <= in_memory && self.bytes <= XA_HELD_BYTES && self.spill.is_none() {
             self.batches.push(batch);
             return Ok(());
         }
@@ -136,26 +142,51 @@ impl HeldBranch {
         spill.file.write_all(b"\n")
     }
 
-    /// Every held batch, in source order.
-    fn into_batches(self) -> std::io::Result<Vec<RowBatch>> {
-        use std::io::{BufRead, Seek};
-        let mut out = self.batches;
+    /// The batches held in memory, and a reader of the spilled ones that follow them.
+    fn into_parts(self) -> std::io::Result<(Vec<RowBatch>, Option<SpillReader>)> {
+        use std::io::Seek;
         let Some(spill) = self.spill else {
-            return Ok(out);
+            return Ok((self.batches, None));
         };
         let mut file = spill.file.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
-        for line in std::io::BufReader::new(file).lines() {
-            let batch: SpilledBatch = serde_json::from_str(&line?)?;
-            let table = spill.schemas.get(batch.schema).cloned().ok_or_else(|| {
+        let reader = SpillReader {
+            lines: std::io::BufRead::lines(std::io::BufReader::new(file)),
+            schemas: spill.schemas,
+        };
+        Ok((self.batches, Some(reader)))
+    }
+}
+
+/// Reads spilled batches back one at a time, so applying a branch holds one batch in memory.
+struct SpillReader {
+    lines: std::io::Lines<std::io::BufReader<std::fs::File>>,
+    schemas: Vec<Arc<TableSchema>>,
+}
+
+impl SpillReader {
+    fn next_batch(&mut self) -> std::io::Result<Option<RowBatch>> {
+        let Some(line) = self.lines.next() else {
+            return Ok(None);
+        };
+        let batch: SpilledBatch = serde_json::from_str(&line?)?;
+        let table =
+            self.schemas.get(batch.schema).cloned().ok_or_else(|| {
                 std::io::Error::other("a spilled XA batch names an unknown schema")
             })?;
-            out.push(RowBatch {
-                table,
-                changes: batch.changes,
-            });
-        }
-        Ok(out)
+        Ok(Some(RowBatch {
+            table,
+            changes: batch.changes,
+        }))
+    }
+}
+
+/// About the bytes a change holds.
+fn change_bytes(change: &RowChange) -> usize {
+    let row = |r: &[crate::source::value::Value]| r.iter().map(|v| v.size_hint()).sum::<usize>();
+    match change {
+        RowChange::Insert(r) | RowChange::Delete(r) => row(r),
+        RowChange::Update { before, after } => row(before) + row(after),
     }
 }
 
@@ -557,16 +588,28 @@ impl Applier {
         if !commit {
             return Ok(());
         }
-        let batches = branch
-            .into_batches()
-            .map_err(|source| SinkError::Spill { source })?;
+        let spill_err = |source| SinkError::Spill { source };
+        let (batches, mut spilled) = branch.into_parts().map_err(spill_err)?;
         for batch in batches {
-            let wanted = group
-                .as_ref()
-                .is_none_or(|g| self.floors.wants(g, &batch.table.name));
-            if wanted {
-                self.apply_rows(batch).await?;
-            }
+            self.apply_held(batch, group.as_ref()).await?;
+        }
+        while let Some(batch) = match spilled.as_mut() {
+            Some(reader) => reader.next_batch().map_err(spill_err)?,
+            None => None,
+        } {
+            self.apply_held(batch, group.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a held batch to its table unless the table's floor includes `group`.
+    async fn apply_held(
+        &mut self,
+        batch: RowBatch,
+        group: Option<&GroupId>,
+    ) -> Result<(), SinkError> {
+        if group.is_none_or(|g| self.floors.wants(g, &batch.table.name)) {
+            self.apply_rows(batch).await?;
         }
         Ok(())
     }
@@ -606,6 +649,7 @@ impl Applier {
             // here still need a position to be written at.
             self.replayed = Some(checkpoint.clone());
         } else {
+            self.replayed = None;
             self.pending = Some(checkpoint.clone());
         }
     }
@@ -690,20 +734,34 @@ impl Applier {
         if self.has_writes() {
             self.commit_group().await?;
         }
-        let zone = clock
-            .time_zone
-            .unwrap_or_else(|| self.source_time_zone.clone());
+        // SYSTEM, logged or not, is the source server's own zone, not the target's.
+        let zone = match clock.time_zone {
+            Some(zone) if !zone.eq_ignore_ascii_case("SYSTEM") => zone,
+            _ => self.source_time_zone.clone(),
+        };
         // The ALTER also runs in the source sessions' non-strict mode: what the source did to
         // existing rows (a narrowing MODIFY truncates) is not in the stream, so the replica
         // must do the same.
         const CLOCK: &str = "SET SESSION timestamp = ?, time_zone = ?, sql_mode = ?";
-        sqlx::query(CLOCK)
+        let set = sqlx::query(CLOCK)
             .bind(clock.timestamp)
             .bind(&zone)
             .bind(crate::source::conn::SESSION_SQL_MODE)
             .execute(&mut self.conn)
-            .await
-            .map_err(|e| SinkError::db(CLOCK, e))?;
+            .await;
+        if let Err(e) = set {
+            let e = SinkError::db(CLOCK, e);
+            if e.is_retryable() {
+                return Err(e);
+            }
+            // A named zone the target has no tables for: only this table cannot follow.
+            self.stop_table(
+                table,
+                Some(statement),
+                format!("the target cannot run the ALTER in the source's time zone `{zone}` ({e}); load the target's time zone tables (mariadb-tzinfo-to-sql), then re-copy the table"),
+            );
+            return Ok(());
+        }
         let followed = self.follow_alter_now(table, statement).await;
         self.exec_plain("SET SESSION timestamp = DEFAULT, time_zone = '+00:00'")
             .await?;
@@ -769,16 +827,30 @@ impl Applier {
             return Ok(());
         }
         let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
-        let mut existing = false;
+        let held = checkpoint::replicas(&mut self.conn, &self.pipeline).await?;
+        // Per mapping: does its replica exist, and did rowsync fill it from this table?
+        let mut replicas = Vec::new();
         for m in &mappings {
-            existing |= !replica::columns(&mut self.conn, &m.replica_name(&table))
-                .await?
-                .is_empty();
+            let name = m.replica_name(&table);
+            let exists = !replica::columns(&mut self.conn, &name).await?.is_empty();
+            let ours = held.iter().any(|h| h.replica == name && h.source == table);
+            replicas.push((exists, ours));
         }
         let stopped = self.stopped.contains(&table);
-        if CreateMode::of(&statement) == CreateMode::IfNotExists && (existing || stopped) {
-            // The source may have kept the table as it was: nothing is known to change.
-            return Ok(());
+        if CreateMode::of(&statement) == CreateMode::IfNotExists {
+            if stopped || replicas.iter().any(|(exists, _)| *exists) {
+                // The source may have kept the table as it was: nothing is known to change.
+                return Ok(());
+            }
+            if replicas.iter().any(|(_, ours)| *ours) {
+                // Its replica was dropped by hand; made empty, it would lack every older row.
+                self.stop_table(
+                    table,
+                    Some(statement),
+                    "its replica table is missing (dropped by hand?) and the source may have kept the table as it was; re-copy it".into(),
+                );
+                return Ok(());
+            }
         }
         if self.has_writes() {
             self.commit_group().await?;
@@ -799,7 +871,6 @@ impl Applier {
             },
         };
         let records = replicas::records_for(&self.router, &table);
-        let held = checkpoint::replicas(&mut self.conn, &self.pipeline).await?;
         for record in &records {
             let owner = held
                 .iter()
@@ -813,11 +884,30 @@ impl Applier {
                 return Ok(());
             }
         }
-        for m in &mappings {
-            let made = if existing {
-                replica::rebuild(&mut self.conn, &def, m, None).await
-            } else {
-                replica::ensure_replica(&mut self.conn, &def, m, None).await
+        for (m, (exists, ours)) in mappings.iter().zip(replicas) {
+            // A replica rowsync filled from this table starts over empty, as the table does;
+            // a table it did not fill (made by hand, or another tool's) is adopted only if it
+            // fits, and never dropped.
+            let made = match (exists, ours) {
+                (true, true) => replica::rebuild(&mut self.conn, &def, m, None).await,
+                (true, false) => match replica::ensure_replica(&mut self.conn, &def, m, None).await
+                {
+                    Ok(()) => match replica::check_adopted(&mut self.conn, &def, m).await {
+                        // Adopted: emptied, as the new table is.
+                        Ok(()) => {
+                            let empty =
+                                format!("DELETE FROM {}", quote_ident(&m.replica_name(&table)));
+                            self.conn
+                                .execute(AssertSqlSafe(empty.clone()))
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| SinkError::db(empty, e))
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
+                (false, _) => replica::ensure_replica(&mut self.conn, &def, m, None).await,
             };
             match made {
                 Ok(()) => {}

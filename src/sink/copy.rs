@@ -410,6 +410,16 @@ async fn copy_chunks(
             .iter()
             .any(|r| r.replica == p.replica && r.source == table.name);
         if exists && !ours {
+            if !replica::fits(conn, p).await? {
+                return Err(SinkError::Incompatible {
+                    table: p.replica.clone(),
+                    reason: format!(
+                        "it lacks mapped columns or its primary key is not the source's ({})",
+                        def.primary_key.join(", ")
+                    ),
+                }
+                .into());
+            }
             replica::check_adopted(conn, &def, m).await?;
         } else if !exists
             || !replica::fits(conn, p).await?

@@ -30,12 +30,13 @@ pub enum CreateMode {
 }
 
 impl CreateMode {
-    /// The mode of the `CREATE TABLE` statement `sql`, read from its words before the name.
+    /// The mode of the `CREATE TABLE` statement `sql`, read from its words before the name,
+    /// comments left out and the text of `/*!NNNNN … */` (which the server runs) kept.
     pub fn of(sql: &str) -> CreateMode {
-        let head: Vec<String> = sql
+        let head: Vec<String> = without_comments(sql)
             .split(|c: char| c.is_whitespace() || c == '(')
             .filter(|w| !w.is_empty())
-            .take(6)
+            .take(8)
             .map(|w| w.to_ascii_uppercase())
             .collect();
         let words: Vec<&str> = head.iter().map(String::as_str).collect();
@@ -47,6 +48,79 @@ impl CreateMode {
             CreateMode::New
         }
     }
+}
+
+/// `sql` without `/* … */`, `-- ` and `#` comments, keeping the text inside executable
+/// `/*! … */` and `/*!NNNNN … */` comments; quoted text is kept as it is.
+fn without_comments(sql: &str) -> String {
+    let chars: Vec<char> = sql.chars().collect();
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    let mut quote: Option<char> = None;
+    let mut executable = false;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if let Some(q) = quote {
+            out.push(c);
+            if c == '\\' && q != '`' {
+                if let Some(n) = next {
+                    out.push(n);
+                    i += 1;
+                }
+            } else if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match (c, next) {
+            ('\'' | '"' | '`', _) => {
+                quote = Some(c);
+                out.push(c);
+            }
+            ('/', Some('*')) if chars.get(i + 2) == Some(&'!') => {
+                // Executable comment: its text counts, without the version number.
+                i += 3;
+                while chars.get(i).is_some_and(char::is_ascii_digit) {
+                    i += 1;
+                }
+                executable = true;
+                out.push(' ');
+                continue;
+            }
+            ('/', Some('*')) => {
+                i += 2;
+                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                    i += 1;
+                }
+                i += 2;
+                out.push(' ');
+                continue;
+            }
+            ('*', Some('/')) if executable => {
+                executable = false;
+                i += 2;
+                out.push(' ');
+                continue;
+            }
+            ('-', Some('-')) if chars.get(i + 2).is_none_or(|c| c.is_whitespace()) => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            ('#', _) => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// One change to a replica's columns.
@@ -499,6 +573,25 @@ mod tests {
         assert_eq!(
             CreateMode::of("CREATE TEMPORARY TABLE IF NOT EXISTS t (id INT)"),
             CreateMode::IfNotExists
+        );
+        // Comments, and what the server runs inside executable ones.
+        assert_eq!(
+            CreateMode::of("CREATE TABLE /*!32312 IF NOT EXISTS*/ t (id INT)"),
+            CreateMode::IfNotExists
+        );
+        assert_eq!(
+            CreateMode::of("/* app boot */ CREATE TABLE IF NOT EXISTS t (id INT)"),
+            CreateMode::IfNotExists
+        );
+        assert_eq!(
+            CreateMode::of(
+                "CREATE /* if not exists */ TABLE t (c VARCHAR(9) DEFAULT 'IF NOT EXISTS')"
+            ),
+            CreateMode::New
+        );
+        assert_eq!(
+            CreateMode::of("-- replace it\nCREATE OR REPLACE TABLE t (id INT)"),
+            CreateMode::Replace
         );
     }
 

@@ -485,7 +485,26 @@ pub async fn check_adopted(
         .fetch_all(&mut *target)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
-    for name in def.mapped_columns(mapping)? {
+    let mapped = def.mapped_columns(mapping)?;
+    // A column of its own must take a value when rowsync writes none.
+    const REQUIRED: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' AND EXTRA NOT LIKE '%GENERATED%'";
+    let required: Vec<(String,)> = sqlx::query_as(REQUIRED)
+        .bind(&replica)
+        .fetch_all(&mut *target)
+        .await
+        .map_err(|e| SinkError::db(REQUIRED, e))?;
+    if let Some((extra,)) = required
+        .iter()
+        .find(|(n,)| !mapped.iter().any(|m| m.eq_ignore_ascii_case(n)))
+    {
+        return Err(SinkError::Incompatible {
+            table: replica.clone(),
+            reason: format!(
+                "its column `{extra}`, which no mapped column fills, is NOT NULL without a default"
+            ),
+        });
+    }
+    for name in mapped {
         let Some((_, line)) = def.columns.iter().find(|(n, _)| *n == name) else {
             continue;
         };
@@ -504,8 +523,16 @@ pub async fn check_adopted(
             )));
         }
         let source_charset = column_charset(line).or_else(|| def.default_charset());
+        // `utf8` is `utf8mb3`; servers print either.
+        let same = |a: &str, b: &str| {
+            let norm = |c: &str| match c.to_ascii_lowercase().as_str() {
+                "utf8" => "utf8mb3".to_string(),
+                other => other.to_string(),
+            };
+            norm(a) == norm(b)
+        };
         if let (Some(have), Some(want)) = (charset, source_charset) {
-            if !have.eq_ignore_ascii_case(&want) && !have.eq_ignore_ascii_case("utf8mb4") {
+            if !same(have, &want) && !have.eq_ignore_ascii_case("utf8mb4") {
                 return Err(incompatible(format!(
                     "its column `{name}` has charset {have} but the source's has {want}, which it cannot always hold"
                 )));
@@ -567,6 +594,10 @@ fn column_type(line: &str) -> String {
 /// which MySQL 8 no longer prints.
 fn normal_type(ty: &str) -> String {
     let ty = ty.to_ascii_lowercase();
+    // YEAR(4) is the only YEAR; newer servers print it without the width.
+    if ty == "year(4)" {
+        return "year".into();
+    }
     for int in ["tinyint", "smallint", "mediumint", "bigint", "int"] {
         if let Some(rest) = ty.strip_prefix(int).and_then(|r| r.strip_prefix('(')) {
             if let Some(close) = rest.find(')') {

@@ -44,7 +44,7 @@ pub fn connect_options(
 
 /// The `sql_mode` of target sessions: the source sessions' mode made strict, so a value a
 /// replica column cannot hold (a column narrower than the source's, changed by hand) is an
-/// error that stops the table rather than a silent truncation. The one value the source may
+/// error that stops the target (the table, in a copy) rather than a silent truncation. The one value the source may
 /// hold that strict mode refuses, an ENUM's empty error value, is written in the source
 /// sessions' mode (`RowWriter`), as are followed ALTERs (`Applier::follow_alter`).
 pub const TARGET_SQL_MODE: &str =
