@@ -218,8 +218,7 @@ async fn decimal_keys_beyond_two_to_the_53_are_all_copied() {
     ];
     let mappings = "[[mappings]]\nsource = \"product.ledger\"\ntargets = [\"order\"]\n";
     let c = Cluster::start(schema, &["order"], mappings, 6801).await;
-    let text = std::fs::read_to_string(&c.cfg).unwrap();
-    std::fs::write(&c.cfg, format!("{text}\n[copy]\nchunk_rows = 100\n")).unwrap();
+    c.append_config("\n[copy]\nchunk_rows = 100\n");
     let _rowsync = c.run().await;
     let mut src = c.source_conn().await;
     let mut rep = c.replica_conn(0).await;

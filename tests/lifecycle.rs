@@ -317,12 +317,7 @@ async fn a_copy_that_fails_stops_only_its_table() {
     );
 
     // The same for a mapping added online: its table stops, the others stream on.
-    let text = std::fs::read_to_string(&c.cfg).unwrap();
-    std::fs::write(
-        &c.cfg,
-        format!("{text}\n[[mappings]]\nsource = \"product.batch\"\ntargets = [\"order\"]\nwhere = \"made_at = 5\"\n"),
-    )
-    .unwrap();
+    c.append_config("\n[[mappings]]\nsource = \"product.batch\"\ntargets = [\"order\"]\nwhere = \"made_at = 5\"\n");
     hup(rowsync.pid());
     rowsync.wait_log("copying the table online", WAIT).await;
     exec(&mut src, &["UPDATE product SET version = 3 WHERE id < 10"]).await;

@@ -116,12 +116,7 @@ async fn a_copy_resumed_after_a_key_change_starts_that_table_over() {
         &["INSERT INTO batch SELECT seq, 1, seq, '2024-01-01 00:00:00' FROM seq_1_to_60000"],
     )
     .await;
-    let text = std::fs::read_to_string(&c.cfg).unwrap();
-    std::fs::write(
-        &c.cfg,
-        format!("{text}\n[copy]\nchunk_rows = 500\nwriters = 1\nparallel_tables = 1\n"),
-    )
-    .unwrap();
+    c.append_config("\n[copy]\nchunk_rows = 500\nwriters = 1\nparallel_tables = 1\n");
     let mut rowsync = Rowsync::start(&c.cfg);
     let mut rep = c.replica_conn(0).await;
     let deadline = Instant::now() + WAIT;
@@ -166,14 +161,11 @@ async fn a_table_stopped_while_catching_up_stays_stopped() {
         ],
     )
     .await;
-    let text = std::fs::read_to_string(&c.cfg).unwrap();
-    std::fs::write(
-        &c.cfg,
-        // One target commit per source transaction, so the stop and later floor moves are
-        // separate commits.
-        format!("{text}\n[copy]\nchunk_rows = 200\nwriters = 1\n\n[apply]\nmax_group_transactions = 1\n"),
-    )
-    .unwrap();
+    // One target commit per source transaction, so the stop and later floor moves are
+    // separate commits.
+    c.append_config(
+        "\n[copy]\nchunk_rows = 200\nwriters = 1\n\n[apply]\nmax_group_transactions = 1\n",
+    );
     let rowsync = c.run().await;
     let mut rep = c.replica_conn(0).await;
     wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
@@ -259,12 +251,7 @@ async fn kill_9_while_an_online_recopy_copies_and_catches_up() {
         ],
     )
     .await;
-    let text = std::fs::read_to_string(&c.cfg).unwrap();
-    std::fs::write(
-        &c.cfg,
-        format!("{text}\n[copy]\nchunk_rows = 100\nwriters = 1\n"),
-    )
-    .unwrap();
+    c.append_config("\n[copy]\nchunk_rows = 100\nwriters = 1\n");
     let mut rowsync = c.run().await;
     let mut rep = c.replica_conn(0).await;
     wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;

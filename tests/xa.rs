@@ -185,8 +185,7 @@ async fn an_initial_copy_waits_for_prepared_branches() {
 async fn a_branch_larger_than_memory_is_held_on_disk() {
     let c = Cluster::order_only(6931).await;
     // 50-row batches: 500 changes are held in memory, the rest of a branch in a temp file.
-    let text = std::fs::read_to_string(&c.cfg).unwrap();
-    std::fs::write(&c.cfg, format!("{text}\n[apply]\nbatch_rows = 50\n")).unwrap();
+    c.append_config("\n[apply]\nbatch_rows = 50\n");
     let mut rowsync = c.run().await;
     let mut src = c.source_conn().await;
     let mut rep = c.replica_conn(0).await;

@@ -460,6 +460,12 @@ impl Cluster {
             .collect()
     }
 
+    /// Appends `text` (TOML sections) to the config file.
+    pub fn append_config(&self, text: &str) {
+        let config = std::fs::read_to_string(&self.cfg).unwrap();
+        std::fs::write(&self.cfg, format!("{config}{text}")).unwrap();
+    }
+
     /// A session on the source's `product` database.
     pub async fn source_conn(&self) -> Conn {
         self.source.conn("product").await
