@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{self, StoppedTable, TableState};
-use super::ddl::{self, CreateMode};
+use super::ddl;
 use super::replica::{self, SourceDefinition};
 use super::writer::{changes_to_ops, Op, RowWriter};
 use super::SinkError;
@@ -37,7 +37,9 @@ use crate::source::conn::connect;
 use crate::source::position::{Checkpoint, GroupId};
 use crate::source::reader::Floors;
 use crate::source::schema::{quote_ident, TableName, TableSchema};
-use crate::source::{DdlKind, EventReceiver, RowBatch, RowChange, SourceEvent, StatementClock};
+use crate::source::{
+    CreateMode, DdlKind, EventReceiver, RowBatch, RowChange, SourceEvent, StatementClock,
+};
 
 /// How long a checkpoint of transactions without selected rows may wait before it is stored.
 const IDLE_CHECKPOINT_DELAY: Duration = Duration::from_secs(1);
@@ -470,13 +472,13 @@ impl Applier {
                 clock,
             } => {
                 // A CREATE starts a table anew, even one that stopped.
-                if self.stopped.contains(&table) && kind != DdlKind::Create {
+                if self.stopped.contains(&table) && !matches!(kind, DdlKind::Create(_)) {
                     return Ok(());
                 }
                 self.routes.remove(&table);
                 match kind {
                     DdlKind::Alter => self.follow_alter(table, statement, clock).await?,
-                    DdlKind::Create => self.create_replicas(table, statement).await?,
+                    DdlKind::Create(mode) => self.create_replicas(table, statement, mode).await?,
                     DdlKind::Drop => self.stop_table(
                         table,
                         Some(statement),
@@ -821,6 +823,7 @@ impl Applier {
         &mut self,
         table: TableName,
         statement: String,
+        mode: CreateMode,
     ) -> Result<(), SinkError> {
         // A table being re-copied is made by its copy, as it is then.
         if self.recopying.contains(&table) {
@@ -837,7 +840,7 @@ impl Applier {
             replicas.push((exists, ours));
         }
         let stopped = self.stopped.contains(&table);
-        if CreateMode::of(&statement) == CreateMode::IfNotExists {
+        if mode == CreateMode::IfNotExists {
             if stopped || replicas.iter().any(|(exists, _)| *exists) {
                 // The source may have kept the table as it was: nothing is known to change.
                 return Ok(());

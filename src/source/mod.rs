@@ -161,11 +161,22 @@ pub struct StatementClock {
     pub time_zone: Option<String>,
 }
 
+/// How a `CREATE TABLE` treats a table of that name that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateMode {
+    /// Plain `CREATE TABLE`: it fails if the table exists, so a logged one made a new table.
+    New,
+    /// `CREATE OR REPLACE TABLE`: a new table either way.
+    Replace,
+    /// `CREATE TABLE IF NOT EXISTS`: logged even when it kept an existing table as it was.
+    IfNotExists,
+}
+
 /// What a DDL statement does to a selected table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DdlKind {
     Alter,
-    Create,
+    Create(CreateMode),
     Drop,
     Rename,
 }

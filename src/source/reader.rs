@@ -665,7 +665,7 @@ impl StreamState {
             }
             _ => {}
         }
-        if let Statement::Create(_) = &statement {
+        if let Statement::Create(..) = &statement {
             self.atomic_create_select(sql);
         }
         // Any other statement: DDL, or DML in STATEMENT format.
@@ -680,9 +680,9 @@ impl StreamState {
                 self.ddl(out, t, DdlKind::Alter, sql);
             }
             // A table created anew starts over, even one that had stopped.
-            Statement::Create(t) if self.router.selects(t) && self.wants(t) => {
+            Statement::Create(t, mode) if self.router.selects(t) && self.wants(t) => {
                 self.skip.remove(t);
-                self.ddl(out, t, DdlKind::Create, sql);
+                self.ddl(out, t, DdlKind::Create(*mode), sql);
             }
             Statement::Drop(tables) => {
                 for t in tables

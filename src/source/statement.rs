@@ -5,6 +5,7 @@
 //! touches and where it stands in the stream. Statements we do not recognise are `Other`.
 
 use super::schema::TableName;
+use super::CreateMode;
 
 /// What a QUERY event does, as far as replication is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub enum Statement {
     Truncate(TableName),
     /// ALTER TABLE with its raw text.
     Alter(TableName),
-    Create(TableName),
+    Create(TableName, CreateMode),
     Drop(Vec<TableName>),
     Rename(Vec<(TableName, TableName)>),
     /// INSERT/UPDATE/DELETE/REPLACE logged as a statement.
@@ -38,7 +39,7 @@ impl Statement {
         match self {
             Statement::Truncate(t) => Statement::Truncate(low(t)),
             Statement::Alter(t) => Statement::Alter(low(t)),
-            Statement::Create(t) => Statement::Create(low(t)),
+            Statement::Create(t, mode) => Statement::Create(low(t), mode),
             Statement::Drop(ts) => Statement::Drop(ts.into_iter().map(low).collect()),
             Statement::Rename(pairs) => {
                 Statement::Rename(pairs.into_iter().map(|(a, b)| (low(a), low(b))).collect())
@@ -242,13 +243,20 @@ pub fn classify(default_db: &str, sql: &str) -> Statement {
         return Statement::Other;
     }
     if c.eat_kw("CREATE") {
-        c.eat_kws(&["OR", "REPLACE"]);
+        let replace = c.eat_kws(&["OR", "REPLACE"]);
         if c.eat_kw("TEMPORARY") {
             return Statement::Other;
         }
         if c.eat_kw("TABLE") {
-            c.eat_kws(&["IF", "NOT", "EXISTS"]);
-            return c.table().map(Statement::Create).unwrap_or(Statement::Other);
+            let mode = match (replace, c.eat_kws(&["IF", "NOT", "EXISTS"])) {
+                (true, _) => CreateMode::Replace,
+                (false, true) => CreateMode::IfNotExists,
+                (false, false) => CreateMode::New,
+            };
+            return c
+                .table()
+                .map(|t| Statement::Create(t, mode))
+                .unwrap_or(Statement::Other);
         }
         return Statement::Other;
     }
@@ -355,8 +363,40 @@ mod tests {
         );
         assert_eq!(
             classify("db", "CREATE TABLE IF NOT EXISTS n (id int primary key)"),
-            Statement::Create(t("db", "n"))
+            Statement::Create(t("db", "n"), CreateMode::IfNotExists)
         );
+        // How a CREATE treats an existing table, read through comments as the server reads
+        // them (the text of executable `/*!NNNNN … */` comments counts).
+        for (sql, mode) in [
+            ("CREATE TABLE n (id INT)", CreateMode::New),
+            ("create  or replace table n(id int)", CreateMode::Replace),
+            (
+                "CREATE TABLE IF NOT EXISTS `n` LIKE u",
+                CreateMode::IfNotExists,
+            ),
+            (
+                "CREATE TABLE /*!32312 IF NOT EXISTS*/ n (id INT)",
+                CreateMode::IfNotExists,
+            ),
+            (
+                "/* app boot */ CREATE TABLE IF NOT EXISTS n (id INT)",
+                CreateMode::IfNotExists,
+            ),
+            (
+                "CREATE /* if not exists */ TABLE n (c VARCHAR(9) DEFAULT 'IF NOT EXISTS')",
+                CreateMode::New,
+            ),
+            (
+                "-- replace it\nCREATE OR REPLACE TABLE n (id INT)",
+                CreateMode::Replace,
+            ),
+        ] {
+            assert_eq!(
+                classify("db", sql),
+                Statement::Create(t("db", "n"), mode),
+                "{sql}"
+            );
+        }
         assert_eq!(
             classify("db", "CREATE TEMPORARY TABLE n (id int)"),
             Statement::Other
