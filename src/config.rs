@@ -11,9 +11,68 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pipeline::filter::Filter;
-use crate::pipeline::mapping::TablePattern;
-use crate::source::position::StartAt;
+use crate::model::filter::Filter;
+use crate::model::name::TablePattern;
+use crate::model::position::StartAt;
+
+/// The file as written: the same shape as `Config`, with the values that have a parsed form
+/// still text. `Config::from_toml` validates it and parses each of them once.
+mod file {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        #[serde(default = "super::default_pipeline")]
+        pub pipeline: String,
+        pub source: Source,
+        pub targets: Vec<super::TargetConfig>,
+        #[serde(default)]
+        pub mappings: Vec<Mapping>,
+        #[serde(default)]
+        pub apply: super::ApplyConfig,
+        #[serde(default)]
+        pub copy: super::CopyConfig,
+        #[serde(default)]
+        pub state: super::StateConfig,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Source {
+        pub url: String,
+        pub server_id: u32,
+        #[serde(default = "default_start")]
+        pub start: String,
+        #[serde(default = "default_heartbeat")]
+        pub heartbeat_secs: f64,
+        #[serde(default)]
+        pub read_timeout_secs: Option<f64>,
+        #[serde(default)]
+        pub tls: Option<super::TlsConfig>,
+    }
+
+    fn default_start() -> String {
+        "snapshot".into()
+    }
+
+    fn default_heartbeat() -> f64 {
+        5.0
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Mapping {
+        pub source: String,
+        pub targets: Vec<String>,
+        #[serde(default)]
+        pub table: Option<String>,
+        #[serde(default)]
+        pub columns: Option<Vec<String>>,
+        #[serde(default, rename = "where")]
+        pub filter: Option<String>,
+    }
+}
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -33,57 +92,38 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A validated configuration: every value with a meaning beyond text is parsed.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Name under which targets store their checkpoint; several pipelines may share a target.
-    #[serde(default = "default_pipeline")]
     pub pipeline: String,
     pub source: SourceConfig,
     pub targets: Vec<TargetConfig>,
-    #[serde(default)]
     pub mappings: Vec<MappingConfig>,
-    #[serde(default)]
     pub apply: ApplyConfig,
-    #[serde(default)]
     pub copy: CopyConfig,
-    #[serde(default)]
     pub state: StateConfig,
     /// Where the file was read from, for messages.
-    #[serde(skip)]
     pub path: PathBuf,
 }
 
-fn default_pipeline() -> String {
+pub(crate) fn default_pipeline() -> String {
     "rowsync".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     pub url: String,
     /// Base replica server id; binlog connection `i` uses `server_id + i`.
     pub server_id: u32,
     /// Start point for a target without a checkpoint.
-    #[serde(default = "default_start")]
-    pub start: String,
+    pub start: StartAt,
     /// Seconds between source heartbeats when the binlog is idle.
-    #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: f64,
     /// Seconds without any event (heartbeats included) before the connection is considered
     /// dead and reopened; must exceed `heartbeat_secs`.
-    #[serde(default)]
     pub read_timeout_secs: Option<f64>,
-    #[serde(default)]
     pub tls: Option<TlsConfig>,
-}
-
-fn default_start() -> String {
-    "snapshot".into()
-}
-
-fn default_heartbeat() -> f64 {
-    5.0
 }
 
 impl SourceConfig {
@@ -97,14 +137,9 @@ impl SourceConfig {
                 .unwrap_or(self.heartbeat_secs * 3.0 + 1.0),
         )
     }
-
-    pub fn start_at(&self) -> StartAt {
-        // Validated at load time.
-        self.start.parse().unwrap_or(StartAt::Snapshot)
-    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub name: String,
@@ -141,25 +176,21 @@ pub enum TlsVerify {
     None,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappingConfig {
     /// `db.table`, either part may use `*`.
-    pub source: String,
+    pub source: TablePattern,
     pub targets: Vec<String>,
     /// Replica table name; defaults to the source table's name.
-    #[serde(default)]
     pub table: Option<String>,
     /// Columns to copy; all when absent. Must include the primary key.
-    #[serde(default)]
     pub columns: Option<Vec<String>>,
-    /// Row filter over the source columns (see `pipeline::filter`); all rows when absent.
-    #[serde(default, rename = "where")]
-    pub filter: Option<String>,
+    /// Row filter over the source columns (see `model::filter`); all rows when absent.
+    pub filter: Option<Filter>,
 }
 
 /// How targets group and batch their writes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyConfig {
     /// Most source transactions grouped into one target transaction.
@@ -201,7 +232,7 @@ impl Default for ApplyConfig {
 }
 
 /// How the initial copy reads and writes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CopyConfig {
     /// Rows read from the source per chunk; each chunk commits with its progress.
@@ -247,7 +278,7 @@ impl Default for CopyConfig {
 }
 
 /// Local state of the daemon (what `status` shows besides the targets' checkpoints).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// SQLite file; defaults to `<config file stem>.state.db` beside the config file.
@@ -275,7 +306,7 @@ impl Config {
             message,
         };
         // Deserialize the file alone first: its errors carry line and column.
-        toml::from_str::<Config>(text).map_err(|e| parse_err(e.to_string()))?;
+        toml::from_str::<file::Config>(text).map_err(|e| parse_err(e.to_string()))?;
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
         for (name, value) in env {
             // ROWSYNC_LOG is the log filter, not a config key.
@@ -287,12 +318,67 @@ impl Config {
                 })?;
             }
         }
-        let mut config: Config = toml::Value::Table(doc)
+        let raw: file::Config = toml::Value::Table(doc)
             .try_into()
             .map_err(|e: toml::de::Error| parse_err(format!("after environment overrides: {e}")))?;
-        config.path = path.to_owned();
+        let config = Config::parse(raw, path)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Parses the values of `raw` that have a meaning beyond text, naming the key of any that
+    /// does not parse.
+    fn parse(raw: file::Config, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            file: path.to_owned(),
+            key,
+            reason,
+        };
+        let start = raw
+            .source
+            .start
+            .parse::<StartAt>()
+            .map_err(|e| invalid("source.start".into(), e.to_string()))?;
+        let mappings = raw
+            .mappings
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let source = m
+                    .source
+                    .parse::<TablePattern>()
+                    .map_err(|e| invalid(format!("mappings[{i}].source"), e))?;
+                let filter = m
+                    .filter
+                    .map(|text| text.parse::<Filter>())
+                    .transpose()
+                    .map_err(|e| invalid(format!("mappings[{i}].where"), e.to_string()))?;
+                Ok(MappingConfig {
+                    source,
+                    targets: m.targets,
+                    table: m.table,
+                    columns: m.columns,
+                    filter,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Config {
+            pipeline: raw.pipeline,
+            source: SourceConfig {
+                url: raw.source.url,
+                server_id: raw.source.server_id,
+                start,
+                heartbeat_secs: raw.source.heartbeat_secs,
+                read_timeout_secs: raw.source.read_timeout_secs,
+                tls: raw.source.tls,
+            },
+            targets: raw.targets,
+            mappings,
+            apply: raw.apply,
+            copy: raw.copy,
+            state: raw.state,
+            path: path.to_owned(),
+        })
     }
 
     fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -306,9 +392,6 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.source.server_id == 0 {
             return Err(self.invalid("source.server_id", "must be a non-zero replica id"));
-        }
-        if let Err(e) = self.source.start.parse::<StartAt>() {
-            return Err(self.invalid("source.start", e.to_string()));
         }
         if self.copy.chunk_rows == 0 {
             return Err(self.invalid("copy.chunk_rows", "must be at least 1"));
@@ -365,9 +448,6 @@ impl Config {
         }
         for (i, m) in self.mappings.iter().enumerate() {
             let key = |k: &str| format!("mappings[{i}].{k}");
-            if let Err(e) = m.source.parse::<TablePattern>() {
-                return Err(self.invalid(key("source"), e));
-            }
             if m.targets.is_empty() {
                 return Err(self.invalid(key("targets"), "name at least one target"));
             }
@@ -383,16 +463,11 @@ impl Config {
                 if table.is_empty() {
                     return Err(self.invalid(key("table"), "must not be empty"));
                 }
-                if m.source.contains('*') {
+                if !m.source.is_exact() {
                     return Err(self.invalid(
                         key("table"),
                         "a `*` pattern maps many tables and cannot rename them to one",
                     ));
-                }
-            }
-            if let Some(text) = &m.filter {
-                if let Err(e) = text.parse::<Filter>() {
-                    return Err(self.invalid(key("where"), e.to_string()));
                 }
             }
             if let Some(cols) = &m.columns {
@@ -417,14 +492,8 @@ impl Config {
     /// Two mappings that resolve to one (target, replica table) would wipe each other's rows
     /// (each copy starts by emptying its replica, and TRUNCATE of either empties both). What
     /// the file alone shows is refused here; tables a `*` pattern picks up at run time are
-    /// checked when they appear (`pipeline::replicas`).
+    /// checked when they appear (`routing::replicas`).
     fn check_one_writer_per_replica(&self) -> Result<(), ConfigError> {
-        let patterns: Vec<TablePattern> = self
-            .mappings
-            .iter()
-            .map(|m| m.source.parse::<TablePattern>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.invalid("mappings", e))?;
         for (j, b) in self.mappings.iter().enumerate() {
             for (i, a) in self.mappings.iter().enumerate().take(j) {
                 let shared = a
@@ -432,7 +501,7 @@ impl Config {
                     .iter()
                     .find(|t| b.targets.iter().any(|u| u.eq_ignore_ascii_case(t)));
                 let Some(target) = shared else { continue };
-                let (pa, pb) = (&patterns[i], &patterns[j]);
+                let (pa, pb) = (&a.source, &b.source);
                 let replica = match (pa.exact(), pb.exact()) {
                     (Some(ta), Some(tb)) => {
                         let ra = a.table.clone().unwrap_or(ta.table);
@@ -587,7 +656,7 @@ targets = ["order", "purchase"]
     fn contract_example_loads() {
         let c = load(BASE, vec![]).unwrap();
         assert_eq!(c.targets.len(), 2);
-        assert_eq!(c.source.start_at(), StartAt::Snapshot);
+        assert_eq!(c.source.start, StartAt::Snapshot);
         assert_eq!(c.pipeline, "rowsync");
     }
 

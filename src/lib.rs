@@ -2,45 +2,36 @@
 //! by tailing the source's binlog as a replica does and applying every change exactly once.
 //!
 //! # Layout
-//! Data flows one way: source → pipeline → sinks; the admin side only observes and commands.
-//! - `config`: the TOML configuration, environment overrides and validation.
-//! - `local`: throwaway local MariaDB servers (the demo and the tests run on them).
-//! - `demo`: `rowsync demo`, the whole product on local servers.
-//! - `source`: binlog reader, source positions and GTIDs, table schemas, value decoding.
-//! - `pipeline`: mappings (routing, renames, column subsets), row filters, what each replica
-//!   table holds and when it must be copied (`replicas`), per-target runners, live status.
-//! - `sink`: target writers, replica tables, checkpoints committed with the rows.
-//! - `bench`: `rowsync bench`, catch-up speed beside MariaDB's own replication.
-//! - `check`: `rowsync check`, the pre-flight report on source and targets.
-//! - `report`: `rowsync status`, each target's checkpoint and lag.
-//! - `resync`: `rowsync resync`, the re-copy of one table into one target.
-//! - `progress`: copy progress bars when `run` is in a terminal.
-//! - `state`: the local SQLite store of what `run` saw, read by `status`.
+//! Layers, each importing only the ones before it (`grep -rn "use crate::" src/` shows it):
+//! 1. `model`: the leaf. Names and quoting, values, schemas and definitions, positions, GTID
+//!    sets, checkpoints and floors, the events, row filters, table states, error classes. It
+//!    imports nothing of the crate.
+//! 2. `config`: the TOML configuration, parsed once into model types (patterns, filters, the
+//!    start position) and validated.
+//! 3. `routing`: which source tables go to which replica table of which target, with which
+//!    columns and rows (`mapping`), and what each replica must hold (`replicas`). Imports the
+//!    model and the configuration.
+//! 4. `source` (binlog reader, source catalog, snapshots for copies) and `sink` (target
+//!    writes, replica tables, checkpoints). Neither knows the other: the sink never opens a
+//!    source connection; what it needs from the source (a table's definition) it is given by
+//!    its caller, and it reports progress through `sink::Observer`.
+//! 5. `engine`: the only module that joins source and sink. It owns the lifecycles: per target
+//!    the run loop (prepare, resolve the start, stream), the initial copy and re-copies, and
+//!    the live status. `Engine::start(config)` returns a `Handle` with every target's status
+//!    and a command sender (pause, resume, re-copy, reload as a diff).
+//! 6. `state` (the local SQLite store of what the daemon saw) and `commands` (`run`, `check`,
+//!    `status`, `resync`, `demo`, `bench`): they drive the engine or read the stores. `main.rs`
+//!    is the command line only. `local` starts throwaway MariaDB servers for the demo, the
+//!    bench and the tests.
 //!
-//! The admin API and UI (a later issue) will observe `pipeline::status` and send commands.
+//! The admin API and UI (a later issue) will sit beside `commands`, on the engine's handle.
 
-pub mod bench;
-pub mod check;
+pub mod commands;
 pub mod config;
-pub mod demo;
+pub mod engine;
 pub mod local;
-pub mod pipeline;
-pub mod progress;
-pub mod report;
-pub mod resync;
+pub mod model;
+pub mod routing;
 pub mod sink;
 pub mod source;
 pub mod state;
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}

@@ -2,16 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use rowsync::commands;
 use rowsync::config::Config;
-use rowsync::pipeline::runner;
-use rowsync::pipeline::status::TargetStatus;
 use rowsync::state::StateStore;
 
 // Rows are decoded on the reader's thread and freed on the writer's: glibc malloc serializes
@@ -59,7 +57,7 @@ enum Command {
         table: String,
     },
     /// Measure rowsync beside MariaDB replication, mariadb-binlog and mariadb-dump on local servers.
-    Bench(rowsync::bench::BenchOptions),
+    Bench(commands::bench::BenchOptions),
     /// Start local MariaDB servers with a product workload and replicate it, until Ctrl-C.
     Demo {
         /// Stop by itself after this many seconds.
@@ -105,7 +103,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config: path } => {
             let config = Config::load(&path)?;
-            run(path, config).await
+            commands::run::run(path, config).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
             let config = match Config::load(&config) {
@@ -116,7 +115,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             println!("ok   configuration {} is valid", config.path.display());
-            let report = rowsync::check::run(&config).await;
+            let report = commands::check::run(&config).await;
             for f in &report.findings {
                 println!("{f}");
             }
@@ -135,10 +134,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let cancel = CancellationToken::new();
             let stop = cancel.clone();
             tokio::spawn(async move {
-                rowsync::shutdown_signal().await;
+                commands::shutdown_signal().await;
                 stop.cancel();
             });
-            match rowsync::resync::run(&config, &target, &table, &cancel).await? {
+            match commands::resync::run(&config, &target, &table, &cancel).await? {
                 Some(done) => {
                     println!(
                         "re-copied {table} into target `{target}`: {} rows; the stream catches it up from {}",
@@ -153,125 +152,33 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bench(options) => {
-            let report = rowsync::bench::run(options).await?;
+            let report = commands::bench::run(options).await?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { seconds } => {
-            rowsync::demo::run(seconds.map(Duration::from_secs)).await?;
+            commands::demo::run(seconds.map(Duration::from_secs)).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {
             let config = Config::load(&config)?;
-            let (head, targets) = rowsync::report::collect(&config)
+            let (head, targets) = commands::status::collect(&config)
                 .await
                 .context("reading the source")?;
-            print!("{}", rowsync::report::render(&head, &targets));
+            print!("{}", commands::status::render(&head, &targets));
             let path = config.state_path();
             if path.exists() {
                 let stored = StateStore::open(&path)
                     .await?
                     .load(&config.pipeline)
                     .await?;
-                print!("{}", rowsync::report::render_daemon(&stored));
+                print!("{}", commands::status::render_daemon(&stored));
             }
             Ok(if targets.iter().all(|t| t.error.is_none()) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
-        }
-    }
-}
-
-async fn run(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
-    let cancel = CancellationToken::new();
-    let signals = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            rowsync::shutdown_signal().await;
-            tracing::info!("shutting down: finishing or rolling back open target transactions");
-            cancel.cancel();
-        })
-    };
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut config = Arc::new(config);
-    loop {
-        // One generation per configuration; SIGHUP ends it at transaction boundaries.
-        let generation = cancel.child_token();
-        let statuses = TargetStatus::for_targets(&config);
-        let reporter = tokio::spawn(report(config.clone(), statuses.clone(), generation.clone()));
-        let bars = tokio::spawn(rowsync::progress::show(
-            statuses.clone(),
-            generation.clone(),
-        ));
-        let pipelines = runner::run_all(config.clone(), statuses, generation.clone());
-        tokio::pin!(pipelines);
-        let reloaded = loop {
-            tokio::select! {
-                _ = &mut pipelines => break None,
-                _ = hangup.recv() => match Config::load(&path) {
-                    Ok(new) => break Some(new),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one"),
-                },
-            }
-        };
-        if reloaded.is_some() {
-            tracing::info!("SIGHUP: reloading {}", path.display());
-            generation.cancel();
-            pipelines.await;
-        }
-        generation.cancel();
-        let _ = reporter.await?;
-        let _ = bars.await;
-        match reloaded {
-            Some(new) => config = Arc::new(new),
-            None => break,
-        }
-    }
-    signals.abort();
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Records each target's state every second and logs progress every ten, until `stop`.
-async fn report(
-    config: Arc<Config>,
-    statuses: Vec<Arc<TargetStatus>>,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let store = StateStore::open(&config.state_path()).await?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut n: u64 = 0;
-    loop {
-        let last = tokio::select! {
-            _ = stop.cancelled() => true,
-            _ = tick.tick() => false,
-        };
-        n += 1;
-        for s in &statuses {
-            let snap = s.snapshot();
-            if let Err(e) = store.save(&config.pipeline, &snap).await {
-                tracing::warn!(error = %e, "cannot record target state");
-            }
-            if last || !n.is_multiple_of(10) {
-                continue;
-            }
-            let copied: u64 = snap.copy.iter().map(|p| p.rows_copied).sum();
-            let estimated: u64 = snap.copy.iter().map(|p| p.rows_estimated).sum();
-            tracing::info!(
-                target = %snap.target,
-                state = ?snap.state,
-                copied,
-                estimated,
-                position = %snap.checkpoint.as_ref().map(|c| c.position.to_string()).unwrap_or_default(),
-                lag_secs = ?snap.lag_secs(),
-                rows = snap.rows_applied,
-                transactions = snap.transactions_applied,
-                "progress"
-            );
-        }
-        if last {
-            return Ok(());
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
-use crate::pipeline::status::{Snapshot, State};
+use crate::engine::status::Snapshot;
 
 /// A target's row in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub struct StoredState {
     pub target: String,
     pub state: String,
     pub error: Option<String>,
+    /// `transient` or `definite`, with the error.
+    pub error_class: Option<String>,
     pub updated_at: i64,
 }
 
@@ -67,26 +69,22 @@ impl StateStore {
 
     /// Records `snapshot` for `pipeline`.
     pub async fn save(&self, pipeline: &str, snapshot: &Snapshot) -> Result<(), StateError> {
-        let (state, error) = match &snapshot.state {
-            State::Starting => ("starting", None),
-            State::Copying => ("copying", None),
-            State::Streaming => ("streaming", None),
-            State::Retrying { error } => ("retrying", Some(error.clone())),
-            State::Stopped { error } => ("stopped", Some(error.clone())),
-            State::ShutDown => ("shut down", None),
-        };
+        let failure = snapshot.state.failure();
+        let error = failure.map(|f| f.message.clone());
+        let class = failure.map(|f| f.class.as_str());
         sqlx::query(
-            "INSERT INTO target_state (pipeline, target, state, error, binlog_position, gtid, lag_secs, rows_applied, transactions_applied, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (pipeline, target) DO UPDATE SET state = excluded.state, error = excluded.error,
+            "INSERT INTO target_state (pipeline, target, state, error, error_class, binlog_position, gtid, lag_secs, rows_applied, transactions_applied, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (pipeline, target) DO UPDATE SET state = excluded.state, error = excluded.error, error_class = excluded.error_class,
                binlog_position = excluded.binlog_position, gtid = excluded.gtid, lag_secs = excluded.lag_secs,
                rows_applied = excluded.rows_applied, transactions_applied = excluded.transactions_applied,
                updated_at = excluded.updated_at",
         )
         .bind(pipeline)
         .bind(&snapshot.target)
-        .bind(state)
+        .bind(snapshot.state.name())
         .bind(error)
+        .bind(class)
         .bind(snapshot.checkpoint.as_ref().map(|c| c.position.to_string()))
         .bind(snapshot.checkpoint.as_ref().and_then(|c| c.gtid.as_ref()).map(|g| g.to_string()))
         .bind(snapshot.lag_secs().map(|l| l as i64))
@@ -104,8 +102,8 @@ impl StateStore {
 
     /// Every target's stored state for `pipeline`.
     pub async fn load(&self, pipeline: &str) -> Result<Vec<StoredState>, StateError> {
-        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT target, state, error, updated_at FROM target_state WHERE pipeline = ? ORDER BY target",
+        let rows: Vec<(String, String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+            "SELECT target, state, error, error_class, updated_at FROM target_state WHERE pipeline = ? ORDER BY target",
         )
         .bind(pipeline)
         .fetch_all(&self.pool)
@@ -116,12 +114,15 @@ impl StateStore {
         })?;
         Ok(rows
             .into_iter()
-            .map(|(target, state, error, updated_at)| StoredState {
-                target,
-                state,
-                error,
-                updated_at,
-            })
+            .map(
+                |(target, state, error, error_class, updated_at)| StoredState {
+                    target,
+                    state,
+                    error,
+                    error_class,
+                    updated_at,
+                },
+            )
             .collect())
     }
 }
@@ -129,17 +130,24 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::status::TargetStatus;
+    use crate::engine::status::{Failure, State, TargetStatus};
+    use crate::model::ErrorClass;
 
     #[tokio::test]
     async fn saves_and_loads_target_state() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(&dir.path().join("s.db")).await.unwrap();
         let status = TargetStatus::new("order");
-        status.set_state(State::Stopped {
-            error: "constraint failed".into(),
-        });
+        status.set_state(State::Stopped(Failure {
+            class: ErrorClass::Definite,
+            message: "constraint failed".into(),
+            statement: None,
+        }));
         store.save("p", &status.snapshot()).await.unwrap();
+        let stopped = store.load("p").await.unwrap();
+        assert_eq!(stopped[0].state, "stopped");
+        assert_eq!(stopped[0].error.as_deref(), Some("constraint failed"));
+        assert_eq!(stopped[0].error_class.as_deref(), Some("definite"));
         status.set_state(State::Streaming);
         store.save("p", &status.snapshot()).await.unwrap();
         let other = TargetStatus::new("purchase");

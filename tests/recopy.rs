@@ -307,9 +307,10 @@ async fn kill_9_while_an_online_recopy_copies_and_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floor_updates_never_overwrite_a_stop_or_a_recopy() {
     use rowsync::config::TargetConfig;
-    use rowsync::sink::checkpoint::{self, StoppedTable, TableState};
-    use rowsync::source::position::{Checkpoint, Flavor, GtidSet, SourceIdentity};
-    use rowsync::source::schema::TableName;
+    use rowsync::model::name::TableName;
+    use rowsync::model::position::{Checkpoint, Flavor, GtidSet, SourceIdentity};
+    use rowsync::model::table::{StoppedTable, TableState};
+    use rowsync::sink::checkpoint;
 
     let target = Server::start(Role::Target);
     exec(&mut target.conn("").await, &["CREATE DATABASE t_db"]).await;

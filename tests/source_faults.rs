@@ -224,8 +224,8 @@ async fn reset_master_is_refused_not_silently_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_gtid_state_is_an_error_not_an_empty_one() {
+    use rowsync::model::position::Position;
     use rowsync::source::info::gtid_at;
-    use rowsync::source::position::Position;
     let source = Server::start(Role::Source);
     let mut conn = source.conn("").await;
     exec(

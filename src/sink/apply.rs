@@ -24,22 +24,24 @@ use sqlx::{AssertSqlSafe, Executor};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{self, StoppedTable, TableState};
+use super::checkpoint;
 use super::ddl;
-use super::replica::{self, SourceDefinition};
+use super::replica;
 use super::writer::{changes_to_ops, Op, RowWriter};
-use super::SinkError;
+use super::{Observer, SinkError, SourceCatalog};
 use crate::config::ApplyConfig;
-use crate::pipeline::mapping::{Mapping, MappingError, Projection, Router};
-use crate::pipeline::replicas;
-use crate::pipeline::status::TargetStatus;
-use crate::source::conn::connect;
-use crate::source::position::{Checkpoint, GroupId};
-use crate::source::reader::Floors;
-use crate::source::schema::{quote_ident, TableName, TableSchema};
-use crate::source::{
+use crate::model::definition::SourceDefinition;
+use crate::model::event::{
     CreateMode, DdlKind, EventReceiver, RowBatch, RowChange, SourceEvent, StatementClock,
 };
+use crate::model::name::{quote_ident, TableName};
+use crate::model::position::{Checkpoint, Floors, GroupId};
+use crate::model::schema::TableSchema;
+use crate::model::sql::SESSION_SQL_MODE;
+use crate::model::table::{StoppedTable, TableState};
+use crate::model::value::Value;
+use crate::routing::mapping::{Mapping, MappingError, Projection, Router};
+use crate::routing::replicas;
 
 /// How long a checkpoint of transactions without selected rows may wait before it is stored.
 const IDLE_CHECKPOINT_DELAY: Duration = Duration::from_secs(1);
@@ -185,7 +187,7 @@ impl SpillReader {
 
 /// About the bytes a change holds.
 fn change_bytes(change: &RowChange) -> usize {
-    let row = |r: &[crate::source::value::Value]| r.iter().map(|v| v.size_hint()).sum::<usize>();
+    let row = |r: &[Value]| r.iter().map(|v| v.size_hint()).sum::<usize>();
     match change {
         RowChange::Insert(r) | RowChange::Delete(r) => row(r),
         RowChange::Update { before, after } => row(before) + row(after),
@@ -209,11 +211,11 @@ struct TableRoutes {
 pub struct Applier {
     conn: MySqlConnection,
     /// For reading source definitions when a selected table is created mid-stream.
-    source: mysql_async::Opts,
+    catalog: Arc<dyn SourceCatalog>,
     pipeline: String,
     router: Arc<Router>,
     limits: ApplyConfig,
-    status: Arc<TargetStatus>,
+    observer: Arc<dyn Observer>,
     writer: RowWriter,
     routes: HashMap<TableName, TableRoutes>,
     stopped: HashSet<TableName>,
@@ -256,22 +258,22 @@ impl Applier {
     #[allow(clippy::too_many_arguments)]
     pub async fn new(
         mut conn: MySqlConnection,
-        source: mysql_async::Opts,
+        catalog: Arc<dyn SourceCatalog>,
         pipeline: String,
         router: Arc<Router>,
         limits: ApplyConfig,
-        status: Arc<TargetStatus>,
+        observer: Arc<dyn Observer>,
         stopped: HashSet<TableName>,
         floors: Floors,
     ) -> Result<Applier, SinkError> {
         let writer = RowWriter::new(&mut conn, limits.batch_rows).await?;
         Ok(Applier {
             conn,
-            source,
+            catalog,
             pipeline,
             router,
             limits,
-            status,
+            observer,
             writer,
             routes: HashMap::new(),
             stopped,
@@ -521,7 +523,7 @@ impl Applier {
             SourceEvent::XaEnd { xid, commit, group } => {
                 self.end_branch(xid, commit, group).await?
             }
-            SourceEvent::CaughtUp => self.status.caught_up(),
+            SourceEvent::CaughtUp => self.observer.caught_up(),
         }
         Ok(())
     }
@@ -748,7 +750,7 @@ impl Applier {
         let set = sqlx::query(CLOCK)
             .bind(clock.timestamp)
             .bind(&zone)
-            .bind(crate::source::conn::SESSION_SQL_MODE)
+            .bind(SESSION_SQL_MODE)
             .execute(&mut self.conn)
             .await;
         if let Err(e) = set {
@@ -860,7 +862,7 @@ impl Applier {
         }
         let def = match SourceDefinition::from_create_statement(table.clone(), &statement) {
             Ok(def) => def,
-            Err(why) => match self.source_definition_now(&table).await {
+            Err(why) => match self.catalog.definition(&table).await {
                 Ok(def) => def,
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
@@ -928,22 +930,10 @@ impl Applier {
         if stopped {
             checkpoint::clear_table_state(&mut self.conn, &self.pipeline, &table).await?;
             self.stopped.remove(&table);
-            self.status.table_resumed(&table);
+            self.observer.table_resumed(&table);
             tracing::info!(table = %table, "table created anew on the source; it streams again");
         }
         Ok(())
-    }
-
-    /// The source's definition of `table` as it is now.
-    async fn source_definition_now(
-        &mut self,
-        table: &TableName,
-    ) -> Result<SourceDefinition, SinkError> {
-        let mut src = connect(&self.source).await.map_err(|e| SinkError::Source {
-            table: table.clone(),
-            source: Box::new(e),
-        })?;
-        replica::source_definition(&mut src, table).await
     }
 
     /// Buffers a batch's changes, writing them into the open transaction when enough are.
@@ -969,7 +959,7 @@ impl Applier {
             }
             Err(e) => return Err(e),
         };
-        self.status.add_rows(batch.changes.len() as u64);
+        self.observer.rows_applied(batch.changes.len() as u64);
         match changes_to_ops(&batch.changes, &projections) {
             Ok(ops) => ops.into_iter().for_each(|op| self.push(op)),
             Err(e) => self.stop_table(batch.table.name.clone(), None, e.to_string()),
@@ -1035,7 +1025,7 @@ impl Applier {
                 checkpoint.gtid.as_ref(),
             )
             .await?;
-            self.status.table_stopped(stop);
+            self.observer.table_stopped(stop);
         }
         for change in std::mem::take(&mut self.pending_xa) {
             match change {
@@ -1054,7 +1044,7 @@ impl Applier {
         self.exec_plain("COMMIT").await?;
         self.in_txn = false;
         if self.pending.is_some() {
-            self.status.committed(&checkpoint, self.group_txns as u64);
+            self.observer.committed(&checkpoint, self.group_txns as u64);
         }
         self.group_txns = 0;
         self.pending = None;

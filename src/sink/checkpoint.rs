@@ -5,26 +5,20 @@
 //! table and mapping shape each replica table holds) and `rowsync_deferred_keys` (secondary
 //! keys of replicas created for an initial copy, added once the copy is done).
 //!
-//! # Table states
-//! A source table's row in `rowsync_table_state` is one `TableState`; no row means the table
-//! streams normally. Each transition is one statement, written in the target transaction
-//! whose rows or copy step it describes:
-//! - (none) → `needs_recopy`: the stream cannot apply the table any more (a DDL it cannot
-//!   follow, XA, a dropped table); any state → `needs_recopy` too, a stop always wins.
-//! - (none) | `needs_recopy` | `catching_up` → `recopy_requested`: `rowsync resync`, or a
-//!   mapping that is new or changed shape.
-//! - `recopy_requested` → `copying` (the writer stops applying the table) → `catching_up`
-//!   (copied; the stream applies it from its snapshot) → (none) once caught up.
-//!
-//! A floor update only moves a table that is still `catching_up` (`set_floor`), so it can
-//! never overwrite a stop or a re-copy recorded meanwhile.
+//! A table's row in `rowsync_table_state` is one `model::TableState` (see its transitions);
+//! no row means the table streams normally. `set_floor` only moves a table still catching up.
 
 use sqlx::mysql::MySqlConnection;
 use sqlx::{Executor, Row};
 
 use super::SinkError;
-use crate::source::position::{Checkpoint, Flavor, GtidSet, Position, SourceIdentity};
-use crate::source::schema::TableName;
+use crate::model::name::TableName;
+use crate::model::position::{
+    Checkpoint, Flavor, GtidSet, ParsePositionError, Position, SourceIdentity,
+};
+use crate::model::table::{
+    CopyProgress, KeyDefinition, Phase, ReplicaRecord, StoppedTable, TableFloor, TableState,
+};
 
 const CREATE_CHECKPOINT: &str = "CREATE TABLE IF NOT EXISTS `rowsync_checkpoint` (
   `pipeline` VARCHAR(128) NOT NULL,
@@ -128,68 +122,6 @@ pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<(), SinkError> 
     Ok(())
 }
 
-/// The lifecycle state of one source table on a target (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TableState {
-    /// Stopped at a stream position with a reason; only a re-copy restarts it.
-    NeedsRecopy,
-    /// A re-copy was asked for; the running daemon starts it at a transaction boundary.
-    RecopyRequested,
-    /// Being re-copied; the stream skips the table.
-    Copying,
-    /// Re-copied; the stream applies the table from its own floor until it reaches the rest.
-    CatchingUp,
-}
-
-impl TableState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TableState::NeedsRecopy => "needs_recopy",
-            TableState::RecopyRequested => "recopy_requested",
-            TableState::Copying => "copying",
-            TableState::CatchingUp => "catching_up",
-        }
-    }
-
-    fn parse(text: &str) -> Result<TableState, SinkError> {
-        Ok(match text {
-            "needs_recopy" => TableState::NeedsRecopy,
-            "recopy_requested" => TableState::RecopyRequested,
-            "copying" => TableState::Copying,
-            "catching_up" => TableState::CatchingUp,
-            other => {
-                return Err(SinkError::Checkpoint(format!(
-                    "unknown table state `{other}`"
-                )))
-            }
-        })
-    }
-}
-
-impl std::fmt::Display for TableState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a stored checkpoint means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The initial copy is under way; streaming starts from the checkpoint once it is done.
-    Copying,
-    /// Streaming; the checkpoint is the end of the last applied source transaction.
-    Streaming,
-}
-
-impl Phase {
-    fn as_str(self) -> &'static str {
-        match self {
-            Phase::Copying => "copying",
-            Phase::Streaming => "streaming",
-        }
-    }
-}
-
 /// The stored checkpoint of `pipeline`, if any.
 pub async fn load(
     conn: &mut MySqlConnection,
@@ -220,7 +152,7 @@ pub async fn load_with_phase(
         "mysql" => Flavor::Mysql,
         other => return Err(SinkError::Checkpoint(format!("unknown flavor `{other}`"))),
     };
-    let bad = |e: crate::source::position::ParsePositionError| SinkError::Checkpoint(e.to_string());
+    let bad = |e: ParsePositionError| SinkError::Checkpoint(e.to_string());
     let gtid = match gtid {
         None => None,
         Some(text) => Some(match flavor {
@@ -282,18 +214,6 @@ pub async fn store_phase(
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
     Ok(())
-}
-
-/// A table that stopped on this target, or waits for a re-copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoppedTable {
-    pub table: TableName,
-    /// `NeedsRecopy` or `RecopyRequested`.
-    pub state: TableState,
-    /// The stream position it stopped at (empty for a requested re-copy).
-    pub since: String,
-    pub statement: Option<String>,
-    pub reason: String,
 }
 
 /// Records that `table` stopped; call inside the transaction at that stream position.
@@ -366,17 +286,6 @@ pub async fn stopped_tables(
         .collect()
 }
 
-/// Copy progress of one source table on this target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyProgress {
-    pub table: TableName,
-    pub done: bool,
-    /// JSON array of the last copied row's key (see `sink::copy`).
-    pub last_key: Option<String>,
-    pub rows_copied: u64,
-    pub rows_estimated: u64,
-}
-
 /// Every table's copy progress for `pipeline`.
 pub async fn copy_progress(
     conn: &mut MySqlConnection,
@@ -422,16 +331,6 @@ pub async fn store_copy_progress(
     Ok(())
 }
 
-/// A table's floor while it catches up after a re-copy: where its own applied history ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableFloor {
-    pub table: TableName,
-    /// `Copying` (the re-copy runs; the stream skips the table) or `CatchingUp`.
-    pub state: TableState,
-    pub position: Option<Position>,
-    pub gtid: Option<String>,
-}
-
 /// Tables being re-copied or catching up after a re-copy.
 pub async fn table_floors(
     conn: &mut MySqlConnection,
@@ -446,16 +345,15 @@ pub async fn table_floors(
     rows.into_iter()
         .map(|(name, state, since, gtid)| {
             let parsed = stored_table(&name)?;
-            let position =
-                if since.is_empty() {
-                    None
-                } else {
-                    Some(since.parse().map_err(
-                        |e: crate::source::position::ParsePositionError| {
-                            SinkError::Checkpoint(e.to_string())
-                        },
-                    )?)
-                };
+            let position = if since.is_empty() {
+                None
+            } else {
+                Some(
+                    since
+                        .parse()
+                        .map_err(|e: ParsePositionError| SinkError::Checkpoint(e.to_string()))?,
+                )
+            };
             Ok(TableFloor {
                 table: parsed,
                 state: TableState::parse(&state)?,
@@ -595,7 +493,7 @@ pub async fn table_state(
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
-    row.map(|(s,)| TableState::parse(&s)).transpose()
+    Ok(row.map(|(s,)| TableState::parse(&s)).transpose()?)
 }
 
 /// Records that XA branch `xid` is prepared and unresolved, to be read again from `floor` on
@@ -665,24 +563,12 @@ pub async fn xa_floors(
         .map_err(|e| SinkError::db(SQL, e))?;
     rows.into_iter()
         .map(|(position, gtid)| {
-            let position =
-                position
-                    .parse()
-                    .map_err(|e: crate::source::position::ParsePositionError| {
-                        SinkError::Checkpoint(e.to_string())
-                    })?;
+            let position = position
+                .parse()
+                .map_err(|e: ParsePositionError| SinkError::Checkpoint(e.to_string()))?;
             Ok((position, gtid))
         })
         .collect()
-}
-
-/// What one replica table holds: the rows of `source` under a mapping of `shape`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaRecord {
-    pub replica: String,
-    pub source: TableName,
-    /// `Mapping::shape` of the mapping that filled it.
-    pub shape: String,
 }
 
 /// Every replica table `pipeline` fills on this target.
@@ -782,13 +668,6 @@ pub async fn forget_replica(
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
     Ok(())
-}
-
-/// A secondary key of a replica: its name and its definition (`KEY `k` (`a`,`b`)`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KeyDefinition {
-    pub name: String,
-    pub definition: String,
 }
 
 /// Records that `replica` is created without its secondary `keys`, to add after the copy.

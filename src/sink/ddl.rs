@@ -9,14 +9,14 @@
 //! reason, rather than risk mis-mapped columns.
 
 use sqlparser::ast::{
-    AlterTableOperation, ColumnOption, ColumnOptionDef, Expr, Statement, TableConstraint,
-    Value as SqlValue,
+    AlterTableOperation, ColumnOption, ColumnOptionDef, Statement, TableConstraint,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::pipeline::mapping::Mapping;
-use crate::source::schema::quote_ident;
+use crate::model::definition::{column_definition, replica_option};
+use crate::model::name::quote_ident;
+use crate::routing::mapping::Mapping;
 
 /// One change to a replica's columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,30 +77,6 @@ impl ColumnChange {
     }
 }
 
-/// A column option as the replica takes it over, or `None` for one it drops: keys and
-/// constraints are the source's job, and a generated column is a plain one in the replica
-/// (its values arrive in the row images; a replica that computes them refuses writes).
-pub(crate) fn replica_option(option: &ColumnOption) -> Option<String> {
-    match option {
-        ColumnOption::PrimaryKey(_)
-        | ColumnOption::Unique(_)
-        | ColumnOption::ForeignKey(_)
-        | ColumnOption::Check(_)
-        | ColumnOption::Generated { .. } => None,
-        // sqlparser unescapes backslashes when parsing and does not escape them when printing.
-        ColumnOption::Default(Expr::Value(v)) => match &v.value {
-            SqlValue::SingleQuotedString(text) => Some(format!("DEFAULT {}", quote_string(text))),
-            _ => Some(option.to_string()),
-        },
-        other => Some(other.to_string()),
-    }
-}
-
-/// `text` as a string literal for rowsync's sessions (`SESSION_SQL_MODE` keeps backslash escapes).
-fn quote_string(text: &str) -> String {
-    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
-}
-
 /// The options of a column an ALTER adds or changes; `Err` when it touches the primary key.
 fn replica_options<'a>(
     options: impl IntoIterator<Item = &'a ColumnOption>,
@@ -113,19 +89,6 @@ fn replica_options<'a>(
         out.extend(replica_option(o));
     }
     Ok(out)
-}
-
-pub(crate) fn definition(
-    name: &str,
-    data_type: &impl std::fmt::Display,
-    options: &[String],
-) -> String {
-    let mut def = format!("{} {data_type}", quote_ident(name));
-    for o in options {
-        def.push(' ');
-        def.push_str(o);
-    }
-    def
 }
 
 /// Table options and index renames change nothing a replica holds (storage, comments, a
@@ -269,7 +232,7 @@ pub fn plan_alter(
                             .map(|o: &ColumnOptionDef| &o.option),
                     )?;
                     changes.push(ColumnChange::Add {
-                        def: definition(&name, &column_def.data_type, &options),
+                        def: column_definition(&name, &column_def.data_type, &options),
                         name,
                     });
                 }
@@ -298,7 +261,7 @@ pub fn plan_alter(
                     let opts = replica_options(options)?;
                     changes.push(ColumnChange::Modify {
                         name: col_name.value.clone(),
-                        def: definition(&col_name.value, data_type, &opts),
+                        def: column_definition(&col_name.value, data_type, &opts),
                     });
                 }
             }
@@ -317,7 +280,7 @@ pub fn plan_alter(
                 if from.eq_ignore_ascii_case(to) {
                     changes.push(ColumnChange::Modify {
                         name: to.clone(),
-                        def: definition(to, data_type, &opts),
+                        def: column_definition(to, data_type, &opts),
                     });
                 } else if listed(from) || is_key(from) {
                     return Err(format!("column `{from}` is renamed to `{to}`; the mapping or key names the old name"));
@@ -325,7 +288,7 @@ pub fn plan_alter(
                     changes.push(ColumnChange::Rename {
                         from: from.clone(),
                         to: to.clone(),
-                        def: Some(definition(to, data_type, &opts)),
+                        def: Some(column_definition(to, data_type, &opts)),
                     });
                 }
             }

@@ -18,17 +18,48 @@
 
 pub mod apply;
 pub mod checkpoint;
-pub mod copy;
 pub mod ddl;
 pub mod replica;
 pub mod target;
 pub mod writer;
 
+use futures_util::future::BoxFuture;
 use sqlx::mysql::MySqlDatabaseError;
 
-use crate::pipeline::mapping::MappingError;
-use crate::source::schema::TableName;
-use crate::source::SourceError;
+use crate::model::definition::SourceDefinition;
+use crate::model::name::TableName;
+use crate::model::position::Checkpoint;
+use crate::model::table::{CopyProgress, StoppedTable, UnknownState};
+use crate::model::value::BadKey;
+use crate::model::ErrorClass;
+use crate::routing::mapping::MappingError;
+
+/// What a target's writer reports as it goes, to whoever runs it (the engine's live status).
+/// Calls are cheap and never fail: the sink does not wait on its observers.
+pub trait Observer: Send + Sync {
+    /// A group committed, ending at `checkpoint`, with `transactions` source transactions.
+    fn committed(&self, checkpoint: &Checkpoint, transactions: u64);
+    /// The writer has applied everything the source sent so far.
+    fn caught_up(&self);
+    /// `rows` row changes were written (not committed yet).
+    fn rows_applied(&self, rows: u64);
+    /// A table's copy advanced.
+    fn copy_progress(&self, progress: &CopyProgress);
+    fn table_stopped(&self, table: StoppedTable);
+    /// A stopped table streams again (it was created anew on the source).
+    fn table_resumed(&self, table: &TableName);
+}
+
+/// What the sink needs to read of the source, given by its caller: the sink never opens a
+/// source connection itself.
+pub trait SourceCatalog: Send + Sync {
+    /// The source's definition of `table` as it is now (for a `CREATE TABLE … LIKE` or
+    /// `… SELECT` of the stream, whose statement does not spell the columns out).
+    fn definition<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<SourceDefinition, SinkError>>;
+}
 
 /// Errors of the target side, each classed as retryable or definite.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +74,11 @@ pub enum SinkError {
     Incompatible { table: String, reason: String },
     #[error(transparent)]
     Mapping(#[from] MappingError),
-    #[error("reading the source definition of {table}: {source}")]
-    Source {
+    #[error("reading the source definition of {table}: {message}")]
+    Catalog {
         table: TableName,
-        #[source]
-        source: Box<SourceError>,
+        class: ErrorClass,
+        message: String,
     },
     #[error("stored checkpoint is unreadable: {0}")]
     Checkpoint(String),
@@ -60,6 +91,18 @@ pub enum SinkError {
     },
     #[error("XA COMMIT of branch {xid}, whose prepared part came before this target's start position, so its rows were never read; re-copy the target's tables")]
     UnknownXa { xid: String },
+}
+
+impl From<UnknownState> for SinkError {
+    fn from(e: UnknownState) -> Self {
+        SinkError::Checkpoint(e.to_string())
+    }
+}
+
+impl From<BadKey> for SinkError {
+    fn from(e: BadKey) -> Self {
+        SinkError::Checkpoint(e.to_string())
+    }
 }
 
 /// MySQL error numbers a retry can fix: deadlock, lock wait timeout, connection lost or
@@ -107,7 +150,7 @@ impl SinkError {
                 | sqlx::Error::Protocol(_) => true,
                 _ => false,
             },
-            SinkError::Source { source, .. } => source.is_retryable(),
+            SinkError::Catalog { class, .. } => *class == ErrorClass::Transient,
             // The branch is read again from its floor after a restart.
             SinkError::Busy(_) | SinkError::Spill { .. } => true,
             _ => false,

@@ -11,339 +11,14 @@
 //! the target's work for a table with one key). The keys wait in `rowsync_deferred_keys`, so
 //! a crash in between still ends with them added (`add_deferred_keys`).
 
-use mysql_async::prelude::*;
-use mysql_async::Conn;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Executor};
 
-use sqlparser::dialect::MySqlDialect;
-
-use super::checkpoint::{self, KeyDefinition};
-use super::ddl;
+use super::checkpoint;
 use super::SinkError;
-use crate::pipeline::mapping::{Mapping, MappingError, Projection, Router};
-use crate::source::schema::{quote_ident, TableName};
-use crate::source::SourceError;
-
-/// A source table definition as `SHOW CREATE TABLE` prints it, split into its parts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceDefinition {
-    pub table: TableName,
-    /// (column name, full definition line without trailing comma)
-    pub columns: Vec<(String, String)>,
-    pub primary_key: Vec<String>,
-    /// Non-unique secondary key lines with the columns they use.
-    keys: Vec<(String, Vec<String>)>,
-    /// `DEFAULT CHARSET=… COLLATE=…` and similar options worth keeping.
-    options: String,
-}
-
-/// Backticked names inside the first parenthesis group of a key line.
-fn key_columns(line: &str) -> Vec<String> {
-    let Some(open) = line.find('(') else {
-        return vec![];
-    };
-    let inner = &line[open + 1..];
-    let mut out = Vec::new();
-    let mut chars = inner.chars().peekable();
-    let mut depth = 0;
-    while let Some(c) = chars.next() {
-        match c {
-            '(' => depth += 1,
-            ')' if depth == 0 => break,
-            ')' => depth -= 1,
-            '`' if depth == 0 => {
-                let mut name = String::new();
-                while let Some(c) = chars.next() {
-                    if c == '`' {
-                        if chars.peek() == Some(&'`') {
-                            chars.next();
-                            name.push('`');
-                            continue;
-                        }
-                        break;
-                    }
-                    name.push(c);
-                }
-                out.push(name);
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-fn leading_ident(line: &str) -> Option<String> {
-    key_columns(&format!("({line})")).into_iter().next()
-}
-
-impl SourceDefinition {
-    pub fn parse(table: TableName, create: &str) -> Result<SourceDefinition, String> {
-        let mut columns = Vec::new();
-        let mut primary_key = Vec::new();
-        let mut keys = Vec::new();
-        let mut options = String::new();
-        for raw in create.lines().skip(1) {
-            let line = raw.trim().trim_end_matches(',');
-            if line.starts_with('`') {
-                let name = leading_ident(line).ok_or("unreadable column line")?;
-                columns.push((name, line.to_owned()));
-            } else if line.starts_with("PRIMARY KEY") {
-                primary_key = key_columns(line);
-            } else if line.starts_with("KEY ")
-                || line.starts_with("INDEX ")
-                || line.starts_with("FULLTEXT ")
-                || line.starts_with("SPATIAL ")
-            {
-                keys.push((line.to_owned(), key_columns(line)));
-            } else if let Some(rest) = line.strip_prefix(')') {
-                // Keep charset and collation; engine, AUTO_INCREMENT, partitioning are ours.
-                for opt in rest.split_whitespace() {
-                    let upper = opt.to_ascii_uppercase();
-                    if upper.starts_with("CHARSET=") || upper.starts_with("COLLATE=") {
-                        options.push_str(" DEFAULT ");
-                        options.push_str(opt);
-                    }
-                }
-                options = options.replace(" DEFAULT DEFAULT", " DEFAULT");
-                break;
-            }
-            // UNIQUE KEY, CONSTRAINT … FOREIGN KEY / CHECK: dropped on purpose.
-        }
-        if columns.is_empty() {
-            return Err("no columns found".into());
-        }
-        Ok(SourceDefinition {
-            table,
-            columns,
-            primary_key,
-            keys,
-            options,
-        })
-    }
-
-    /// The definition a `CREATE TABLE` statement of the stream gives `table`, so a replica is
-    /// made as the table was at that point of the stream, whatever happened to it since.
-    /// `Err` when the statement does not spell the definition out (`LIKE`, `SELECT`).
-    pub fn from_create_statement(table: TableName, sql: &str) -> Result<SourceDefinition, String> {
-        use sqlparser::ast::{ColumnOption, Expr, Statement, TableConstraint};
-        let statements = sqlparser::parser::Parser::parse_sql(&MySqlDialect {}, sql)
-            .map_err(|e| format!("cannot parse the CREATE TABLE ({e})"))?;
-        let [Statement::CreateTable(create)] = statements.as_slice() else {
-            return Err("not a single CREATE TABLE statement".into());
-        };
-        if create.like.is_some() || create.clone.is_some() {
-            return Err("CREATE TABLE … LIKE takes another table's definition".into());
-        }
-        if create.query.is_some() {
-            return Err("CREATE TABLE … SELECT takes its columns from a query".into());
-        }
-        let plain = |e: &Expr| match e {
-            Expr::Identifier(i) => Some(i.value.clone()),
-            // A key prefix, `col(10)`, is a call in sqlparser's eyes.
-            Expr::Function(f) => f
-                .name
-                .0
-                .last()
-                .map(|p| p.to_string().trim_matches('`').to_owned()),
-            _ => None,
-        };
-        let mut columns = Vec::new();
-        let mut primary_key = Vec::new();
-        for c in &create.columns {
-            let name = c.name.value.clone();
-            if c.options
-                .iter()
-                .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
-            {
-                primary_key.push(name.clone());
-            }
-            let options: Vec<String> = c
-                .options
-                .iter()
-                .filter_map(|o| ddl::replica_option(&o.option))
-                .collect();
-            let line = ddl::definition(&name, &c.data_type, &options);
-            columns.push((name, line));
-        }
-        let mut keys = Vec::new();
-        for k in &create.constraints {
-            match k {
-                TableConstraint::PrimaryKey(pk) => {
-                    primary_key = pk
-                        .columns
-                        .iter()
-                        .map(|c| match &c.column.expr {
-                            Expr::Identifier(i) => Ok(i.value.clone()),
-                            other => Err(format!("primary key part `{other}` is not a column")),
-                        })
-                        .collect::<Result<_, _>>()?;
-                }
-                TableConstraint::Index(ix) => {
-                    let cols: Vec<String> = ix
-                        .columns
-                        .iter()
-                        .filter_map(|c| plain(&c.column.expr))
-                        .collect();
-                    if let (Some(name), false) = (&ix.name, cols.len() < ix.columns.len()) {
-                        let parts: Vec<String> = ix
-                            .columns
-                            .iter()
-                            .map(|c| c.column.expr.to_string())
-                            .collect();
-                        keys.push((
-                            format!("KEY {} ({})", quote_ident(&name.value), parts.join(", ")),
-                            cols,
-                        ));
-                    }
-                }
-                // UNIQUE, FOREIGN KEY, CHECK, FULLTEXT: dropped on purpose, as in `parse`.
-                _ => {}
-            }
-        }
-        if columns.is_empty() {
-            return Err("the CREATE TABLE names no columns".into());
-        }
-        let mut options = String::new();
-        if let sqlparser::ast::CreateTableOptions::Plain(list) = &create.table_options {
-            for o in list {
-                let text = o.to_string();
-                let upper = text.to_ascii_uppercase();
-                let kept = [
-                    "DEFAULT CHARSET",
-                    "CHARSET",
-                    "DEFAULT CHARACTER SET",
-                    "CHARACTER SET",
-                ]
-                .iter()
-                .chain(["DEFAULT COLLATE", "COLLATE"].iter())
-                .any(|p| upper.starts_with(p));
-                if kept {
-                    options.push(' ');
-                    options.push_str(&text);
-                }
-            }
-        }
-        Ok(SourceDefinition {
-            table,
-            columns,
-            primary_key,
-            keys,
-            options,
-        })
-    }
-
-    /// The table's default charset (`DEFAULT CHARSET=x`), which columns without their own
-    /// `CHARACTER SET` have.
-    pub fn default_charset(&self) -> Option<String> {
-        let upper = self.options.to_ascii_uppercase();
-        let at = upper.find("CHARSET=")? + "CHARSET=".len();
-        self.options[at..]
-            .split_whitespace()
-            .next()
-            .map(str::to_owned)
-    }
-
-    /// The replica's columns under `mapping`, checked against the source.
-    pub fn mapped_columns(&self, mapping: &Mapping) -> Result<Vec<String>, MappingError> {
-        if self.primary_key.is_empty() {
-            return Err(MappingError::NoPrimaryKey {
-                table: self.table.clone(),
-            });
-        }
-        let names: Vec<String> = match &mapping.columns {
-            None => self.columns.iter().map(|(n, _)| n.clone()).collect(),
-            Some(list) => list
-                .iter()
-                .map(|c| {
-                    self.columns
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(c))
-                        .map(|(n, _)| n.clone())
-                        .ok_or_else(|| MappingError::UnknownColumn {
-                            table: self.table.clone(),
-                            column: c.clone(),
-                        })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        for k in &self.primary_key {
-            if !names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
-                return Err(MappingError::MissingKey {
-                    table: self.table.clone(),
-                    column: k.clone(),
-                });
-            }
-        }
-        Ok(names)
-    }
-
-    /// The secondary keys a replica with `columns` gets.
-    pub fn secondary_keys(&self, columns: &[String]) -> Vec<KeyDefinition> {
-        self.keys
-            .iter()
-            .filter(|(_, cols)| cols.iter().all(|c| columns.contains(c)))
-            .filter_map(|(line, _)| {
-                let name = leading_ident(&line[line.find('`')?..])?;
-                Some(KeyDefinition {
-                    name,
-                    definition: line.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// `CREATE TABLE` for the replica named `replica` with `columns`, and its secondary keys
-    /// unless `keys` is false.
-    pub fn replica_ddl(&self, replica: &str, columns: &[String], keys: bool) -> String {
-        let mut parts: Vec<String> = columns
-            .iter()
-            .filter_map(|c| self.columns.iter().find(|(n, _)| n == c))
-            .map(|(_, def)| strip_generated(def))
-            .collect();
-        parts.push(format!(
-            "PRIMARY KEY ({})",
-            self.primary_key
-                .iter()
-                .map(|k| quote_ident(k))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        if keys {
-            parts.extend(
-                self.secondary_keys(columns)
-                    .into_iter()
-                    .map(|k| k.definition),
-            );
-        }
-        format!(
-            "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB{}",
-            quote_ident(replica),
-            parts.join(",\n  "),
-            self.options
-        )
-    }
-}
-
-/// A generated column becomes a plain one in the replica: its values arrive in the row image.
-fn strip_generated(def: &str) -> String {
-    let upper = def.to_ascii_uppercase();
-    let at = upper
-        .find(" GENERATED ALWAYS AS ")
-        .or_else(|| upper.find(" AS ("));
-    let Some(at) = at else {
-        return def.to_owned();
-    };
-    let mut out = def[..at].to_owned();
-    // Keep NULL / NOT NULL and COMMENT after the expression.
-    for tail in [" NOT NULL", " NULL"] {
-        if upper[at..].contains(tail) {
-            out.push_str(tail);
-            break;
-        }
-    }
-    out
-}
+use crate::model::definition::SourceDefinition;
+use crate::model::name::quote_ident;
+use crate::routing::mapping::{Mapping, Projection};
 
 /// The first column of `sql` run with the replica name bound.
 async fn names(
@@ -375,39 +50,6 @@ pub async fn primary_key(
     names(target, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", replica).await
 }
 
-/// Source tables (existing now) that `router` selects.
-pub async fn selected_tables(
-    src: &mut Conn,
-    router: &Router,
-) -> Result<Vec<TableName>, SourceError> {
-    let all: Vec<(String, String)> = src
-        .query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2")
-        .await?;
-    Ok(all
-        .into_iter()
-        .map(|(d, t)| TableName::new(d, t))
-        .filter(|t| router.selects(t))
-        .collect())
-}
-
-pub async fn source_definition(
-    src: &mut Conn,
-    table: &TableName,
-) -> Result<SourceDefinition, SinkError> {
-    let row: Option<(String, String)> = src
-        .query_first(format!("SHOW CREATE TABLE {}", table.quoted()))
-        .await
-        .map_err(|e| SinkError::Source {
-            table: table.clone(),
-            source: Box::new(e.into()),
-        })?;
-    let (_, create) = row.ok_or_else(|| SinkError::Incompatible {
-        table: table.to_string(),
-        reason: "SHOW CREATE TABLE returned nothing on the source".into(),
-    })?;
-    parse_definition(table, &create)
-}
-
 /// Makes sure the replica of `def`'s table under `mapping` exists and fits; creates it if
 /// missing.
 /// With `defer_keys_of` (a pipeline about to copy the table), a new replica's secondary keys
@@ -419,7 +61,7 @@ pub async fn ensure_replica(
     defer_keys_of: Option<&str>,
 ) -> Result<(), SinkError> {
     let table = &def.table;
-    let columns = def.mapped_columns(mapping)?;
+    let columns = mapping.columns_of(&def)?;
     let replica = mapping.replica_name(table);
     let engine = transactional(target, &replica).await?;
     let incompatible = |reason: String| SinkError::Incompatible {
@@ -485,7 +127,7 @@ pub async fn check_adopted(
         .fetch_all(&mut *target)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
-    let mapped = def.mapped_columns(mapping)?;
+    let mapped = mapping.columns_of(&def)?;
     // A column of its own must take a value when rowsync writes none.
     const REQUIRED: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' AND EXTRA NOT LIKE '%GENERATED%'";
     let required: Vec<(String,)> = sqlx::query_as(REQUIRED)
@@ -688,14 +330,6 @@ pub async fn rebuild(
     ensure_replica(target, def, mapping, defer_keys_of).await
 }
 
-/// `SHOW CREATE TABLE` text of `table` parsed, with errors as the sink reports them.
-pub fn parse_definition(table: &TableName, create: &str) -> Result<SourceDefinition, SinkError> {
-    SourceDefinition::parse(table.clone(), create).map_err(|reason| SinkError::Incompatible {
-        table: table.to_string(),
-        reason,
-    })
-}
-
 /// Adds the secondary keys deferred by `ensure_replica` that a replica still lacks, in one
 /// `ALTER TABLE` per replica, and forgets them. Idempotent: keys already there are skipped.
 pub async fn add_deferred_keys(
@@ -735,6 +369,8 @@ pub async fn add_deferred_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::name::TableName;
+    use crate::routing::mapping::MappingError;
 
     const CREATE: &str = "CREATE TABLE `product` (
   `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
@@ -759,7 +395,7 @@ mod tests {
             columns: None,
             filter: None,
         };
-        let cols = def.mapped_columns(&all).unwrap();
+        let cols = all.columns_of(&def).unwrap();
         let ddl = def.replica_ddl("product_copy", &cols, true);
         assert!(ddl.starts_with("CREATE TABLE `product_copy` ("), "{ddl}");
         assert!(
@@ -821,7 +457,7 @@ mod tests {
             columns: Some(vec!["id".into(), "code".into()]),
             filter: None,
         };
-        let cols = def.mapped_columns(&subset).unwrap();
+        let cols = subset.columns_of(&def).unwrap();
         let ddl = def.replica_ddl("prod", &cols, true);
         assert!(!ddl.contains("idx_cat"), "{ddl}");
         let no_key = Mapping {
@@ -829,7 +465,7 @@ mod tests {
             ..subset
         };
         assert!(matches!(
-            def.mapped_columns(&no_key),
+            no_key.columns_of(&def),
             Err(MappingError::MissingKey { .. })
         ));
     }

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Executor};
 
 use super::SinkError;
 use crate::config::{TargetConfig, TlsConfig, TlsVerify};
-use crate::source::conn::session_init;
+use crate::model::sql::session_init;
 
 /// Connect options for a target; errors name the bad URL part.
 pub fn connect_options(
@@ -75,4 +75,12 @@ pub async fn connect(target: &TargetConfig) -> Result<MySqlConnection, SinkError
             .map_err(|e| SinkError::db(stmt, e))?;
     }
     Ok(conn)
+}
+
+/// Runs one statement of rowsync's own (transaction control, DDL) on a target.
+pub async fn exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), SinkError> {
+    conn.execute(AssertSqlSafe(sql.to_owned()))
+        .await
+        .map_err(|e| SinkError::db(sql, e))?;
+    Ok(())
 }

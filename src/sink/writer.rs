@@ -9,12 +9,12 @@ use sqlx::mysql::{MySqlArguments, MySqlConnection};
 use sqlx::{Arguments, AssertSqlSafe, Executor};
 
 use super::{target, SinkError};
-use crate::pipeline::filter::EvalError;
-use crate::pipeline::mapping::Projection;
-use crate::source::conn::SESSION_SQL_MODE;
-use crate::source::schema::quote_ident;
-use crate::source::value::Value;
-use crate::source::RowChange;
+use crate::model::event::RowChange;
+use crate::model::filter::EvalError;
+use crate::model::name::quote_ident;
+use crate::model::sql::SESSION_SQL_MODE;
+use crate::model::value::Value;
+use crate::routing::mapping::Projection;
 
 /// Most placeholders one prepared statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;

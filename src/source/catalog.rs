@@ -13,9 +13,10 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use mysql_common::constants::ColumnType;
 
-use super::charset::Codec;
-use super::schema::TableName;
 use super::SourceError;
+use crate::model::definition::SourceDefinition;
+use crate::model::name::TableName;
+use crate::model::schema::Codec;
 
 /// One column as `information_schema.COLUMNS` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +134,39 @@ pub async fn load(conn: &mut Conn, table: &TableName) -> Result<CatalogTable, So
     Ok(CatalogTable {
         columns,
         primary_key,
+    })
+}
+
+/// Source tables (existing now) that `selects` picks.
+pub async fn tables(
+    src: &mut Conn,
+    selects: impl Fn(&TableName) -> bool,
+) -> Result<Vec<TableName>, SourceError> {
+    let all: Vec<(String, String)> = src
+        .query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2")
+        .await?;
+    Ok(all
+        .into_iter()
+        .map(|(d, t)| TableName::new(d, t))
+        .filter(|t| selects(t))
+        .collect())
+}
+
+/// `table`'s definition as it is now (`SHOW CREATE TABLE`).
+pub async fn definition(
+    src: &mut Conn,
+    table: &TableName,
+) -> Result<SourceDefinition, SourceError> {
+    let row: Option<(String, String)> = src
+        .query_first(format!("SHOW CREATE TABLE {}", table.quoted()))
+        .await?;
+    let (_, create) = row.ok_or_else(|| SourceError::Definition {
+        table: table.clone(),
+        reason: "SHOW CREATE TABLE returned nothing".into(),
+    })?;
+    SourceDefinition::parse(table.clone(), &create).map_err(|reason| SourceError::Definition {
+        table: table.clone(),
+        reason,
     })
 }
 

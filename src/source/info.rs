@@ -5,8 +5,10 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
 use super::charset::Charsets;
-use super::position::{BinlogFile, Checkpoint, Flavor, GtidSet, Position, SourceIdentity, StartAt};
 use super::SourceError;
+use crate::model::position::{
+    BinlogFile, Checkpoint, Flavor, GtidSet, Position, SourceIdentity, StartAt,
+};
 
 /// Source server facts read at connect time.
 #[derive(Debug, Clone)]

@@ -1,8 +1,8 @@
 //! MariaDB-only binlog events that mysql_common reports as unknown (types 160–163), decoded
 //! from their documented layouts.
 
-use super::position::MariaGtid;
 use super::value::{DecodeError, Reader};
+use crate::model::position::MariaGtid;
 
 pub const ANNOTATE_ROWS_EVENT: u8 = 160;
 pub const BINLOG_CHECKPOINT_EVENT: u8 = 161;

@@ -3,7 +3,7 @@
 //! `BinlogReader::run` opens a dump connection with its own server id, then turns events into
 //! `SourceEvent`s. It keeps the event-group state machine: a group starts at a GTID event (or a
 //! `BEGIN` query without GTIDs), and ends at XID, `COMMIT`, or after the single statement of a
-//! standalone (DDL) group. Rows events of tables the router does not select are skipped before
+//! standalone (DDL) group. Rows events of tables the selector does not select are skipped before
 //! decoding. The reader returns on the first error; the pipeline restarts it from the target's
 //! committed checkpoint, so nothing it sent of an unfinished transaction is ever committed.
 
@@ -23,16 +23,23 @@ use tokio_util::sync::CancellationToken;
 use super::catalog::{self, CatalogTable};
 use super::info::SourceInfo;
 use super::mariadb;
-use super::position::{BinlogFile, Checkpoint, Flavor, GroupId, GtidSet, Position, Sid};
 use super::rows_event::{self, compressed_query, rows_event_type, RowsKind};
-use super::schema::{self, SchemaError, TableName, TableSchema};
+use super::schema::{self, SchemaError};
 use super::statement::{classify, Statement};
-use super::value::{decode_row, ColumnFormat, Reader};
-use super::{
-    DdlKind, EventSender, RowBatch, RowChange, SourceError, SourceEvent, StatementClock,
-    EVENT_BATCH,
+use super::value::{decode_row, Reader};
+use super::SourceError;
+use crate::model::event::{
+    DdlKind, EventSender, RowBatch, RowChange, SourceEvent, StatementClock, EVENT_BATCH,
 };
-use crate::pipeline::mapping::Router;
+use crate::model::name::TableName;
+use crate::model::position::{
+    BinlogFile, Checkpoint, Flavor, Floors, GroupId, GtidSet, Position, Sid,
+};
+use crate::model::schema::{ColumnFormat, TableSchema};
+
+/// Which tables the reader decodes and passes on: the caller's routing decides, the reader
+/// only asks.
+pub type Selector = Arc<dyn Fn(&TableName) -> bool + Send + Sync>;
 
 /// MySQL 8's heartbeat with a 64-bit position (mysql_common has no constant for it).
 const HEARTBEAT_EVENT_V2: u8 = 0x29;
@@ -49,17 +56,17 @@ pub struct ReaderOptions {
 /// Reads the binlog for one target.
 pub struct BinlogReader {
     options: ReaderOptions,
-    router: Arc<Router>,
+    selects: Selector,
     /// Tables stopped earlier (e.g. after a DDL the replica could not follow).
     skip: HashSet<TableName>,
     floors: Option<Floors>,
 }
 
 impl BinlogReader {
-    pub fn new(options: ReaderOptions, router: Arc<Router>, skip: HashSet<TableName>) -> Self {
+    pub fn new(options: ReaderOptions, selects: Selector, skip: HashSet<TableName>) -> Self {
         BinlogReader {
             options,
-            router,
+            selects,
             skip,
             floors: None,
         }
@@ -147,7 +154,7 @@ impl BinlogReader {
             .map_err(|e| SourceError::from(e).explain_start(&start_text))?;
         tracing::info!(server_id = self.options.server_id, from = %start_text, "binlog stream open");
 
-        let mut state = StreamState::new(start, info, self.router, self.skip);
+        let mut state = StreamState::new(start, info, self.selects, self.skip);
         if let Some(floors) = self.floors {
             state.floors = floors;
         }
@@ -211,7 +218,7 @@ fn check_identity(start: &Checkpoint, info: &SourceInfo) -> Result<(), SourceErr
     if same {
         Ok(())
     } else {
-        let show = |i: &super::position::SourceIdentity| {
+        let show = |i: &crate::model::position::SourceIdentity| {
             format!(
                 "{} server_id={} uuid={} binlog={}",
                 i.flavor,
@@ -256,46 +263,10 @@ struct Group {
     start_offset: u64,
     /// The XA branch whose prepared part this group is.
     xid: Option<String>,
-    maria_gtid: Option<super::position::MariaGtid>,
+    maria_gtid: Option<crate::model::position::MariaGtid>,
     mysql_gtid: Option<(Sid, u64)>,
     /// Which transaction this is, for the floors.
     id: Option<GroupId>,
-}
-
-/// Where each table's already-applied history ends on the target: the main checkpoint, and
-/// an earlier floor for tables catching up after a re-copy. A group is applied to a table only
-/// if the table's floor does not include it yet.
-///
-/// Unresolved XA branches add floors of their own (`xa`): the stream starts early enough to
-/// read their prepared parts again, which are held but never applied by reading them.
-#[derive(Debug, Clone)]
-pub struct Floors {
-    pub main: Checkpoint,
-    pub tables: HashMap<TableName, Checkpoint>,
-    pub xa: Vec<Checkpoint>,
-}
-
-impl Floors {
-    pub fn new(main: Checkpoint) -> Floors {
-        Floors {
-            main,
-            tables: HashMap::new(),
-            xa: Vec::new(),
-        }
-    }
-
-    /// Where the stream has to start so that every table gets what it lacks.
-    pub fn start(&self) -> Checkpoint {
-        self.tables
-            .values()
-            .chain(&self.xa)
-            .fold(self.main.clone(), |acc, f| acc.earliest(f))
-    }
-
-    /// Whether group `id` still has to be applied to `table`.
-    pub fn wants(&self, id: &GroupId, table: &TableName) -> bool {
-        !id.applied_at(self.tables.get(table).unwrap_or(&self.main))
-    }
 }
 
 /// Decoding format of a selected table, per binlog table id.
@@ -315,7 +286,7 @@ struct KnownTable {
 
 struct StreamState {
     info: SourceInfo,
-    router: Arc<Router>,
+    selects: Selector,
     skip: HashSet<TableName>,
     file: BinlogFile,
     offset: u64,
@@ -337,7 +308,7 @@ impl StreamState {
     fn new(
         start: Checkpoint,
         info: SourceInfo,
-        router: Arc<Router>,
+        selects: Selector,
         skip: HashSet<TableName>,
     ) -> Self {
         let floors = Floors::new(start.clone());
@@ -347,7 +318,7 @@ impl StreamState {
             offset: start.position.offset,
             gtid: start.gtid,
             info,
-            router,
+            selects,
             skip,
             tables: HashMap::new(),
             catalog: HashMap::new(),
@@ -670,7 +641,7 @@ impl StreamState {
         }
         // Any other statement: DDL, or DML in STATEMENT format.
         let selected =
-            |s: &Self, t: &TableName| s.router.selects(t) && !s.skip.contains(t) && s.wants(t);
+            |s: &Self, t: &TableName| (s.selects)(t) && !s.skip.contains(t) && s.wants(t);
         match &statement {
             Statement::Truncate(t) if selected(self, t) => {
                 self.ensure_begin(out);
@@ -680,7 +651,7 @@ impl StreamState {
                 self.ddl(out, t, DdlKind::Alter, sql);
             }
             // A table created anew starts over, even one that had stopped.
-            Statement::Create(t, mode) if self.router.selects(t) && self.wants(t) => {
+            Statement::Create(t, mode) if (self.selects)(t) && self.wants(t) => {
                 self.skip.remove(t);
                 self.ddl(out, t, DdlKind::Create(*mode), sql);
             }
@@ -788,7 +759,7 @@ impl StreamState {
         }
         let tme: TableMapEvent<'_> = event.read_event().ok()?;
         let name = TableName::new(tme.database_name(), tme.table_name());
-        let wanted = self.router.selects(&name)
+        let wanted = (self.selects)(&name)
             && !self.skip.contains(&name)
             && !self.catalog.contains_key(&name)
             && !schema::has_column_names(&tme);
@@ -806,7 +777,7 @@ impl StreamState {
     /// The selected table `tme` maps, or `None` when it is not selected (or stops here).
     fn table_map(&mut self, tme: &TableMapEvent<'_>) -> Result<Option<MappedTable>, SourceError> {
         let name = TableName::new(tme.database_name(), tme.table_name());
-        if !self.router.selects(&name) || self.skip.contains(&name) {
+        if !(self.selects)(&name) || self.skip.contains(&name) {
             return Ok(None);
         }
         let schema = match schema::from_table_map(tme, &self.info.charsets, self.catalog.get(&name))
@@ -990,8 +961,8 @@ mod tests {
 
     #[test]
     fn file_positions_need_the_same_server() {
+        use crate::model::position::{Flavor, SourceIdentity};
         use crate::source::charset::Charsets;
-        use crate::source::position::{Flavor, SourceIdentity};
         let identity = |server_id, uuid: &str| SourceIdentity {
             flavor: Flavor::Mysql,
             server_id,

@@ -17,10 +17,10 @@
 use serde_json::json;
 
 use super::*;
-use crate::pipeline::mapping::Mapping;
+use crate::model::position::SourceIdentity;
+use crate::model::value::Value;
 use crate::source::charset::Charsets;
-use crate::source::position::SourceIdentity;
-use crate::source::value::{json_text, Value};
+use crate::source::value::json_text;
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::FormatDescriptionEvent;
 
@@ -510,14 +510,9 @@ fn state(crc32: bool) -> StreamState {
         source: identity(),
         source_time: 0,
     };
-    let router = Router::new(vec![Mapping {
-        source: "shop.product".parse().unwrap(),
-        table: None,
-        columns: None,
-        filter: None,
-    }]);
     let checksum = if crc32 { "CRC32" } else { "NONE" };
-    StreamState::new(start, info(checksum), Arc::new(router), HashSet::new())
+    let selects: Selector = Arc::new(|t: &TableName| t == &TableName::new("shop", "product"));
+    StreamState::new(start, info(checksum), selects, HashSet::new())
 }
 
 /// Feeds `events` in order and collects everything the reader emits.

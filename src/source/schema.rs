@@ -5,76 +5,15 @@
 //! the row was written — never the schema of "now" (the classic cause of mis-mapped columns
 //! after an ALTER). A table map without column names is refused with the setting to change.
 
-use std::fmt;
 use std::sync::Arc;
 
 use mysql_common::binlog::events::{OptionalMetaExtractor, TableMapEvent};
 use mysql_common::constants::ColumnType;
 
 use super::catalog::{type_matches, CatalogTable};
-use super::charset::{Charsets, Codec};
-use super::value::ColumnFormat;
-
-/// Quotes an identifier for MySQL/MariaDB: backticks, with embedded backticks doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-/// A schema-qualified table name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableName {
-    pub db: String,
-    pub table: String,
-}
-
-impl TableName {
-    pub fn new(db: impl Into<String>, table: impl Into<String>) -> Self {
-        TableName {
-            db: db.into(),
-            table: table.into(),
-        }
-    }
-
-    /// `db`.`table`, quoted for SQL.
-    pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_ident(&self.db), quote_ident(&self.table))
-    }
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.db, self.table)
-    }
-}
-
-/// One column of a source table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColumnSchema {
-    pub name: String,
-    pub format: ColumnFormat,
-    pub nullable: bool,
-}
-
-/// A source table's columns and primary key, as of one TABLE_MAP event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSchema {
-    pub name: TableName,
-    pub columns: Vec<ColumnSchema>,
-    /// Indexes into `columns`, in key order.
-    pub primary_key: Vec<usize>,
-}
-
-impl TableSchema {
-    pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns
-            .iter()
-            .position(|c| c.name.eq_ignore_ascii_case(name))
-    }
-
-    pub fn formats(&self) -> Vec<ColumnFormat> {
-        self.columns.iter().map(|c| c.format.clone()).collect()
-    }
-}
+use super::charset::Charsets;
+use crate::model::name::TableName;
+use crate::model::schema::{Codec, ColumnFormat, ColumnSchema, TableSchema};
 
 /// Why a TABLE_MAP cannot give a usable schema.
 #[derive(Debug, thiserror::Error)]
@@ -215,15 +154,4 @@ pub fn from_table_map(
         columns,
         primary_key,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifiers_are_escaped() {
-        assert_eq!(quote_ident("a`b"), "`a``b`");
-        assert_eq!(TableName::new("db", "t`x").quoted(), "`db`.`t``x`");
-    }
 }

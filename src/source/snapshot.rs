@@ -22,10 +22,12 @@ use mysql_async::{Conn, Opts, Row, Value as MyValue};
 use super::catalog::{self, CatalogColumn, CatalogTable};
 use super::conn::connect;
 use super::info::SourceInfo;
-use super::position::{BinlogFile, Checkpoint, Flavor, Position};
-use super::schema::{quote_ident, TableName};
-use super::value::{push_fraction, Value};
+use super::value::push_fraction;
 use super::SourceError;
+use crate::model::definition::SourceDefinition;
+use crate::model::name::{quote_ident, TableName};
+use crate::model::position::{BinlogFile, Checkpoint, Flavor, Position};
+use crate::model::value::Value;
 
 /// An open consistent snapshot and the position it stands at.
 pub struct Snapshot {
@@ -104,16 +106,9 @@ impl Snapshot {
         })
     }
 
-    /// `SHOW CREATE TABLE` of `table`, as the snapshot's session sees it.
-    pub async fn show_create(&mut self, name: &TableName) -> Result<String, SourceError> {
-        let row: Option<(String, String)> = self
-            .conn
-            .query_first(format!("SHOW CREATE TABLE {}", name.quoted()))
-            .await?;
-        row.map(|(_, create)| create)
-            .ok_or_else(|| SourceError::Protocol {
-                reason: format!("SHOW CREATE TABLE {name} returned nothing"),
-            })
+    /// The definition of `table` (`SHOW CREATE TABLE`), as the snapshot's session sees it.
+    pub async fn definition(&mut self, name: &TableName) -> Result<SourceDefinition, SourceError> {
+        catalog::definition(&mut self.conn, name).await
     }
 
     /// The server's estimates for `table`: its rows, and their average size in bytes.

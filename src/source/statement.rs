@@ -4,8 +4,8 @@
 //! Only the leading keywords and table names are read — enough to know which tables a DDL
 //! touches and where it stands in the stream. Statements we do not recognise are `Other`.
 
-use super::schema::TableName;
-use super::CreateMode;
+use crate::model::event::CreateMode;
+use crate::model::name::TableName;
 
 /// What a QUERY event does, as far as replication is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,58 +16,8 @@ use std::io;
 use compact_str::{format_compact, CompactString, ToCompactString};
 use mysql_common::constants::ColumnType;
 
-use super::charset::Codec;
-
-/// One column value as it was in the source row.
-///
-/// Text-like values are `CompactString`s: up to 24 bytes live inline, so a typical row (short
-/// codes, names, prices, dates) costs one allocation instead of one per column — on a busy
-/// stream the allocator was the reader's biggest cost.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Value {
-    Null,
-    Int(i64),
-    UInt(u64),
-    Float(f32),
-    Double(f64),
-    /// Exact decimal text, e.g. `-12.340`.
-    Decimal(CompactString),
-    /// DATE, TIME, DATETIME or TIMESTAMP (in UTC) as the server prints it.
-    Temporal(CompactString),
-    Year(u16),
-    Bit(u64),
-    /// ENUM member index (1-based; 0 is the empty error value).
-    Enum(u16),
-    /// SET members as a bitmask.
-    Set(u64),
-    /// Character data decoded from its column charset.
-    Text(CompactString),
-    /// Binary data, or character data in a charset we do not transcode.
-    Bytes(Vec<u8>),
-    /// JSON document text.
-    Json(CompactString),
-}
-
-impl Value {
-    /// Approximate memory and wire size, for batching limits.
-    pub fn size_hint(&self) -> usize {
-        match self {
-            Value::Decimal(s) | Value::Temporal(s) | Value::Text(s) | Value::Json(s) => s.len() + 4,
-            Value::Bytes(b) => b.len() + 4,
-            _ => 9,
-        }
-    }
-}
-
-/// What the decoder needs to know about one column, precomputed once per TABLE_MAP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColumnFormat {
-    pub ty: ColumnType,
-    /// Type metadata from the TABLE_MAP (length, precision, fsp, ...), real type resolved.
-    pub meta: [u8; 2],
-    pub unsigned: bool,
-    pub codec: Codec,
-}
+use crate::model::schema::{Codec, ColumnFormat};
+use crate::model::value::Value;
 
 /// A row image that cannot be decoded.
 #[derive(Debug, thiserror::Error)]

@@ -21,8 +21,8 @@
 use std::collections::HashMap;
 
 use super::mapping::Router;
-use crate::sink::checkpoint::ReplicaRecord;
-use crate::source::schema::TableName;
+use crate::model::name::TableName;
+use crate::model::table::ReplicaRecord;
 
 /// What to do with a target's replicas before it streams.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub fn records_for(router: &Router, table: &TableName) -> Vec<ReplicaRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::mapping::Mapping;
+    use crate::routing::mapping::Mapping;
 
     fn mapping(source: &str, table: Option<&str>, filter: Option<&str>) -> Mapping {
         Mapping {

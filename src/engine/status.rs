@@ -1,11 +1,30 @@
-//! Live state of each target's pipeline, shared read-only with observers (log lines, the
-//! `status` command, later the admin API and metrics).
+//! Live state of each target's pipeline, written by the engine and the sink (through
+//! `sink::Observer`) and read by observers: log lines, the state store, progress bars, later
+//! the admin API and metrics. Observers take snapshots; they never change it.
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::sink::checkpoint::{CopyProgress, StoppedTable};
-use crate::source::position::Checkpoint;
+use crate::model::name::TableName;
+use crate::model::position::Checkpoint;
+use crate::model::table::{CopyProgress, StoppedTable};
+use crate::model::ErrorClass;
+use crate::sink::Observer;
+
+/// An error that ended a pipeline attempt, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub message: String,
+    /// The target statement that failed, when one did.
+    pub statement: Option<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// Where a target's pipeline is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,15 +33,35 @@ pub enum State {
     /// The initial copy is running.
     Copying,
     Streaming,
-    /// A retryable error; the pipeline reconnects after a backoff.
-    Retrying {
-        error: String,
-    },
-    /// A definite error; the target stays stopped until restarted.
-    Stopped {
-        error: String,
-    },
+    /// Paused by a command; resumes from its checkpoint on `Resume`.
+    Paused,
+    /// A transient error; the pipeline reconnects after a backoff.
+    Retrying(Failure),
+    /// A definite error; the target stays stopped until restarted (or reloaded).
+    Stopped(Failure),
     ShutDown,
+}
+
+impl State {
+    /// The state's name, as the store and the logs show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Copying => "copying",
+            State::Streaming => "streaming",
+            State::Paused => "paused",
+            State::Retrying(_) => "retrying",
+            State::Stopped(_) => "stopped",
+            State::ShutDown => "shut down",
+        }
+    }
+
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            State::Retrying(f) | State::Stopped(f) => Some(f),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -37,21 +76,15 @@ pub struct Snapshot {
     pub stopped_tables: Vec<StoppedTable>,
     /// Initial copy progress per table.
     pub copy: Vec<CopyProgress>,
+    /// Attempts of the pipeline begun since this status was made (restarts and retries).
+    pub runs: u64,
 }
 
 impl Snapshot {
-    /// Seconds between the source commit of the newest applied transaction and now; 0 when
-    /// caught up (an idle source is not lag).
+    /// Lag as `Checkpoint::lag_secs` defines it, now.
     pub fn lag_secs(&self) -> Option<u64> {
-        if self.caught_up {
-            return Some(0);
-        }
-        let t = self.checkpoint.as_ref()?.source_time;
-        if t == 0 {
-            return None;
-        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        Some(now.saturating_sub(u64::from(t)))
+        self.checkpoint.as_ref()?.lag_secs(self.caught_up, now)
     }
 }
 
@@ -62,15 +95,6 @@ pub struct TargetStatus {
 }
 
 impl TargetStatus {
-    /// One status per target of `config`, in its order.
-    pub fn for_targets(config: &crate::config::Config) -> Vec<std::sync::Arc<TargetStatus>> {
-        config
-            .targets
-            .iter()
-            .map(|t| std::sync::Arc::new(TargetStatus::new(&t.name)))
-            .collect()
-    }
-
     pub fn new(target: &str) -> Self {
         TargetStatus {
             inner: Mutex::new(Snapshot {
@@ -82,6 +106,7 @@ impl TargetStatus {
                 transactions_applied: 0,
                 stopped_tables: Vec::new(),
                 copy: Vec::new(),
+                runs: 0,
             }),
         }
     }
@@ -99,6 +124,11 @@ impl TargetStatus {
         self.with(|s| s.state = state);
     }
 
+    /// A pipeline attempt begins.
+    pub fn attempt(&self) {
+        self.with(|s| s.runs += 1);
+    }
+
     pub fn started(&self, checkpoint: &Checkpoint, stopped: Vec<StoppedTable>) {
         self.with(|s| {
             s.state = State::Streaming;
@@ -107,27 +137,28 @@ impl TargetStatus {
             s.caught_up = false;
         });
     }
+}
 
-    pub fn committed(&self, checkpoint: &Checkpoint, transactions: u64) {
+impl Observer for TargetStatus {
+    fn committed(&self, checkpoint: &Checkpoint, transactions: u64) {
         self.with(|s| {
             s.checkpoint = Some(checkpoint.clone());
             s.transactions_applied += transactions;
         });
     }
 
-    pub fn caught_up(&self) {
+    fn caught_up(&self) {
         self.with(|s| s.caught_up = true);
     }
 
-    pub fn add_rows(&self, n: u64) {
+    fn rows_applied(&self, n: u64) {
         self.with(|s| {
             s.rows_applied += n;
             s.caught_up = false;
         });
     }
 
-    /// Records a table's copy progress (and logs it now and then).
-    pub fn copy_progress(&self, progress: &CopyProgress) {
+    fn copy_progress(&self, progress: &CopyProgress) {
         self.with(|s| {
             s.state = State::Copying;
             match s.copy.iter_mut().find(|p| p.table == progress.table) {
@@ -137,12 +168,11 @@ impl TargetStatus {
         });
     }
 
-    pub fn table_stopped(&self, table: StoppedTable) {
+    fn table_stopped(&self, table: StoppedTable) {
         self.with(|s| s.stopped_tables.push(table));
     }
 
-    /// A stopped table streams again (it was created anew on the source).
-    pub fn table_resumed(&self, table: &crate::source::schema::TableName) {
+    fn table_resumed(&self, table: &TableName) {
         self.with(|s| s.stopped_tables.retain(|t| &t.table != table));
     }
 }

@@ -8,12 +8,13 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 use crate::config::Config;
-use crate::pipeline::mapping::Router;
-use crate::sink::{checkpoint, replica, target};
+use crate::model::name::TableName;
+use crate::model::position::Flavor;
+use crate::routing::mapping::Router;
+use crate::sink::{checkpoint, target};
+use crate::source::catalog;
 use crate::source::conn::source_opts;
 use crate::source::info::SourceInfo;
-use crate::source::position::Flavor;
-use crate::source::schema::TableName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -238,15 +239,15 @@ async fn check_tables(conn: &mut Conn, config: &Config, report: &mut Report) {
     let mut selected: Vec<TableName> = Vec::new();
     for t in &config.targets {
         let router = Router::for_target(config, &t.name);
-        let tables = match replica::selected_tables(conn, &router).await {
+        let tables = match catalog::tables(conn, |t| router.selects(t)).await {
             Ok(t) => t,
             Err(e) => return report.fail(format!("cannot list source tables: {e}")),
         };
         for table in tables {
             for m in router.mappings_for(&table) {
-                match replica::source_definition(conn, &table).await {
+                match catalog::definition(conn, &table).await {
                     Ok(def) => {
-                        if let Err(e) = def.mapped_columns(m) {
+                        if let Err(e) = m.columns_of(&def) {
                             report.fail(format!("mapping of {table} to `{}`: {e}", t.name));
                         }
                         let missing =
@@ -269,13 +270,11 @@ async fn check_tables(conn: &mut Conn, config: &Config, report: &mut Report) {
         }
     }
     for m in &config.mappings {
-        if let Ok(p) = m.source.parse::<crate::pipeline::mapping::TablePattern>() {
-            if let Some(exact) = p.exact() {
-                if !selected.contains(&exact) {
-                    report.warn(format!(
-                        "mapping source {exact} does not exist on the source yet; it is picked up when created"
-                    ));
-                }
+        if let Some(exact) = m.source.exact() {
+            if !selected.contains(&exact) {
+                report.warn(format!(
+                    "mapping source {exact} does not exist on the source yet; it is picked up when created"
+                ));
             }
         }
     }

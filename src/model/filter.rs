@@ -25,7 +25,7 @@ use sqlparser::ast::{self, BinaryOperator, Expr as SqlExpr, InTarget, UnaryOpera
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::source::value::Value;
+use crate::model::value::Value;
 
 /// A literal in a filter.
 #[derive(Debug, Clone, PartialEq, Eq)]

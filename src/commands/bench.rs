@@ -29,15 +29,15 @@ use mysql_async::{Conn, Opts};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::engine::{Engine, Handle};
 use crate::local::{self, Binaries, LocalServer, Role};
-use crate::pipeline::mapping::Router;
-use crate::pipeline::runner;
-use crate::pipeline::status::TargetStatus;
+use crate::model::event::{event_channel, RowChange, SourceEvent};
+use crate::model::name::TableName;
+use crate::model::value::Value;
+use crate::routing::mapping::Router;
 use crate::source::conn::{connect, source_opts};
 use crate::source::info::SourceInfo;
 use crate::source::reader::{BinlogReader, ReaderOptions};
-use crate::source::value::Value;
-use crate::source::{event_channel, RowChange, SourceEvent};
 
 /// One part of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -221,20 +221,9 @@ async fn wait_until(
 }
 
 /// Starts rowsync in this process on the configuration `text` (named `name` in `dir`).
-fn spawn_rowsync(
-    text: &str,
-    dir: &Path,
-    name: &str,
-) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
-    let config = Arc::new(Config::from_toml(
-        text,
-        &dir.join(name),
-        std::iter::empty(),
-    )?);
-    let cancel = CancellationToken::new();
-    let statuses = TargetStatus::for_targets(&config);
-    let pipeline = tokio::spawn(runner::run_all(config, statuses, cancel.clone()));
-    Ok((cancel, pipeline))
+fn spawn_rowsync(text: &str, dir: &Path, name: &str) -> anyhow::Result<Handle> {
+    let config = Config::from_toml(text, &dir.join(name), std::iter::empty())?;
+    Ok(Engine::start(Arc::new(config)))
 }
 
 /// A rowsync configuration replicating `tables` (`db.table` or `db.*`) from `source` into
@@ -313,7 +302,7 @@ async fn rowsync_catch_up(
     )
     .await?;
     let started = Instant::now();
-    let (cancel, pipeline) = spawn_rowsync(&text, dir, "bench.toml")?;
+    let rowsync = spawn_rowsync(&text, dir, "bench.toml")?;
     for target in targets {
         let mut t = conn(target, "product").await?;
         let head = head.to_string();
@@ -330,8 +319,7 @@ async fn rowsync_catch_up(
         .await?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    cancel.cancel();
-    pipeline.await?;
+    rowsync.shutdown().await;
     Ok(seconds)
 }
 
@@ -530,11 +518,10 @@ async fn initial_copy(
     )
     .await?;
     let started = Instant::now();
-    let (cancel, pipeline) = spawn_rowsync(&text, &bench.dir, "copy.toml")?;
+    let rowsync = spawn_rowsync(&text, &bench.dir, "copy.toml")?;
     wait_streaming(&ours, "copying", Duration::from_secs(3600)).await?;
     let ours_secs = started.elapsed().as_secs_f64();
-    cancel.cancel();
-    pipeline.await?;
+    rowsync.shutdown().await;
     let mut t = conn(&ours, "copying").await?;
     let got: Option<(u64, Option<String>)> = t.query_first(fingerprint_sql).await?;
     if got != want {
@@ -653,9 +640,7 @@ async fn read_w1(config: &Config, w1: &Backlog) -> anyhow::Result<f64> {
     let opts = source_opts(&config.source.url, None)?;
     let mut c = connect(&opts).await?;
     let info = SourceInfo::read(&mut c).await?;
-    let start = info
-        .resolve_start(&mut c, &config.source.start_at())
-        .await?;
+    let start = info.resolve_start(&mut c, &config.source.start).await?;
     let reader = BinlogReader::new(
         ReaderOptions {
             opts,
@@ -663,7 +648,10 @@ async fn read_w1(config: &Config, w1: &Backlog) -> anyhow::Result<f64> {
             heartbeat: config.source.heartbeat(),
             read_timeout: config.source.read_timeout(),
         },
-        Arc::new(Router::for_target(config, "t")),
+        {
+            let router = Router::for_target(config, "t");
+            Arc::new(move |t: &TableName| router.selects(t))
+        },
         HashSet::new(),
     );
     let (tx, mut rx) = event_channel(config.apply.queue_events);
@@ -748,7 +736,7 @@ async fn steady_lag(
         &bench.dir.join("lag.state.db"),
     )
     .await?;
-    let (cancel, pipeline) = spawn_rowsync(&text, &bench.dir, "lag.toml")?;
+    let rowsync = spawn_rowsync(&text, &bench.dir, "lag.toml")?;
     for target in &targets {
         wait_streaming(target, "steady", Duration::from_secs(600)).await?;
     }
@@ -803,8 +791,7 @@ async fn steady_lag(
         }
     };
     let (rate, a, b) = tokio::join!(writer, poll(&targets[0]), poll(&targets[1]));
-    cancel.cancel();
-    pipeline.await?;
+    rowsync.shutdown().await;
     let mut samples = a?;
     samples.extend(b?);
     let want: Option<(u64, Option<String>)> = src

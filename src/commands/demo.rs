@@ -16,9 +16,9 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::engine::status::{Snapshot, State};
+use crate::engine::Engine;
 use crate::local::{self, Binaries, LocalServer, Role};
-use crate::pipeline::runner;
-use crate::pipeline::status::{State, TargetStatus};
 
 const SCHEMA: &[&str] = &[
     "CREATE DATABASE product",
@@ -148,8 +148,7 @@ async fn workload(url: String, cancel: CancellationToken) -> anyhow::Result<u64>
     }
 }
 
-fn describe(status: &TargetStatus) -> String {
-    let s = status.snapshot();
+fn describe(s: &Snapshot) -> String {
     match &s.state {
         State::Copying => {
             let (copied, estimated): (u64, u64) = s.copy.iter().fold((0, 0), |(a, b), p| {
@@ -202,12 +201,7 @@ pub async fn run(run_for: Option<Duration>) -> anyhow::Result<()> {
     let config = Arc::new(config(&servers)?);
 
     let cancel = CancellationToken::new();
-    let statuses = TargetStatus::for_targets(&config);
-    let pipeline = tokio::spawn(runner::run_all(
-        config.clone(),
-        statuses.clone(),
-        cancel.clone(),
-    ));
+    let rowsync = Engine::start(config.clone());
     let load = tokio::spawn(workload(servers.source.url(""), cancel.child_token()));
 
     let started = Instant::now();
@@ -220,10 +214,10 @@ pub async fn run(run_for: Option<Duration>) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            _ = crate::shutdown_signal() => break,
+            _ = crate::commands::shutdown_signal() => break,
             _ = deadline => break,
             _ = tick.tick() => {
-                let line: Vec<String> = statuses.iter().map(|s| describe(s)).collect();
+                let line: Vec<String> = rowsync.snapshots().iter().map(describe).collect();
                 writeln!(out, "[{:>4}s] {}", started.elapsed().as_secs(), line.join(" | "))?;
                 out.flush()?;
             }
@@ -232,7 +226,7 @@ pub async fn run(run_for: Option<Duration>) -> anyhow::Result<()> {
     writeln!(out, "stopping…")?;
     cancel.cancel();
     let changes = load.await?.unwrap_or(0);
-    pipeline.await?;
+    rowsync.shutdown().await;
     let shown = dir.display().to_string();
     let Servers {
         mut source,

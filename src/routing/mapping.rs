@@ -4,79 +4,17 @@
 //! table selected?" (so rows of other tables are skipped before decoding) and turns a source
 //! row into the replica row of every mapping that selects its table.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
-use super::filter::{EvalError, Filter};
 use crate::config::Config;
-use crate::source::schema::{TableName, TableSchema};
-use crate::source::value::Value;
-
-/// `db.table` where either side may contain `*` wildcards.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TablePattern {
-    db: String,
-    table: String,
-}
-
-impl FromStr for TablePattern {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (db, table) = s
-            .split_once('.')
-            .ok_or_else(|| format!("`{s}` is not of the form db.table"))?;
-        if db.is_empty() || table.is_empty() || table.contains('.') {
-            return Err(format!("`{s}` is not of the form db.table"));
-        }
-        Ok(TablePattern {
-            db: db.to_owned(),
-            table: table.to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for TablePattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.db, self.table)
-    }
-}
-
-/// Glob match where `*` matches any run of characters. Names compare case-sensitively, as
-/// table names do on Linux servers.
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(remaining) = text.strip_prefix(head) else {
-                return false;
-            };
-            (0..=remaining.len())
-                .filter(|i| remaining.is_char_boundary(*i))
-                .any(|i| glob(rest, &remaining[i..]))
-        }
-    }
-}
-
-impl TablePattern {
-    pub fn matches(&self, name: &TableName) -> bool {
-        glob(&self.db, &name.db) && glob(&self.table, &name.table)
-    }
-
-    pub fn is_exact(&self) -> bool {
-        !self.db.contains('*') && !self.table.contains('*')
-    }
-
-    /// The one table an exact pattern names.
-    pub fn exact(&self) -> Option<TableName> {
-        self.is_exact()
-            .then(|| TableName::new(&self.db, &self.table))
-    }
-}
+use crate::model::definition::SourceDefinition;
+use crate::model::filter::{EvalError, Filter};
+use crate::model::name::{TableName, TablePattern};
+use crate::model::schema::TableSchema;
+use crate::model::value::Value;
 
 /// One mapping as it applies to one target.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
     pub source: TablePattern,
     /// Replica table name; the source table's name when `None`.
@@ -99,6 +37,40 @@ impl Mapping {
             "where": self.filter.as_ref().map(|f| f.text()),
         })
         .to_string()
+    }
+
+    /// The replica's columns for the source table `def` defines, checked against it.
+    pub fn columns_of(&self, def: &SourceDefinition) -> Result<Vec<String>, MappingError> {
+        if def.primary_key.is_empty() {
+            return Err(MappingError::NoPrimaryKey {
+                table: def.table.clone(),
+            });
+        }
+        let names: Vec<String> = match &self.columns {
+            None => def.columns.iter().map(|(n, _)| n.clone()).collect(),
+            Some(list) => list
+                .iter()
+                .map(|c| {
+                    def.columns
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(c))
+                        .map(|(n, _)| n.clone())
+                        .ok_or_else(|| MappingError::UnknownColumn {
+                            table: def.table.clone(),
+                            column: c.clone(),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        for k in &def.primary_key {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
+                return Err(MappingError::MissingKey {
+                    table: def.table.clone(),
+                    column: k.clone(),
+                });
+            }
+        }
+        Ok(names)
     }
 }
 
@@ -223,7 +195,7 @@ impl Projection {
 }
 
 /// The mappings of one target.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Router {
     mappings: Vec<Mapping>,
 }
@@ -235,15 +207,10 @@ impl Router {
             .iter()
             .filter(|m| m.targets.iter().any(|t| t.eq_ignore_ascii_case(target)))
             .map(|m| Mapping {
-                // Validated at load time.
-                source: m.source.parse().unwrap_or_else(|_| TablePattern {
-                    db: String::new(),
-                    table: String::new(),
-                }),
+                source: m.source.clone(),
                 table: m.table.clone(),
                 columns: m.columns.clone(),
-                // Validated at load time.
-                filter: m.filter.as_deref().and_then(|f| f.parse().ok()),
+                filter: m.filter.clone(),
             })
             .collect();
         Router { mappings }
@@ -261,22 +228,5 @@ impl Router {
         self.mappings
             .iter()
             .filter(move |m| m.source.matches(table))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patterns_match_with_wildcards() {
-        let p: TablePattern = "product.*".parse().unwrap();
-        assert!(p.matches(&TableName::new("product", "category")));
-        assert!(!p.matches(&TableName::new("products", "category")));
-        let p: TablePattern = "shop_*.item_*_v2".parse().unwrap();
-        assert!(p.matches(&TableName::new("shop_eu", "item_x_v2")));
-        assert!(!p.matches(&TableName::new("shop_eu", "item_x_v3")));
-        assert!("nodot".parse::<TablePattern>().is_err());
-        assert!("a.b.c".parse::<TablePattern>().is_err());
     }
 }

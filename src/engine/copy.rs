@@ -24,25 +24,25 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use mysql_async::Opts;
-use serde_json::{json, Value as Json};
 use sqlx::mysql::MySqlConnection;
-use sqlx::{AssertSqlSafe, Executor};
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{self, CopyProgress, Phase, TableState};
-use super::writer::{Op, RowWriter};
-use super::{replica, target, SinkError};
+use super::status::TargetStatus;
+use super::target::PipelineError;
 use crate::config::{CopyConfig, TargetConfig};
-use crate::pipeline::mapping::{Projection, Router};
-use crate::pipeline::replicas;
-use crate::pipeline::runner::PipelineError;
-use crate::pipeline::status::TargetStatus;
+use crate::model::name::{quote_ident, TableName};
+use crate::model::position::{Checkpoint, GtidSet};
+use crate::model::table::{CopyProgress, Phase, TableState};
+use crate::model::value::{decode_key, encode_key, Value};
+use crate::routing::mapping::{Projection, Router};
+use crate::routing::replicas;
+use crate::sink::target::exec;
+use crate::sink::writer::{Op, RowWriter};
+use crate::sink::{checkpoint, replica, target, Observer, SinkError};
+use crate::source::catalog;
 use crate::source::conn::connect;
 use crate::source::info::SourceInfo;
-use crate::source::position::{Checkpoint, GtidSet};
-use crate::source::schema::{quote_ident, TableName};
 use crate::source::snapshot::{CopyTable, Snapshot};
-use crate::source::value::Value;
 use crate::source::SourceError;
 
 /// What the copy needs from its caller.
@@ -58,71 +58,6 @@ pub struct CopyJob<'a> {
     pub batch_rows: usize,
     pub status: &'a TargetStatus,
     pub cancel: &'a CancellationToken,
-}
-
-/// A key as JSON text, for `rowsync_copy.last_key`.
-pub fn encode_key(key: &[Value]) -> String {
-    let items: Vec<Json> = key
-        .iter()
-        .map(|v| match v {
-            Value::Null => Json::Null,
-            Value::Int(i) => json!(i),
-            Value::UInt(u) | Value::Bit(u) | Value::Set(u) => json!(u),
-            Value::Year(y) | Value::Enum(y) => json!(y),
-            Value::Float(f) => json!(f),
-            Value::Double(d) => json!(d),
-            Value::Decimal(s) | Value::Temporal(s) | Value::Text(s) | Value::Json(s) => {
-                json!({ "s": s.as_str() })
-            }
-            Value::Bytes(b) => {
-                json!({ "b": b.iter().map(|x| format!("{x:02x}")).collect::<String>() })
-            }
-        })
-        .collect();
-    Json::Array(items).to_string()
-}
-
-/// The key back from `encode_key`, as values good for binding.
-pub fn decode_key(text: &str) -> Result<Vec<Value>, SinkError> {
-    let bad = || SinkError::Checkpoint(format!("unreadable copy key `{text}`"));
-    let Json::Array(items) = serde_json::from_str(text).map_err(|_| bad())? else {
-        return Err(bad());
-    };
-    items
-        .iter()
-        .map(|item| {
-            Ok(match item {
-                Json::Null => Value::Null,
-                Json::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                    (Some(i), _, _) => Value::Int(i),
-                    (_, Some(u), _) => Value::UInt(u),
-                    (_, _, Some(f)) => Value::Double(f),
-                    _ => return Err(bad()),
-                },
-                Json::Object(o) => match (o.get("s"), o.get("b")) {
-                    (Some(Json::String(s)), _) => Value::Text(s.into()),
-                    (_, Some(Json::String(h))) => Value::Bytes(
-                        (0..h.len())
-                            .step_by(2)
-                            .map(|i| {
-                                u8::from_str_radix(h.get(i..i + 2).unwrap_or("zz"), 16)
-                                    .map_err(|_| bad())
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    _ => return Err(bad()),
-                },
-                _ => return Err(bad()),
-            })
-        })
-        .collect()
-}
-
-async fn exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), SinkError> {
-    conn.execute(AssertSqlSafe(sql.to_owned()))
-        .await
-        .map_err(|e| SinkError::db(sql, e))?;
-    Ok(())
 }
 
 /// Copies what is left to copy and returns the position the stream starts from, or `None`
@@ -148,7 +83,7 @@ pub async fn run(
     };
     let progress = checkpoint::copy_progress(conn, job.pipeline).await?;
     let mut listing = connect(job.source).await?;
-    let tables = replica::selected_tables(&mut listing, job.router).await?;
+    let tables = catalog::tables(&mut listing, |t| job.router.selects(t)).await?;
     drop(listing);
     let queue: Mutex<VecDeque<TableName>> = Mutex::new(
         tables
@@ -401,7 +336,7 @@ async fn copy_chunks(
     // under way then starts over, as it does when the stored key no longer has the key's
     // shape. A replica rowsync did not fill itself is adopted only if it can hold the
     // source's values; it is never dropped.
-    let def = replica::parse_definition(&table.name, &snapshot.show_create(&table.name).await?)?;
+    let def = snapshot.definition(&table.name).await?;
     let records = checkpoint::replicas(conn, job.pipeline).await?;
     let mut unfit = Vec::new();
     for (p, m) in projections.iter().zip(job.router.mappings_for(&table.name)) {
@@ -438,7 +373,8 @@ async fn copy_chunks(
             if p.last_key
                 .as_deref()
                 .map(decode_key)
-                .transpose()?
+                .transpose()
+                .map_err(SinkError::from)?
                 .is_some_and(|k| k.len() != key_len) =>
         {
             tracing::warn!(table = %table.name, "the table's primary key changed since its copy began; the copy starts over");
@@ -479,7 +415,12 @@ async fn copy_chunks(
             fresh
         }
     };
-    let start_after = progress.last_key.as_deref().map(decode_key).transpose()?;
+    let start_after = progress
+        .last_key
+        .as_deref()
+        .map(decode_key)
+        .transpose()
+        .map_err(SinkError::from)?;
     tracing::info!(table = %table.name, estimate, already = progress.rows_copied, writers = job.copy.writers, chunk_rows, "copying table");
     // One reader fetches chunks in key order; `copy.writers` target connections write them at
     // once, each chunk in its own transaction with its progress. The transactions commit in
@@ -644,24 +585,4 @@ async fn write_chunks(
         abort.cancel();
     }
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_round_trip_through_json() {
-        let key = vec![
-            Value::Int(-5),
-            Value::UInt(u64::MAX),
-            Value::Text("a\"b".into()),
-            Value::Bytes(vec![0, 255, 16]),
-            Value::Null,
-        ];
-        let back = decode_key(&encode_key(&key)).unwrap();
-        assert_eq!(back, key);
-        assert!(decode_key("not json").is_err());
-        assert!(decode_key("[{\"b\": \"zz\"}]").is_err());
-    }
 }

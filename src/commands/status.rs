@@ -1,14 +1,17 @@
 //! `rowsync status`: each target's checkpoint, how far behind the source head it is, and its
-//! stopped tables — read from the targets and the source without opening a binlog dump.
+//! stopped tables — read from the targets and the source without opening a binlog dump. It
+//! only reads (SELECT): a target where rowsync never ran simply has no checkpoint yet.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::sink::{checkpoint, target};
-use crate::source::conn::source_opts;
+use crate::model::position::Checkpoint;
+use crate::model::table::{CopyProgress, Phase, StoppedTable, TableFloor, TableState};
+use crate::sink::{checkpoint, target, SinkError};
+use crate::source::conn::{connect, source_opts};
 use crate::source::info::SourceInfo;
-use crate::source::position::Checkpoint;
+use crate::state::StoredState;
 
 /// One target's line(s) of the status report.
 #[derive(Debug, Clone)]
@@ -17,18 +20,18 @@ pub struct TargetReport {
     pub checkpoint: Option<Checkpoint>,
     pub lag_secs: Option<u64>,
     pub caught_up: bool,
-    pub stopped: Vec<checkpoint::StoppedTable>,
+    pub stopped: Vec<StoppedTable>,
     /// Tables being re-copied or catching up after a re-copy.
-    pub floors: Vec<checkpoint::TableFloor>,
+    pub floors: Vec<TableFloor>,
     /// Set while the initial copy runs.
-    pub copying: Option<Vec<checkpoint::CopyProgress>>,
+    pub copying: Option<Vec<CopyProgress>>,
     pub error: Option<String>,
 }
 
 /// Builds the report; `Err` only when the source itself cannot be read.
 pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetReport>)> {
     let opts = source_opts(&config.source.url, config.source.tls.as_ref())?;
-    let mut src = crate::source::conn::connect(&opts).await?;
+    let mut src = connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
     let head = info.head(&mut src).await?;
     let now = SystemTime::now()
@@ -50,13 +53,13 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
         match target::connect(t).await {
             Err(e) => r.error = Some(e.to_string()),
             Ok(mut conn) => {
+                let pipeline = &config.pipeline;
                 let loaded = async {
-                    checkpoint::ensure_tables(&mut conn).await?;
-                    let c = checkpoint::load_with_phase(&mut conn, &config.pipeline).await?;
-                    let s = checkpoint::stopped_tables(&mut conn, &config.pipeline).await?;
-                    let p = checkpoint::copy_progress(&mut conn, &config.pipeline).await?;
-                    let f = checkpoint::table_floors(&mut conn, &config.pipeline).await?;
-                    Ok::<_, crate::sink::SinkError>((c, s, p, f))
+                    let c = absent(checkpoint::load_with_phase(&mut conn, pipeline).await)?;
+                    let s = absent(checkpoint::stopped_tables(&mut conn, pipeline).await)?;
+                    let p = absent(checkpoint::copy_progress(&mut conn, pipeline).await)?;
+                    let f = absent(checkpoint::table_floors(&mut conn, pipeline).await)?;
+                    Ok::<_, SinkError>((c, s, p, f))
                 }
                 .await;
                 match loaded {
@@ -64,7 +67,7 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
                     Ok((c, s, progress, floors)) => {
                         r.stopped = s;
                         r.floors = floors;
-                        if let Some((_, checkpoint::Phase::Copying)) = &c {
+                        if let Some((_, Phase::Copying)) = &c {
                             r.copying = Some(progress);
                         }
                         let c = c.map(|(c, _)| c);
@@ -73,13 +76,7 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
                                 (Some(a), Some(b)) => a == b,
                                 _ => c.position == head.position,
                             };
-                            r.lag_secs = if r.caught_up {
-                                Some(0)
-                            } else if c.source_time > 0 {
-                                Some(now.saturating_sub(u64::from(c.source_time)))
-                            } else {
-                                None
-                            };
+                            r.lag_secs = c.lag_secs(r.caught_up, now);
                         }
                         r.checkpoint = c;
                     }
@@ -89,6 +86,15 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
         out.push(r);
     }
     Ok((head, out))
+}
+
+/// What a read of one of rowsync's tables gives, or nothing where the table does not exist
+/// (rowsync never ran on that target, or an older one made fewer tables).
+fn absent<T: Default>(read: Result<T, SinkError>) -> Result<T, SinkError> {
+    match read {
+        Err(e) if e.code() == Some(1146) => Ok(T::default()),
+        other => other,
+    }
 }
 
 /// The report as text.
@@ -154,10 +160,10 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
                 .map(|p| p.to_string())
                 .unwrap_or_default();
             let _ = match (f.state, at.is_empty()) {
-                (checkpoint::TableState::Copying, true) => {
+                (TableState::Copying, true) => {
                     writeln!(s, "  table {} RE-COPYING (taking its snapshot)", f.table)
                 }
-                (checkpoint::TableState::Copying, false) => {
+                (TableState::Copying, false) => {
                     writeln!(s, "  table {} RE-COPYING (snapshot at {at})", f.table)
                 }
                 _ => writeln!(s, "  table {} re-copied, catching up from {at}", f.table),
@@ -170,7 +176,7 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
                 .map(|q| format!(" (statement: {q})"))
                 .unwrap_or_default();
             let _ = match st.state {
-                checkpoint::TableState::RecopyRequested => writeln!(
+                TableState::RecopyRequested => writeln!(
                     s,
                     "  table {} COPY REQUESTED: {}",
                     st.table,
@@ -198,7 +204,7 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
 }
 
 /// What the daemon last recorded for each target (from the state store).
-pub fn render_daemon(stored: &[crate::state::StoredState]) -> String {
+pub fn render_daemon(stored: &[StoredState]) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -210,10 +216,11 @@ pub fn render_daemon(stored: &[crate::state::StoredState]) -> String {
             "daemon: target {} {}{} (recorded {}s ago)",
             t.target,
             t.state.to_uppercase(),
-            t.error
-                .as_ref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default(),
+            match (&t.error, &t.error_class) {
+                (Some(e), Some(class)) => format!(" ({class} error): {e}"),
+                (Some(e), None) => format!(": {e}"),
+                _ => String::new(),
+            },
             (now - t.updated_at).max(0)
         );
     }

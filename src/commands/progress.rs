@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::status::{State, TargetStatus};
+use crate::engine::status::State;
+use crate::engine::Handle;
 
 /// Draws bars until `cancel` when stderr is a terminal; does nothing otherwise.
-pub async fn show(statuses: Vec<Arc<TargetStatus>>, cancel: CancellationToken) {
+pub async fn show(handle: &Handle, cancel: &CancellationToken) {
     if !std::io::stderr().is_terminal() {
         return;
     }
@@ -27,8 +27,7 @@ pub async fn show(statuses: Vec<Arc<TargetStatus>>, cancel: CancellationToken) {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        for status in &statuses {
-            let snap = status.snapshot();
+        for snap in handle.snapshots() {
             let copying = snap.state == State::Copying;
             match (copying, bars.get(&snap.target)) {
                 (true, existing) => {

@@ -7,11 +7,13 @@
 //! made-up order.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use super::name::TableName;
 
 /// A malformed position, GTID or checkpoint text.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -292,6 +294,20 @@ impl GtidSet {
     }
 }
 
+/// A GTID set as printed: MySQL's `uuid:interval` sets contain a colon, MariaDB's
+/// `domain-server-seq` lists do not.
+impl FromStr for GtidSet {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.contains(':') {
+            GtidSet::parse_mysql(s)
+        } else {
+            GtidSet::parse_maria(s)
+        }
+    }
+}
+
 impl fmt::Display for GtidSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -352,7 +368,7 @@ impl fmt::Display for Flavor {
 
 /// Which server a position belongs to: a file/pos is meaningless on another server or after
 /// `RESET MASTER`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceIdentity {
     pub flavor: Flavor,
     pub server_id: u32,
@@ -364,7 +380,7 @@ pub struct SourceIdentity {
 
 /// The position after the last whole source transaction a target applied, committed in the
 /// same target transaction as that transaction's rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub position: Position,
     /// GTID state after that transaction, when the source has GTIDs.
@@ -375,6 +391,17 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The one definition of lag, used by `status`, the logs and the metrics: seconds between
+    /// the source commit of the newest applied transaction and `now`, 0 when the target has
+    /// applied everything the source has (an idle source is not lag), unknown when the commit
+    /// time is.
+    pub fn lag_secs(&self, caught_up: bool, now: u64) -> Option<u64> {
+        if caught_up {
+            return Some(0);
+        }
+        (self.source_time > 0).then(|| now.saturating_sub(u64::from(self.source_time)))
+    }
+
     /// The earlier of two states of one source: per GTID domain (or uuid) the lesser, and the
     /// lesser file/offset. Reading from it misses nothing either of them still needs.
     pub fn earliest(&self, other: &Checkpoint) -> Checkpoint {
@@ -510,6 +537,44 @@ impl fmt::Display for StartAt {
         }
     }
 }
+
+/// Where each table's already-applied history ends on the target: the main checkpoint, and
+/// an earlier floor for tables catching up after a re-copy. A group is applied to a table only
+/// if the table's floor does not include it yet.
+///
+/// Unresolved XA branches add floors of their own (`xa`): the stream starts early enough to
+/// read their prepared parts again, which are held but never applied by reading them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Floors {
+    pub main: Checkpoint,
+    pub tables: HashMap<TableName, Checkpoint>,
+    pub xa: Vec<Checkpoint>,
+}
+
+impl Floors {
+    pub fn new(main: Checkpoint) -> Floors {
+        Floors {
+            main,
+            tables: HashMap::new(),
+            xa: Vec::new(),
+        }
+    }
+
+    /// Where the stream has to start so that every table gets what it lacks.
+    pub fn start(&self) -> Checkpoint {
+        self.tables
+            .values()
+            .chain(&self.xa)
+            .fold(self.main.clone(), |acc, f| acc.earliest(f))
+    }
+
+    /// Whether group `id` still has to be applied to `table`.
+    pub fn wants(&self, id: &GroupId, table: &TableName) -> bool {
+        !id.applied_at(self.tables.get(table).unwrap_or(&self.main))
+    }
+}
+
+crate::model::serde_as_text!(Position, GtidSet, StartAt);
 
 #[cfg(test)]
 mod tests {

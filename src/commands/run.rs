@@ -1,0 +1,107 @@
+//! `rowsync run`: the daemon. Starts the engine, reloads the configuration on SIGHUP (as a
+//! diff: only what changed restarts), records each target's state in the state store every
+//! second, logs progress every ten, draws copy progress bars in a terminal, and shuts down at
+//! transaction boundaries on SIGTERM or SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use super::{progress, shutdown_signal};
+use crate::config::Config;
+use crate::engine::{Command, Engine, Handle};
+use crate::state::StateStore;
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    let store = StateStore::open(&config.state_path()).await?;
+    let config = Arc::new(config);
+    let handle = Engine::start(config.clone());
+    let stop = CancellationToken::new();
+    let pipeline = std::sync::Mutex::new(config.pipeline.clone());
+    let control = async {
+        loop {
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down: finishing or rolling back open target transactions");
+                    handle.shutdown().await;
+                    break;
+                }
+                _ = hangup.recv() => reload(&path, &handle, &pipeline).await,
+            }
+        }
+        stop.cancel();
+    };
+    tokio::join!(
+        control,
+        report(&handle, &store, &pipeline, &stop),
+        progress::show(&handle, &stop),
+    );
+    Ok(())
+}
+
+/// Reads the file again and hands it to the engine; an invalid file changes nothing.
+async fn reload(path: &Path, handle: &Handle, pipeline: &std::sync::Mutex<String>) {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one");
+            return;
+        }
+    };
+    tracing::info!("SIGHUP: reloading {}", path.display());
+    if let Ok(mut p) = pipeline.lock() {
+        p.clone_from(&config.pipeline);
+    }
+    if let Err(e) = handle.send(Command::Reload(Arc::new(config))).await {
+        tracing::error!(error = %e, "SIGHUP: the reload failed");
+    }
+}
+
+/// Records each target's state every second and logs progress every ten, until `stop` (and
+/// once more then).
+async fn report(
+    handle: &Handle,
+    store: &StateStore,
+    pipeline: &std::sync::Mutex<String>,
+    stop: &CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        let last = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        n += 1;
+        let pipeline = pipeline.lock().map(|p| p.clone()).unwrap_or_default();
+        for snap in handle.snapshots() {
+            if let Err(e) = store.save(&pipeline, &snap).await {
+                tracing::warn!(error = %e, "cannot record target state");
+            }
+            if last || !n.is_multiple_of(10) {
+                continue;
+            }
+            let copied: u64 = snap.copy.iter().map(|p| p.rows_copied).sum();
+            let estimated: u64 = snap.copy.iter().map(|p| p.rows_estimated).sum();
+            tracing::info!(
+                target = %snap.target,
+                state = snap.state.name(),
+                copied,
+                estimated,
+                position = %snap.checkpoint.as_ref().map(|c| c.position.to_string()).unwrap_or_default(),
+                lag_secs = ?snap.lag_secs(),
+                rows = snap.rows_applied,
+                transactions = snap.transactions_applied,
+                "progress"
+            );
+        }
+        if last {
+            return;
+        }
+    }
+}
