@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use crate::engine::status::Snapshot;
 
 /// A target's row in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredState {
     pub target: String,
     pub state: String,
@@ -102,7 +102,7 @@ impl StateStore {
 
     /// Every target's stored state for `pipeline`.
     pub async fn load(&self, pipeline: &str) -> Result<Vec<StoredState>, StateError> {
-        let rows: Vec<(String, String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+        sqlx::query_as::<_, StoredState>(
             "SELECT target, state, error, error_class, updated_at FROM target_state WHERE pipeline = ? ORDER BY target",
         )
         .bind(pipeline)
@@ -111,19 +111,7 @@ impl StateStore {
         .map_err(|source| StateError {
             path: self.path.clone(),
             source,
-        })?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(target, state, error, error_class, updated_at)| StoredState {
-                    target,
-                    state,
-                    error,
-                    error_class,
-                    updated_at,
-                },
-            )
-            .collect())
+        })
     }
 }
 

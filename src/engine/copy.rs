@@ -30,15 +30,14 @@ use tokio_util::sync::CancellationToken;
 use super::status::TargetStatus;
 use super::target::PipelineError;
 use crate::config::{CopyConfig, TargetConfig};
-use crate::model::name::{quote_ident, TableName};
+use crate::model::name::TableName;
 use crate::model::position::{Checkpoint, GtidSet};
 use crate::model::table::{CopyProgress, Phase, TableState};
 use crate::model::value::{decode_key, encode_key, Value};
 use crate::routing::mapping::{Projection, Router};
 use crate::routing::replicas;
-use crate::sink::target::exec;
 use crate::sink::writer::{Op, RowWriter};
-use crate::sink::{checkpoint, replica, target, Observer, SinkError};
+use crate::sink::{self, checkpoint, replica, target, Observer, SinkError};
 use crate::source::catalog;
 use crate::source::conn::connect;
 use crate::source::info::SourceInfo;
@@ -271,7 +270,7 @@ async fn copy_table(
         Err(e) if e.is_retryable() => Err(e),
         Err(e) => {
             // The failed chunk's transaction may still be open on this connection.
-            let _ = exec(conn, "ROLLBACK").await;
+            let _ = sink::copy::abandon(conn).await;
             let reason = format!("the copy failed: {e}");
             stop_copied_table(conn, job, &table.name, start, reason.clone()).await?;
             Ok(CopyEnd::Stopped(reason))
@@ -331,11 +330,49 @@ async fn copy_chunks(
         None => job.copy.chunk_rows,
     }
     .max(1);
-    // A replica that cannot take the table as it is now (a column, type or key changed in a
-    // way the stream could not follow) is made again from the current definition, and a copy
-    // under way then starts over, as it does when the stored key no longer has the key's
-    // shape. A replica rowsync did not fill itself is adopted only if it can hold the
-    // source's values; it is never dropped.
+    let previous = fit_replicas(conn, snapshot, job, table, &projections, previous).await?;
+    let progress = match previous {
+        Some(p) => p,
+        None => {
+            let fresh = CopyProgress {
+                table: table.name.clone(),
+                done: false,
+                last_key: None,
+                rows_copied: 0,
+                rows_estimated: estimate,
+            };
+            let records = replicas::records_for(job.router, &table.name);
+            sink::copy::start_table(conn, job.pipeline, &records, &fresh).await?;
+            fresh
+        }
+    };
+    tracing::info!(table = %table.name, estimate, already = progress.rows_copied, writers = job.copy.writers, chunk_rows, "copying table");
+    let lane = Lane {
+        turn: tokio::sync::watch::channel(0u64).0,
+        abort: job.cancel.child_token(),
+        job,
+        table,
+        projections: &projections,
+    };
+    transfer(conn, writer, snapshot, &lane, progress, chunk_rows).await
+}
+
+/// Makes the table's replicas fit the table as it is now, and says where its copy resumes:
+/// after the stored progress, or (`None`) from the start.
+///
+/// A replica that cannot take the table as it is now (a column, type or key changed in a way
+/// the stream could not follow) is made again from the current definition, and a copy under
+/// way then starts over, as it does when the stored key no longer has the key's shape. A
+/// replica rowsync did not fill itself is adopted only if it can hold the source's values;
+/// it is never dropped.
+async fn fit_replicas(
+    conn: &mut MySqlConnection,
+    snapshot: &mut Snapshot,
+    job: &CopyJob<'_>,
+    table: &CopyTable,
+    projections: &[Arc<Projection>],
+    previous: Option<&CopyProgress>,
+) -> Result<Option<CopyProgress>, PipelineError> {
     let def = snapshot.definition(&table.name).await?;
     let records = checkpoint::replicas(conn, job.pipeline).await?;
     let mut unfit = Vec::new();
@@ -369,18 +406,11 @@ async fn copy_chunks(
             tracing::warn!(table = %table.name, "the replica no longer fits the table; its copy starts over");
             None
         }
-        Some(p)
-            if p.last_key
-                .as_deref()
-                .map(decode_key)
-                .transpose()
-                .map_err(SinkError::from)?
-                .is_some_and(|k| k.len() != key_len) =>
-        {
+        Some(p) if stored_key(p)?.is_some_and(|k| k.len() != key_len) => {
             tracing::warn!(table = %table.name, "the table's primary key changed since its copy began; the copy starts over");
             None
         }
-        other => other,
+        other => other.cloned(),
     };
     if !unfit.is_empty() {
         // Forgotten first: a crash after the rebuild must not resume into the empty table.
@@ -389,42 +419,27 @@ async fn copy_chunks(
             replica::rebuild(conn, &def, m, Some(job.pipeline)).await?;
         }
     }
-    let mut progress = match previous {
-        Some(p) => p.clone(),
-        None => {
-            let fresh = CopyProgress {
-                table: table.name.clone(),
-                done: false,
-                last_key: None,
-                rows_copied: 0,
-                rows_estimated: estimate,
-            };
-            exec(conn, "BEGIN").await?;
-            let mut emptied = HashSet::new();
-            for p in &projections {
-                if emptied.insert(p.replica.clone()) {
-                    exec(conn, &format!("DELETE FROM {}", quote_ident(&p.replica))).await?;
-                }
-            }
-            // From this commit on, each replica is recorded as holding this mapping's rows.
-            for record in replicas::records_for(job.router, &table.name) {
-                checkpoint::record_replica(conn, job.pipeline, &record).await?;
-            }
-            checkpoint::store_copy_progress(conn, job.pipeline, &fresh).await?;
-            exec(conn, "COMMIT").await?;
-            fresh
-        }
-    };
-    let start_after = progress
-        .last_key
-        .as_deref()
-        .map(decode_key)
-        .transpose()
-        .map_err(SinkError::from)?;
-    tracing::info!(table = %table.name, estimate, already = progress.rows_copied, writers = job.copy.writers, chunk_rows, "copying table");
-    // One reader fetches chunks in key order; `copy.writers` target connections write them at
-    // once, each chunk in its own transaction with its progress. The transactions commit in
-    // chunk order, so the stored progress always ends a gap-free prefix of the table.
+    Ok(previous)
+}
+
+/// The last copied key of `progress`, if any.
+fn stored_key(progress: &CopyProgress) -> Result<Option<Vec<Value>>, SinkError> {
+    Ok(progress.last_key.as_deref().map(decode_key).transpose()?)
+}
+
+/// Copies the rest of the table after `progress`. One reader fetches chunks in key order;
+/// `copy.writers` target connections write them at once, each chunk in its own transaction
+/// with its progress. The transactions commit in chunk order, so the stored progress always
+/// ends a gap-free prefix of the table.
+async fn transfer(
+    conn: &mut MySqlConnection,
+    writer: &mut RowWriter,
+    snapshot: &mut Snapshot,
+    lane: &Lane<'_>,
+    mut progress: CopyProgress,
+    chunk_rows: usize,
+) -> Result<CopyEnd, PipelineError> {
+    let (job, table, abort) = (lane.job, lane.table, &lane.abort);
     let mut extra = Vec::new();
     for _ in 1..job.copy.writers.max(1) {
         let mut c = target::connect(job.target).await?;
@@ -432,25 +447,17 @@ async fn copy_chunks(
         extra.push((c, w));
     }
     let writers = 1 + extra.len();
-    let lane = Lane {
-        turn: tokio::sync::watch::channel(0u64).0,
-        abort: job.cancel.child_token(),
-        job,
-        table,
-        projections: &projections,
-    };
-    let abort = &lane.abort;
     let mut senders = Vec::new();
     let mut lanes = Vec::new();
     for (c, w) in std::iter::once((conn, writer)).chain(extra.iter_mut().map(|(c, w)| (c, w))) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(1);
         senders.push(tx);
-        lanes.push(write_chunks(c, w, rx, &lane));
+        lanes.push(write_chunks(c, w, rx, lane));
     }
+    let mut last = stored_key(&progress)?;
     let read = async {
         // Owning the senders: the writers see their channels close when reading stops.
         let senders = senders;
-        let mut last = start_after;
         let mut seq = 0u64;
         while !job.cancel.is_cancelled() && !abort.is_cancelled() {
             let rows = match snapshot.chunk(table, last.as_deref(), chunk_rows).await {
@@ -551,13 +558,12 @@ async fn write_chunks(
                 }
             }
             drop(chunk.rows);
-            exec(conn, "BEGIN").await?;
-            writer.write(conn, &ops).await?;
+            sink::copy::write_chunk(conn, writer, &ops).await?;
             drop(ops);
             let mut waiting = turn.subscribe();
             tokio::select! {
                 _ = abort.cancelled() => {
-                    exec(conn, "ROLLBACK").await?;
+                    sink::copy::abandon(conn).await?;
                     return Ok(false);
                 }
                 ready = async { waiting.wait_for(|&next| next == chunk.seq).await.is_ok() } => {
@@ -566,8 +572,7 @@ async fn write_chunks(
                     }
                 }
             }
-            checkpoint::store_copy_progress(conn, job.pipeline, &chunk.progress).await?;
-            exec(conn, "COMMIT").await?;
+            sink::copy::commit_chunk(conn, job.pipeline, &chunk.progress).await?;
             turn.send_replace(chunk.seq + 1);
             job.status.copy_progress(&chunk.progress);
             if chunk.seq % 20 == 19 {

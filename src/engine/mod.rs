@@ -12,7 +12,8 @@
 //!   configuration: source, its own settings, its mappings) is unchanged keeps running
 //!   untouched; a changed one restarts from its checkpoint and plans its replicas against the
 //!   new mappings (new or reshaped tables are copied online, the others stream on); a removed
-//!   one stops; a new one starts.
+//!   one stops; a new one starts. A target stopped by a definite error is started again too:
+//!   a reload is how an operator says the cause was fixed.
 //!
 //! Restarting from the checkpoint is what makes each step safe: nothing a pipeline holds in
 //! memory is needed to resume it exactly once.
@@ -251,8 +252,9 @@ impl Supervisor {
             let Some(running) = self.targets.get_mut(spec.name()) else {
                 continue;
             };
-            if *running.spec != spec {
-                tracing::info!(target = %spec.name(), "its configuration changed; restarting it from its checkpoint");
+            let stopped = matches!(running.status.snapshot().state, State::Stopped(_));
+            if *running.spec != spec || stopped {
+                tracing::info!(target = %spec.name(), "its configuration changed, or it had stopped; restarting it from its checkpoint");
                 let paused = running.task.is_none();
                 running.stop().await;
                 changed.push((spec, paused));

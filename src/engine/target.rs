@@ -20,13 +20,14 @@ use futures_util::future::BoxFuture;
 use mysql_async::{Conn, Opts};
 use sqlx::mysql::MySqlConnection;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::copy::{self, CopyJob};
 use super::status::{Failure, State, TargetStatus};
 use crate::config::{ApplyConfig, Config, CopyConfig, SourceConfig, TargetConfig};
 use crate::model::definition::SourceDefinition;
-use crate::model::event::event_channel;
+use crate::model::event::{event_channel, EventReceiver};
 use crate::model::name::TableName;
 use crate::model::position::{Checkpoint, Floors, GtidSet, StartAt};
 use crate::model::table::{Phase, ReplicaRecord, TableState};
@@ -174,7 +175,7 @@ pub(super) async fn run_target(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
-                tracing::error!(target = %name, error = %e, "target pipeline stopped; fix the cause and restart rowsync");
+                tracing::error!(target = %name, error = %e, "target pipeline stopped; fix the cause, then reload (SIGHUP) or restart rowsync");
                 status.set_state(State::Stopped(e.failure()));
                 cancel.cancelled().await;
                 return;
@@ -445,7 +446,7 @@ async fn resolve_start(
         None => return new_target_start(p).await.map(Some),
     };
     let job = copy_job(p.spec, &p.opts, &p.info, &p.skip, status, cancel);
-    Ok(copy::run(&mut p.conn, &job, resume).await?)
+    copy::run(&mut p.conn, &job, resume).await
 }
 
 /// A target without a checkpoint that does not copy: it starts at the configured position,
@@ -528,12 +529,11 @@ async fn floors(p: &mut Prepared<'_>, start: &Checkpoint) -> Result<Floors, Pipe
 
 /// Streams from `start` until cancelled, an error, or a re-copy that needs a restart.
 async fn stream(
-    p: Prepared<'_>,
+    mut p: Prepared<'_>,
     start: Checkpoint,
     status: &Arc<TargetStatus>,
     cancel: &CancellationToken,
 ) -> Result<Outcome, PipelineError> {
-    let mut p = p;
     let spec = p.spec;
     // Tables whose copy (initial or re-copy) stopped are skipped like every stopped table.
     let stopped = checkpoint::stopped_tables(&mut p.conn, &p.spec.pipeline).await?;
@@ -549,24 +549,8 @@ async fn stream(
     } = p;
 
     let router = Arc::new(spec.router.clone());
-    let selects = {
-        let router = router.clone();
-        Arc::new(move |t: &TableName| router.selects(t))
-    };
-    let reader = BinlogReader::new(
-        ReaderOptions {
-            opts: opts.clone(),
-            server_id: spec.source.server_id + spec.index as u32,
-            heartbeat: spec.source.heartbeat(),
-            read_timeout: spec.source.read_timeout(),
-        },
-        selects,
-        skip.clone(),
-    )
-    .with_floors(floors.clone());
-    let (tx, mut rx) = event_channel(spec.apply.queue_events);
     let reader_cancel = cancel.child_token();
-    let reader_task = tokio::spawn(reader.run(floors.start(), tx, reader_cancel.clone()));
+    let (mut rx, reader_task) = start_reader(spec, &opts, &router, &skip, &floors, &reader_cancel);
 
     let (commands, command_rx) = mpsc::channel(4);
     let catalog = Arc::new(Catalog { opts: opts.clone() });
@@ -615,6 +599,35 @@ async fn stream(
         (Ok(_), Err(e)) => Err(e.into()),
         (Ok(_), Ok(())) => Err(SourceError::Closed.into()),
     }
+}
+
+/// Starts the target's binlog reader from where every table has what it lacks.
+fn start_reader(
+    spec: &TargetSpec,
+    opts: &Opts,
+    router: &Arc<Router>,
+    skip: &HashSet<TableName>,
+    floors: &Floors,
+    cancel: &CancellationToken,
+) -> (EventReceiver, JoinHandle<Result<(), SourceError>>) {
+    let selects = {
+        let router = router.clone();
+        Arc::new(move |t: &TableName| router.selects(t))
+    };
+    let reader = BinlogReader::new(
+        ReaderOptions {
+            opts: opts.clone(),
+            server_id: spec.source.server_id + spec.index as u32,
+            heartbeat: spec.source.heartbeat(),
+            read_timeout: spec.source.read_timeout(),
+        },
+        selects,
+        skip.clone(),
+    )
+    .with_floors(floors.clone());
+    let (tx, rx) = event_channel(spec.apply.queue_events);
+    let task = tokio::spawn(reader.run(floors.start(), tx, cancel.clone()));
+    (rx, task)
 }
 
 /// The source's catalog as the writer reads it: one connection per question, which is rare

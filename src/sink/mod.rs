@@ -18,6 +18,7 @@
 
 pub mod apply;
 pub mod checkpoint;
+pub mod copy;
 pub mod ddl;
 pub mod replica;
 pub mod target;

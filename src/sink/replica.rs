@@ -61,7 +61,7 @@ pub async fn ensure_replica(
     defer_keys_of: Option<&str>,
 ) -> Result<(), SinkError> {
     let table = &def.table;
-    let columns = mapping.columns_of(&def)?;
+    let columns = mapping.columns_of(def)?;
     let replica = mapping.replica_name(table);
     let engine = transactional(target, &replica).await?;
     let incompatible = |reason: String| SinkError::Incompatible {
@@ -127,7 +127,7 @@ pub async fn check_adopted(
         .fetch_all(&mut *target)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
-    let mapped = mapping.columns_of(&def)?;
+    let mapped = mapping.columns_of(def)?;
     // A column of its own must take a value when rowsync writes none.
     const REQUIRED: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' AND EXTRA NOT LIKE '%GENERATED%'";
     let required: Vec<(String,)> = sqlx::query_as(REQUIRED)
