@@ -106,25 +106,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             commands::run::run(path, config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    println!("FAIL {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            };
-            println!("ok   configuration {} is valid", config.path.display());
-            let report = commands::check::run(&config).await;
-            for f in &report.findings {
-                println!("{f}");
-            }
-            Ok(if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Check { config } => Ok(commands::check::run(&config).await),
         Command::Resync {
             config,
             target,
@@ -162,13 +144,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status { config } => {
             let config = Config::load(&config)?;
-            let (head, targets) = commands::status::collect(&config)
+            let (head, targets) = rowsync::engine::inspect::collect(&config)
                 .await
                 .context("reading the source")?;
             print!("{}", commands::status::render(&head, &targets));
             let path = config.state_path();
             if path.exists() {
-                let stored = StateStore::open(&path)
+                let stored = StateStore::open_read_only(&path)
                     .await?
                     .load(&config.pipeline)
                     .await?;

@@ -43,28 +43,45 @@ fn now() -> i64 {
 }
 
 impl StateStore {
-    /// Opens (creating if needed) and migrates the store at `path`.
+    /// Opens (creating if needed) and migrates the store at `path`, for the daemon.
     pub async fn open(path: &Path) -> Result<StateStore, StateError> {
-        let shown = path.display().to_string();
-        let err = |source| StateError {
-            path: shown.clone(),
-            source,
-        };
+        let store = Self::connect(path, false).await?;
+        sqlx::migrate!()
+            .run(&store.pool)
+            .await
+            .map_err(|e| store.error(e.into()))?;
+        Ok(store)
+    }
+
+    /// Opens the store at `path` to read it only (`rowsync status`): no migration, so a
+    /// daemon of another version keeps the store as it made it.
+    pub async fn open_read_only(path: &Path) -> Result<StateStore, StateError> {
+        Self::connect(path, true).await
+    }
+
+    async fn connect(path: &Path, read_only: bool) -> Result<StateStore, StateError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .read_only(read_only)
+            .create_if_missing(!read_only)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
+        let path = path.display().to_string();
+        match SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options)
             .await
-            .map_err(err)?;
-        sqlx::migrate!()
-            .run(&pool)
-            .await
-            .map_err(|e| err(e.into()))?;
-        Ok(StateStore { pool, path: shown })
+        {
+            Ok(pool) => Ok(StateStore { pool, path }),
+            Err(source) => Err(StateError { path, source }),
+        }
+    }
+
+    fn error(&self, source: sqlx::Error) -> StateError {
+        StateError {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Records `snapshot` for `pipeline`.
@@ -93,25 +110,29 @@ impl StateStore {
         .bind(now())
         .execute(&self.pool)
         .await
-        .map_err(|source| StateError {
-            path: self.path.clone(),
-            source,
-        })?;
+        .map_err(|e| self.error(e))?;
         Ok(())
     }
 
     /// Every target's stored state for `pipeline`.
     pub async fn load(&self, pipeline: &str) -> Result<Vec<StoredState>, StateError> {
-        sqlx::query_as::<_, StoredState>(
-            "SELECT target, state, error, error_class, updated_at FROM target_state WHERE pipeline = ? ORDER BY target",
+        // A store an older daemon made has no error class.
+        let (classes,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pragma_table_info('target_state') WHERE name = 'error_class'",
         )
-        .bind(pipeline)
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await
-        .map_err(|source| StateError {
-            path: self.path.clone(),
-            source,
-        })
+        .map_err(|e| self.error(e))?;
+        let sql = if classes > 0 {
+            "SELECT target, state, error, error_class, updated_at FROM target_state WHERE pipeline = ? ORDER BY target"
+        } else {
+            "SELECT target, state, error, NULL AS error_class, updated_at FROM target_state WHERE pipeline = ? ORDER BY target"
+        };
+        sqlx::query_as::<_, StoredState>(sql)
+            .bind(pipeline)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))
     }
 }
 
@@ -150,5 +171,38 @@ mod tests {
         drop(store);
         let again = StateStore::open(&dir.path().join("s.db")).await.unwrap();
         assert_eq!(again.load("p").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn status_reads_without_migrating_also_an_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        // The store as the first version of the daemon made it.
+        let old = StateStore::connect(&path, false).await.unwrap();
+        sqlx::raw_sql(include_str!(
+            "../migrations/20261123000001_target_state.sql"
+        ))
+        .execute(&old.pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO target_state (pipeline, target, state, error, updated_at) VALUES ('p', 'order', 'stopped', 'boom', 1)")
+            .execute(&old.pool)
+            .await
+            .unwrap();
+        let reader = StateStore::open_read_only(&path).await.unwrap();
+        let rows = reader.load("p").await.unwrap();
+        assert_eq!(rows[0].error.as_deref(), Some("boom"));
+        assert_eq!(rows[0].error_class, None);
+        let (columns,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pragma_table_info('target_state') WHERE name = 'error_class'",
+        )
+        .fetch_one(&old.pool)
+        .await
+        .unwrap();
+        assert_eq!(columns, 0, "reading migrated the store");
+        assert!(reader
+            .save("p", &TargetStatus::new("order").snapshot())
+            .await
+            .is_err());
     }
 }

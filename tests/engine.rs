@@ -82,6 +82,7 @@ async fn the_handle_pauses_resumes_recopies_and_reloads_only_what_changed() {
         })
         .await
         .unwrap();
+    assert_ne!(handle.snapshots()[0].state, State::Paused);
     wait_equal(&mut src, &mut order, "category", "id", WAIT).await;
 
     // A re-copy through the handle repairs a replica changed by hand.
@@ -200,4 +201,46 @@ async fn status_needs_only_select_on_a_target() {
         "{out}\n{}",
         rowsync.log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_records_a_removed_target_and_hears_sigterm_during_a_reload() {
+    let mappings =
+        "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\", \"purchase\"]\n";
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order", "purchase"], mappings, 6971).await;
+    let both = std::fs::read_to_string(&c.cfg).unwrap();
+    let mut rowsync = c.run().await;
+
+    // purchase leaves the file: its pipeline stops and the store says so.
+    let purchase_url = c.targets[1].url("purchase_db");
+    let order_only = both
+        .replace(
+            &format!("\n[[targets]]\nname = \"purchase\"\nurl = \"{purchase_url}\"\n"),
+            "",
+        )
+        .replace(
+            "targets = [\"order\", \"purchase\"]",
+            "targets = [\"order\"]",
+        );
+    assert_ne!(order_only, both);
+    std::fs::write(&c.cfg, &order_only).unwrap();
+    hup(rowsync.pid());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = status_text(&c.cfg);
+        if text.contains("daemon: target purchase SHUT DOWN")
+            && text.contains("daemon: target order STREAMING")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}\n{}", rowsync.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A SIGTERM right behind a SIGHUP (while the reload starts purchase again) still ends
+    // the process at transaction boundaries.
+    std::fs::write(&c.cfg, &both).unwrap();
+    hup(rowsync.pid());
+    rowsync.wait_log("SIGHUP: reloading", WAIT).await;
+    assert_eq!(rowsync.terminate(), Some(0));
 }

@@ -7,18 +7,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::OptionFuture;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::{progress, shutdown_signal};
 use crate::config::Config;
+use crate::engine::status::{Snapshot, TargetStatus};
 use crate::engine::{Command, Engine, Handle};
 use crate::state::StateStore;
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
-    let store = StateStore::open(&config.state_path()).await?;
+    // One listener for the whole run: a signal that arrives during a reload is not lost.
+    let terminate = shutdown_signal();
+    tokio::pin!(terminate);
+    let store = match StateStore::open(&config.state_path()).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the state store; `rowsync status` will not show what this daemon sees");
+            None
+        }
+    };
     let config = Arc::new(config);
     let handle = Engine::start(config.clone());
     let stop = CancellationToken::new();
@@ -26,19 +37,23 @@ pub async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let control = async {
         loop {
             tokio::select! {
-                _ = shutdown_signal() => {
-                    tracing::info!("shutting down: finishing or rolling back open target transactions");
-                    handle.shutdown().await;
-                    break;
+                _ = &mut terminate => break,
+                _ = hangup.recv() => {
+                    let reloading = reload(&path, &handle, &pipeline);
+                    tokio::select! {
+                        _ = reloading => {}
+                        _ = &mut terminate => break,
+                    }
                 }
-                _ = hangup.recv() => reload(&path, &handle, &pipeline).await,
             }
         }
+        tracing::info!("shutting down: finishing or rolling back open target transactions");
+        handle.shutdown().await;
         stop.cancel();
     };
     tokio::join!(
         control,
-        report(&handle, &store, &pipeline, &stop),
+        report(&handle, store.as_ref(), &pipeline, &stop),
         progress::show(&handle, &stop),
     );
     Ok(())
@@ -54,24 +69,28 @@ async fn reload(path: &Path, handle: &Handle, pipeline: &std::sync::Mutex<String
         }
     };
     tracing::info!("SIGHUP: reloading {}", path.display());
-    if let Ok(mut p) = pipeline.lock() {
-        p.clone_from(&config.pipeline);
-    }
-    if let Err(e) = handle.send(Command::Reload(Arc::new(config))).await {
-        tracing::error!(error = %e, "SIGHUP: the reload failed");
+    let name = config.pipeline.clone();
+    match handle.send(Command::Reload(Arc::new(config))).await {
+        Ok(()) => {
+            if let Ok(mut p) = pipeline.lock() {
+                *p = name;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP: the reload failed"),
     }
 }
 
 /// Records each target's state every second and logs progress every ten, until `stop` (and
-/// once more then).
+/// once more then). A target a reload removed is recorded once more, as it ended.
 async fn report(
     handle: &Handle,
-    store: &StateStore,
+    store: Option<&StateStore>,
     pipeline: &std::sync::Mutex<String>,
     stop: &CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
+    let mut known: Vec<Arc<TargetStatus>> = Vec::new();
     loop {
         let last = tokio::select! {
             _ = stop.cancelled() => true,
@@ -79,8 +98,17 @@ async fn report(
         };
         n += 1;
         let pipeline = pipeline.lock().map(|p| p.clone()).unwrap_or_default();
-        for snap in handle.snapshots() {
-            if let Err(e) = store.save(&pipeline, &snap).await {
+        let current = handle.statuses();
+        let mut recorded: Vec<Snapshot> = known
+            .iter()
+            .map(|k| k.snapshot())
+            .filter(|k| !current.iter().any(|c| c.snapshot().target == k.target))
+            .collect();
+        recorded.extend(current.iter().map(|s| s.snapshot()));
+        known = current;
+        for snap in recorded {
+            if let Some(Err(e)) = OptionFuture::from(store.map(|s| s.save(&pipeline, &snap))).await
+            {
                 tracing::warn!(error = %e, "cannot record target state");
             }
             if last || !n.is_multiple_of(10) {

@@ -19,6 +19,8 @@
 //! memory is needed to resume it exactly once.
 
 pub mod copy;
+pub mod inspect;
+pub mod preflight;
 pub mod recopy;
 pub mod status;
 pub mod target;
@@ -146,6 +148,11 @@ impl Running {
     }
 
     fn resume(&mut self, parent: &CancellationToken) {
+        // Not after a shutdown began: nothing new may take a target's lock then.
+        if parent.is_cancelled() {
+            return;
+        }
+        self.status.set_state(State::Starting);
         let cancel = parent.child_token();
         let run = target::run_target(self.spec.clone(), self.status.clone(), cancel.clone());
         let task = tokio::spawn(target::watch(tokio::spawn(run), self.status.clone()));

@@ -80,6 +80,9 @@ pub async fn request(
     reason: &str,
 ) -> Result<(), RecopyError> {
     let mut conn = open(spec, table).await?;
+    if checkpoint::load(&mut conn, &spec.pipeline).await?.is_none() {
+        return Err(RecopyError::NotStarted(spec.name().to_owned()));
+    }
     checkpoint::mark_table(
         &mut conn,
         &spec.pipeline,

@@ -342,7 +342,7 @@ async fn make_replicas(p: &mut Prepared<'_>) -> Result<(), PipelineError> {
             Err(e) if e.is_missing_table() => continue,
             Err(e) => return Err(e.into()),
         };
-        if let Err(e) = make_table_replicas(p, &table, &def).await {
+        if let Err(e) = make_table_replicas(p, &table, &def).await? {
             if e.is_retryable() {
                 return Err(e.into());
             }
@@ -363,12 +363,13 @@ async fn make_replicas(p: &mut Prepared<'_>) -> Result<(), PipelineError> {
 }
 
 /// Makes or checks the replicas of one streaming table; a replica dropped by hand is planned
-/// for a copy instead (made empty, it would lack every older row).
+/// for a copy instead (made empty, it would lack every older row). The inner error is a
+/// replica that cannot be made or used (which stops the table); the outer one, any other.
 async fn make_table_replicas(
     p: &mut Prepared<'_>,
     table: &TableName,
     def: &SourceDefinition,
-) -> Result<(), SinkError> {
+) -> Result<Result<(), SinkError>, SinkError> {
     for mapping in p.spec.router.mappings_for(table) {
         let replica_name = mapping.replica_name(table);
         let ours = p
@@ -388,12 +389,15 @@ async fn make_table_replicas(
             }
             continue;
         }
-        replica::ensure_replica(&mut p.conn, def, mapping, None).await?;
-        if !ours {
-            replica::check_adopted(&mut p.conn, def, mapping).await?;
+        let made = match replica::ensure_replica(&mut p.conn, def, mapping, None).await {
+            Ok(()) if !ours => replica::check_adopted(&mut p.conn, def, mapping).await,
+            other => other,
+        };
+        if made.is_err() {
+            return Ok(made);
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// A replica that is new or changed shape is copied before it streams: within the initial

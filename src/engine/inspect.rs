@@ -1,0 +1,97 @@
+//! Reads what `rowsync status` shows, from the source and the targets, without opening a
+//! binlog dump: each target's checkpoint, how far behind the source head it is, its stopped
+//! tables, re-copies and copy progress. It only reads (SELECT): a target where rowsync never
+//! ran simply has no checkpoint yet.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::model::position::Checkpoint;
+use crate::model::table::{CopyProgress, Phase, StoppedTable, TableFloor};
+use crate::sink::{checkpoint, target, SinkError};
+use crate::source::conn::{connect, source_opts};
+use crate::source::info::SourceInfo;
+
+/// One target's line(s) of the status report.
+#[derive(Debug, Clone)]
+pub struct TargetReport {
+    pub target: String,
+    pub checkpoint: Option<Checkpoint>,
+    pub lag_secs: Option<u64>,
+    pub caught_up: bool,
+    pub stopped: Vec<StoppedTable>,
+    /// Tables being re-copied or catching up after a re-copy.
+    pub floors: Vec<TableFloor>,
+    /// Set while the initial copy runs.
+    pub copying: Option<Vec<CopyProgress>>,
+    pub error: Option<String>,
+}
+
+/// Builds the report; `Err` only when the source itself cannot be read.
+pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetReport>)> {
+    let opts = source_opts(&config.source.url, config.source.tls.as_ref())?;
+    let mut src = connect(&opts).await?;
+    let info = SourceInfo::read(&mut src).await?;
+    let head = info.head(&mut src).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for t in &config.targets {
+        let mut r = TargetReport {
+            target: t.name.clone(),
+            checkpoint: None,
+            lag_secs: None,
+            caught_up: false,
+            stopped: Vec::new(),
+            floors: Vec::new(),
+            copying: None,
+            error: None,
+        };
+        match target::connect(t).await {
+            Err(e) => r.error = Some(e.to_string()),
+            Ok(mut conn) => {
+                let pipeline = &config.pipeline;
+                let loaded = async {
+                    let c = absent(checkpoint::load_with_phase(&mut conn, pipeline).await)?;
+                    let s = absent(checkpoint::stopped_tables(&mut conn, pipeline).await)?;
+                    let p = absent(checkpoint::copy_progress(&mut conn, pipeline).await)?;
+                    let f = absent(checkpoint::table_floors(&mut conn, pipeline).await)?;
+                    Ok::<_, SinkError>((c, s, p, f))
+                }
+                .await;
+                match loaded {
+                    Err(e) => r.error = Some(e.to_string()),
+                    Ok((c, s, progress, floors)) => {
+                        r.stopped = s;
+                        r.floors = floors;
+                        if let Some((_, Phase::Copying)) = &c {
+                            r.copying = Some(progress);
+                        }
+                        let c = c.map(|(c, _)| c);
+                        if let Some(c) = &c {
+                            r.caught_up = match (&c.gtid, &head.gtid) {
+                                (Some(a), Some(b)) => a == b,
+                                _ => c.position == head.position,
+                            };
+                            r.lag_secs = c.lag_secs(r.caught_up, now);
+                        }
+                        r.checkpoint = c;
+                    }
+                }
+            }
+        }
+        out.push(r);
+    }
+    Ok((head, out))
+}
+
+/// What a read of one of rowsync's tables gives, or nothing where the table does not exist
+/// (rowsync never ran on that target, or an older one made fewer tables).
+fn absent<T: Default>(read: Result<T, SinkError>) -> Result<T, SinkError> {
+    match read {
+        Err(e) if e.code() == Some(1146) => Ok(T::default()),
+        other => other,
+    }
+}
