@@ -76,7 +76,7 @@ impl Engine {
             statuses: statuses.clone(),
             cancel: cancel.clone(),
         };
-        supervisor.reload(config);
+        supervisor.start_missing(config);
         let task = tokio::spawn(supervisor.run(rx));
         Handle {
             commands: tx,
@@ -279,11 +279,11 @@ impl Supervisor {
                 running.resume(&self.cancel);
             }
         }
-        self.reload(config);
+        self.start_missing(config);
     }
 
     /// Starts the targets of `config` not running yet, and publishes the statuses in order.
-    fn reload(&mut self, config: Arc<Config>) {
+    fn start_missing(&mut self, config: Arc<Config>) {
         let specs = TargetSpec::all(&config);
         for spec in specs.iter() {
             if !self.targets.contains_key(spec.name()) {
