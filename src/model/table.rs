@@ -96,7 +96,7 @@ pub struct StoppedTable {
 pub struct CopyProgress {
     pub table: TableName,
     pub done: bool,
-    /// JSON array of the last copied row's key (see `sink::copy`).
+    /// JSON array of the last copied row's key (see `model::value::encode_key`).
     pub last_key: Option<String>,
     pub rows_copied: u64,
     pub rows_estimated: u64,

@@ -595,7 +595,7 @@ pub async fn replicas(
 
 /// Whether `pipeline` records its replicas on this target: a row with an empty replica name
 /// says so, written once, when the pipeline first starts (or adopts what an older rowsync
-/// left, see `pipeline::runner`).
+/// left, see `engine::target`).
 pub async fn tracks_replicas(
     conn: &mut MySqlConnection,
     pipeline: &str,
