@@ -157,7 +157,7 @@ async fn worker(
 
 /// Re-copies one table into this target: from a new snapshot (or, after a crash, continuing
 /// the one begun), marked `copying` so the stream skips it meanwhile, then `catching_up` from
-/// the snapshot's position, which the stream takes from there (see `source::reader::Floors`).
+/// the snapshot's position, which the stream takes from there (see `model::position::Floors`).
 /// Returns that floor, or why there is none.
 pub async fn recopy(
     conn: &mut MySqlConnection,

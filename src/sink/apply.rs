@@ -231,7 +231,7 @@ pub struct Applier {
     pending: Option<Checkpoint>,
     pending_stops: Vec<StoppedTable>,
     last_store: Instant,
-    /// The floors the stream started with (see `source::reader::Floors`).
+    /// The floors the stream started with (see `model::position::Floors`).
     floors: Floors,
     /// Tables still catching up after a re-copy.
     catching: HashSet<TableName>,
