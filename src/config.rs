@@ -35,6 +35,21 @@ mod file {
         pub copy: super::CopyConfig,
         #[serde(default)]
         pub state: super::StateConfig,
+        #[serde(default)]
+        pub admin: Admin,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Admin {
+        pub listen: Option<String>,
+        #[serde(default)]
+        pub users: Vec<super::AdminUser>,
+        #[serde(default)]
+        pub tokens: Vec<super::AdminToken>,
+        pub metrics_token: Option<String>,
+        /// `ROWSYNC_ADMIN__PASSWORD`: user `admin`'s password, in plain text.
+        pub password: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -103,6 +118,7 @@ pub struct Config {
     pub apply: ApplyConfig,
     pub copy: CopyConfig,
     pub state: StateConfig,
+    pub admin: AdminConfig,
     /// Where the file was read from, for messages.
     pub path: PathBuf,
 }
@@ -277,6 +293,47 @@ impl Default for CopyConfig {
     }
 }
 
+/// The admin HTTP API and UI of `rowsync run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: std::net::SocketAddr,
+    pub users: Vec<AdminUser>,
+    pub tokens: Vec<AdminToken>,
+    /// When set, `/metrics` wants it as a bearer token.
+    pub metrics_token: Option<String>,
+    /// User `admin`'s password from `ROWSYNC_ADMIN__PASSWORD`, hashed when the admin starts.
+    pub password: Option<String>,
+}
+
+/// What an admin user or token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything: mappings, pause and resume, re-copies.
+    Admin,
+    /// Reads only.
+    Viewer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    pub name: String,
+    pub role: Role,
+    /// An argon2 PHC string (`rowsync hash-password` prints one).
+    pub password_hash: String,
+}
+
+/// An API token for scripts, sent as `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    pub role: Role,
+    /// `sha256:<hex>` of the token (`rowsync hash-password --token` makes both).
+    pub token_hash: String,
+}
+
 /// Local state of the daemon (what `status` shows besides the targets' checkpoints).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -377,6 +434,24 @@ impl Config {
             apply: raw.apply,
             copy: raw.copy,
             state: raw.state,
+            admin: AdminConfig {
+                listen: raw
+                    .admin
+                    .listen
+                    .as_deref()
+                    .unwrap_or("127.0.0.1:8080")
+                    .parse()
+                    .map_err(|e| {
+                        invalid(
+                            "admin.listen".into(),
+                            format!("{e}; use host:port, e.g. 127.0.0.1:8080"),
+                        )
+                    })?,
+                users: raw.admin.users,
+                tokens: raw.admin.tokens,
+                metrics_token: raw.admin.metrics_token,
+                password: raw.admin.password,
+            },
             path: path.to_owned(),
         })
     }
@@ -486,7 +561,39 @@ impl Config {
                 }
             }
         }
-        self.check_one_writer_per_replica()
+        self.check_one_writer_per_replica()?;
+        self.check_admin()
+    }
+
+    fn check_admin(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, u) in self.admin.users.iter().enumerate() {
+            if u.name.is_empty() || !names.insert(u.name.as_str()) {
+                return Err(self.invalid(
+                    format!("admin.users[{i}].name"),
+                    "give each user its own, non-empty name",
+                ));
+            }
+            if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
+                return Err(self.invalid(
+                    format!("admin.users[{i}].password_hash"),
+                    format!("not an argon2 PHC string ({e}); `rowsync hash-password` prints one"),
+                ));
+            }
+        }
+        for (i, t) in self.admin.tokens.iter().enumerate() {
+            let hex = t.token_hash.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(self.invalid(
+                    format!("admin.tokens[{i}].token_hash"),
+                    "must be `sha256:` and 64 hex digits; `rowsync hash-password --token` makes a token and its hash",
+                ));
+            }
+        }
+        if self.admin.password.as_deref() == Some("") {
+            return Err(self.invalid("admin.password", "must not be empty"));
+        }
+        Ok(())
     }
 
     /// Two mappings that resolve to one (target, replica table) would wipe each other's rows
@@ -560,7 +667,12 @@ fn check_url(text: &str) -> Result<url::Url, String> {
 /// Applies one `ROWSYNC_A__B__C=value` override to the parsed document.
 fn apply_override(doc: &mut toml::Table, key: &str, value: &str) -> Result<(), String> {
     let parts: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
-    let parsed = parse_scalar(value);
+    // A password is text, whatever it looks like.
+    let parsed = if parts.last().is_some_and(|p| p == "password") {
+        toml::Value::String(value.to_owned())
+    } else {
+        parse_scalar(value)
+    };
     let mut table = doc;
     let mut i = 0;
     while i < parts.len() {
@@ -763,6 +875,36 @@ targets = ["order", "purchase"]
             1,
         );
         load(&other_target, vec![]).unwrap();
+    }
+
+    #[test]
+    fn admin_users_tokens_and_password_are_checked() {
+        let with = |admin: &str| format!("{BASE}\n{admin}");
+        let err = load(
+            &with("[[admin.users]]\nname = \"a\"\nrole = \"admin\"\npassword_hash = \"plain\"\n"),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("admin.users[0].password_hash") && err.contains("hash-password"),
+            "{err}"
+        );
+        let err = load(
+            &with("[[admin.tokens]]\nname = \"ci\"\nrole = \"viewer\"\ntoken_hash = \"abc\"\n"),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("admin.tokens[0].token_hash"), "{err}");
+        let err = load(&with("[admin]\nlisten = \"nowhere\"\n"), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin.listen"), "{err}");
+        // A numeric password from the environment stays text.
+        let c = load(BASE, vec![("ROWSYNC_ADMIN__PASSWORD", "12345")]).unwrap();
+        assert_eq!(c.admin.password.as_deref(), Some("12345"));
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8080");
     }
 
     #[test]

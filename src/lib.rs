@@ -26,6 +26,7 @@
 //!
 //! The admin API and UI (a later issue) will sit beside `commands`, on the engine's handle.
 
+pub mod admin;
 pub mod commands;
 pub mod config;
 pub mod engine;

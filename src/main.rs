@@ -2,14 +2,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use futures_util::future::BoxFuture;
 use rowsync::commands;
 use rowsync::config::Config;
+use rowsync::engine::Handle;
 use rowsync::state::StateStore;
 
 // Rows are decoded on the reader's thread and freed on the writer's: glibc malloc serializes
@@ -58,6 +61,12 @@ enum Command {
     },
     /// Measure rowsync beside MariaDB replication, mariadb-binlog and mariadb-dump on local servers.
     Bench(commands::bench::BenchOptions),
+    /// Print an argon2 hash of the password on standard input, for [[admin.users]].
+    HashPassword {
+        /// Make a new API token and print it with its hash, for [[admin.tokens]].
+        #[arg(long)]
+        token: bool,
+    },
     /// Start local MariaDB servers with a product workload and replicate it, until Ctrl-C.
     Demo {
         /// Stop by itself after this many seconds.
@@ -103,7 +112,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config: path } => {
             let config = Config::load(&path)?;
-            commands::run::run(path, config).await?;
+            commands::run::run(path, config, Box::new(serve_admin)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HashPassword { token } => {
+            rowsync::admin::hash_password_command(token)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(commands::check::run(&config).await),
@@ -163,4 +176,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The admin API beside the engine, when someone can log in to it.
+fn serve_admin(
+    config: Arc<Config>,
+    handle: Arc<Handle>,
+    stop: CancellationToken,
+) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        match rowsync::admin::bind(config, handle, stop).await {
+            Ok(serve) => serve.await,
+            Err(e) => tracing::warn!("{e}"),
+        }
+    })
 }

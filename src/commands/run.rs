@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::OptionFuture;
+use futures_util::future::{BoxFuture, OptionFuture};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -17,8 +17,13 @@ use crate::engine::status::{Snapshot, TargetStatus};
 use crate::engine::{Command, Engine, Handle};
 use crate::state::StateStore;
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
+/// A server beside the engine (the admin API): given the configuration, the engine's handle
+/// and a token cancelled at shutdown, it serves until then.
+pub type Beside =
+    Box<dyn FnOnce(Arc<Config>, Arc<Handle>, CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+/// Runs until SIGTERM or SIGINT, with `beside` served next to the engine.
+pub async fn run(path: PathBuf, config: Config, beside: Beside) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     // One listener for the whole run: a signal that arrives during a reload is not lost.
     let terminate = shutdown_signal();
@@ -31,8 +36,9 @@ pub async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
         }
     };
     let config = Arc::new(config);
-    let handle = Engine::start(config.clone());
+    let handle = Arc::new(Engine::start(config.clone()));
     let stop = CancellationToken::new();
+    let served = beside(config.clone(), handle.clone(), stop.clone());
     let pipeline = std::sync::Mutex::new(config.pipeline.clone());
     let control = async {
         loop {
@@ -55,6 +61,7 @@ pub async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
         control,
         report(&handle, store.as_ref(), &pipeline, &stop),
         progress::show(&handle, &stop),
+        served,
     );
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::model::table::{CopyProgress, Phase, StoppedTable, TableFloor};
 use crate::sink::{checkpoint, target, SinkError};
 use crate::source::conn::{connect, source_opts};
 use crate::source::info::SourceInfo;
+use crate::source::SourceError;
 
 /// One target's line(s) of the status report.
 #[derive(Debug, Clone)]
@@ -27,12 +28,21 @@ pub struct TargetReport {
     pub error: Option<String>,
 }
 
-/// Builds the report; `Err` only when the source itself cannot be read.
-pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetReport>)> {
-    let opts = source_opts(&config.source.url, config.source.tls.as_ref())?;
+/// The source's current position (binlog file/offset and GTID state).
+pub async fn source_head(config: &Config) -> Result<Checkpoint, SourceError> {
+    let opts = source_opts(&config.source.url, config.source.tls.as_ref()).map_err(|e| {
+        SourceError::Config {
+            reason: format!("source.url: {e}"),
+        }
+    })?;
     let mut src = connect(&opts).await?;
     let info = SourceInfo::read(&mut src).await?;
-    let head = info.head(&mut src).await?;
+    info.head(&mut src).await
+}
+
+/// Builds the report; `Err` only when the source itself cannot be read.
+pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetReport>)> {
+    let head = source_head(config).await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

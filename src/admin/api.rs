@@ -1,0 +1,474 @@
+//! The JSON API under `/api/v1`, documented by the OpenAPI document it generates
+//! (`/api/v1/openapi.json`, from the handlers' annotations, never written by hand).
+//!
+//! Every answer is JSON; every error is `{"error": …}` with a 4xx status for what the caller
+//! can fix (401 unknown caller, 403 not allowed or no CSRF token, 404 unknown target, 409 the
+//! state does not allow it, 422 a request that does not make sense, 429 too many failed
+//! logins) and 5xx only for what the server cannot do.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use super::auth::{Caller, LoginError, COOKIE};
+use super::Admin;
+use crate::config::Role;
+use crate::engine::status::{Snapshot, State as TargetState};
+use crate::engine::{Command, CommandError};
+use crate::model::name::TableName;
+use crate::model::position::Checkpoint;
+
+/// An error as the API answers it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    pub error: String,
+    #[serde(skip)]
+    status: StatusCode,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError {
+            error: error.into(),
+            status,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self)).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        let status = match &e {
+            CommandError::UnknownTarget(_) => StatusCode::NOT_FOUND,
+            CommandError::AlreadyPaused(_) | CommandError::NotPaused(_) => StatusCode::CONFLICT,
+            CommandError::Recopy(crate::engine::recopy::RecopyError::NotSelected { .. })
+            | CommandError::Recopy(crate::engine::recopy::RecopyError::NotStarted(_)) => {
+                StatusCode::CONFLICT
+            }
+            CommandError::Recopy(_) => StatusCode::BAD_GATEWAY,
+            CommandError::Gone => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// A JSON body whose rejection is a JSON error too.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => {
+                let status = match e {
+                    JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                Err(ApiError::new(status, e.body_text()))
+            }
+        }
+    }
+}
+
+/// The caller of a request: by bearer token or session cookie. State-changing requests with
+/// a cookie must carry the session's CSRF token.
+pub async fn caller(
+    admin: &Admin,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let unknown = || ApiError::new(StatusCode::UNAUTHORIZED, "log in, or send a bearer token");
+    if let Some(token) = bearer(headers) {
+        return admin.auth.token(token).ok_or_else(unknown);
+    }
+    let jar = CookieJar::from_headers(headers);
+    let caller = jar
+        .get(COOKIE)
+        .and_then(|c| admin.auth.session(c.value()))
+        .ok_or_else(unknown)?;
+    if *method != Method::GET && *method != Method::HEAD {
+        let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        if sent.is_none() || sent != caller.csrf.as_deref() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "missing or wrong X-CSRF-Token header (the login's csrf_token)",
+            ));
+        }
+    }
+    Ok(caller)
+}
+
+/// The caller, who must be an admin.
+async fn admin_caller(
+    admin: &Admin,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let caller = caller(admin, method, headers).await?;
+    if caller.role != Role::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("`{}` is a viewer; this needs the admin role", caller.name),
+        ));
+    }
+    Ok(caller)
+}
+
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub user: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub user: String,
+    pub role: String,
+    /// Send it as `X-CSRF-Token` with every request that changes something.
+    pub csrf_token: String,
+}
+
+/// Logs in; sets the session cookie.
+#[utoipa::path(post, path = "/api/v1/login", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ApiError), (status = 429, body = ApiError)))]
+pub async fn login(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    jar: CookieJar,
+    Body(req): Body<LoginRequest>,
+) -> Result<(CookieJar, Json<LoginResponse>), ApiError> {
+    match admin.auth.login(from.ip(), &req.user, &req.password).await {
+        Ok((id, caller)) => {
+            let cookie = Cookie::build((COOKIE, id))
+                .http_only(true)
+                .same_site(SameSite::Strict)
+                .path("/")
+                .build();
+            let role = match caller.role {
+                Role::Admin => "admin",
+                Role::Viewer => "viewer",
+            };
+            tracing::info!(user = %caller.name, "admin login");
+            Ok((
+                jar.add(cookie),
+                Json(LoginResponse {
+                    user: caller.name,
+                    role: role.into(),
+                    csrf_token: caller.csrf.unwrap_or_default(),
+                }),
+            ))
+        }
+        Err(LoginError::Wrong) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong user or password",
+        )),
+        Err(LoginError::Throttled(wait)) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed logins from this address; try again in {} s",
+                wait.as_secs() + 1
+            ),
+        )),
+    }
+}
+
+/// Ends the session.
+#[utoipa::path(post, path = "/api/v1/logout", responses((status = 204)))]
+pub async fn logout(State(admin): State<Arc<Admin>>, jar: CookieJar) -> (CookieJar, StatusCode) {
+    if let Some(c) = jar.get(COOKIE) {
+        admin.auth.logout(c.value());
+    }
+    (
+        jar.remove(Cookie::build(COOKIE).path("/")),
+        StatusCode::NO_CONTENT,
+    )
+}
+
+/// A source position.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PositionView {
+    /// `file:offset`
+    pub position: String,
+    pub gtid: Option<String>,
+}
+
+impl From<&Checkpoint> for PositionView {
+    fn from(c: &Checkpoint) -> Self {
+        PositionView {
+            position: c.position.to_string(),
+            gtid: c.gtid.as_ref().map(|g| g.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceView {
+    pub connected: bool,
+    pub head: Option<PositionView>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorView {
+    pub message: String,
+    /// `transient` (retried) or `definite` (stopped until fixed).
+    pub class: String,
+    pub statement: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableView {
+    pub table: String,
+    /// `needs_recopy` or `recopy_requested`.
+    pub state: String,
+    pub since: String,
+    pub reason: String,
+    pub statement: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CopyView {
+    pub table: String,
+    pub rows_copied: u64,
+    pub rows_estimated: u64,
+    pub done: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TargetView {
+    pub name: String,
+    /// starting, copying, streaming, paused, retrying, stopped or shut down.
+    pub state: String,
+    pub error: Option<ErrorView>,
+    pub checkpoint: Option<PositionView>,
+    /// Seconds behind the source; 0 when everything the source has is applied.
+    pub lag_seconds: Option<u64>,
+    pub rows_applied: u64,
+    pub transactions_applied: u64,
+    pub tables: Vec<TableView>,
+    pub copy: Vec<CopyView>,
+}
+
+impl From<&Snapshot> for TargetView {
+    fn from(s: &Snapshot) -> Self {
+        TargetView {
+            name: s.target.clone(),
+            state: s.state.name().into(),
+            error: s.state.failure().map(|f| ErrorView {
+                message: f.message.clone(),
+                class: f.class.to_string(),
+                statement: f.statement.clone(),
+            }),
+            checkpoint: s.checkpoint.as_ref().map(PositionView::from),
+            lag_seconds: s.lag_secs(),
+            rows_applied: s.rows_applied,
+            transactions_applied: s.transactions_applied,
+            tables: s
+                .stopped_tables
+                .iter()
+                .map(|t| TableView {
+                    table: t.table.to_string(),
+                    state: t.state.to_string(),
+                    since: t.since.clone(),
+                    reason: t.reason.clone(),
+                    statement: t.statement.clone(),
+                })
+                .collect(),
+            copy: s
+                .copy
+                .iter()
+                .map(|p| CopyView {
+                    table: p.table.to_string(),
+                    rows_copied: p.rows_copied,
+                    rows_estimated: p.rows_estimated,
+                    done: p.done,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusView {
+    pub source: SourceView,
+    pub targets: Vec<TargetView>,
+}
+
+/// The source head and every target's state, checkpoint, lag and tables.
+#[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = StatusView), (status = 401, body = ApiError)))]
+pub async fn status(
+    State(admin): State<Arc<Admin>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Json<StatusView>, ApiError> {
+    caller(&admin, &method, &headers).await?;
+    let source = match admin.source_head().await {
+        Ok(head) => SourceView {
+            connected: true,
+            head: Some(PositionView::from(&head)),
+            error: None,
+        },
+        Err(e) => SourceView {
+            connected: false,
+            head: None,
+            error: Some(e),
+        },
+    };
+    let targets = admin
+        .handle
+        .snapshots()
+        .iter()
+        .map(TargetView::from)
+        .collect();
+    Ok(Json(StatusView { source, targets }))
+}
+
+/// Pauses a target at a transaction boundary.
+#[utoipa::path(post, path = "/api/v1/targets/{name}/pause", params(("name" = String, Path)),
+    responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn pause(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let who = admin_caller(&admin, &method, &headers).await?;
+    admin
+        .handle
+        .send(Command::Pause {
+            target: name.clone(),
+        })
+        .await?;
+    tracing::info!(user = %who.name, target = %name, "paused through the admin API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Resumes a paused target from its checkpoint.
+#[utoipa::path(post, path = "/api/v1/targets/{name}/resume", params(("name" = String, Path)),
+    responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn resume(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let who = admin_caller(&admin, &method, &headers).await?;
+    admin
+        .handle
+        .send(Command::Resume {
+            target: name.clone(),
+        })
+        .await?;
+    tracing::info!(user = %who.name, target = %name, "resumed through the admin API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Re-copies one table (`db.table`) into a target, online.
+#[utoipa::path(post, path = "/api/v1/targets/{name}/tables/{table}/recopy",
+    params(("name" = String, Path), ("table" = String, Path, description = "db.table")),
+    responses((status = 202), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn recopy(
+    State(admin): State<Arc<Admin>>,
+    Path((name, table)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let who = admin_caller(&admin, &method, &headers).await?;
+    let table: TableName = table
+        .parse()
+        .map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    admin
+        .handle
+        .send(Command::Recopy {
+            target: name.clone(),
+            table: table.clone(),
+        })
+        .await?;
+    tracing::info!(user = %who.name, target = %name, table = %table, "re-copy asked for through the admin API");
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Process up.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = String)))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Every target streaming or copying (a paused, retrying or stopped one is not ready).
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = String), (status = 503, body = String)))]
+pub async fn readyz(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
+    let waiting: Vec<String> = admin
+        .handle
+        .snapshots()
+        .iter()
+        .filter(|s| !matches!(s.state, TargetState::Streaming | TargetState::Copying))
+        .map(|s| format!("{}: {}", s.target, s.state.name()))
+        .collect();
+    if waiting.is_empty() {
+        (StatusCode::OK, "ready".into())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, waiting.join("\n"))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "rowsync admin API",
+        description = "Status, targets and (later) mappings of a running rowsync."
+    ),
+    paths(
+        login,
+        logout,
+        status,
+        pause,
+        resume,
+        recopy,
+        healthz,
+        readyz,
+        super::metrics::metrics
+    ),
+    components(schemas(
+        ApiError,
+        LoginRequest,
+        LoginResponse,
+        StatusView,
+        SourceView,
+        TargetView,
+        ErrorView,
+        TableView,
+        CopyView,
+        PositionView
+    ))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document of this API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

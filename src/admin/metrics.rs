@@ -1,0 +1,155 @@
+//! `/metrics` in the Prometheus text format, built from the engine's live statuses at each
+//! scrape: a fresh registry each time, so the series of a removed target or a resolved table
+//! state disappear with it.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use super::api::bearer;
+use super::Admin;
+use crate::engine::status::Snapshot;
+
+fn gauge(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// The metrics of `snapshots` in the text format.
+pub fn render(snapshots: &[Snapshot]) -> prometheus::Result<String> {
+    let r = Registry::new();
+    let build = gauge(&r, "rowsync_build_info", "rowsync's version", &["version"])?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let lag = gauge(
+        &r,
+        "rowsync_target_lag_seconds",
+        "Seconds the target is behind the source; 0 when it has applied everything the source has",
+        &["target"],
+    )?;
+    let last = gauge(
+        &r,
+        "rowsync_target_last_event_timestamp_seconds",
+        "Source commit time of the newest transaction the target applied",
+        &["target"],
+    )?;
+    let checkpoint = gauge(
+        &r,
+        "rowsync_target_checkpoint_info",
+        "The target's checkpoint, as labels",
+        &["target", "position", "gtid"],
+    )?;
+    let state = gauge(
+        &r,
+        "rowsync_target_state",
+        "1 for the target's current state",
+        &["target", "state"],
+    )?;
+    let error = gauge(
+        &r,
+        "rowsync_target_error_info",
+        "1 while the target is retrying or stopped, by error class",
+        &["target", "class"],
+    )?;
+    let rows = counter(
+        &r,
+        "rowsync_target_rows_applied_total",
+        "Row changes applied since the process started",
+        &["target"],
+    )?;
+    let txns = counter(
+        &r,
+        "rowsync_target_transactions_applied_total",
+        "Source transactions applied since the process started",
+        &["target"],
+    )?;
+    let tables = gauge(
+        &r,
+        "rowsync_table_state",
+        "1 for a table that needs a re-copy or waits for one",
+        &["target", "table", "state"],
+    )?;
+    let copied = gauge(
+        &r,
+        "rowsync_copy_rows",
+        "Rows copied per table",
+        &["target", "table"],
+    )?;
+    let estimated = gauge(
+        &r,
+        "rowsync_copy_rows_estimated",
+        "Rows the copy of a table expects",
+        &["target", "table"],
+    )?;
+    for s in snapshots {
+        let t = s.target.as_str();
+        if let Some(l) = s.lag_secs() {
+            lag.with_label_values(&[t]).set(l as i64);
+        }
+        if let Some(c) = &s.checkpoint {
+            last.with_label_values(&[t]).set(i64::from(c.source_time));
+            let gtid = c.gtid.as_ref().map(|g| g.to_string()).unwrap_or_default();
+            checkpoint
+                .with_label_values(&[t, &c.position.to_string(), &gtid])
+                .set(1);
+        }
+        state.with_label_values(&[t, s.state.name()]).set(1);
+        if let Some(f) = s.state.failure() {
+            error.with_label_values(&[t, f.class.as_str()]).set(1);
+        }
+        rows.with_label_values(&[t]).inc_by(s.rows_applied);
+        txns.with_label_values(&[t]).inc_by(s.transactions_applied);
+        for st in &s.stopped_tables {
+            tables
+                .with_label_values(&[t, &st.table.to_string(), st.state.as_str()])
+                .set(1);
+        }
+        for p in &s.copy {
+            let table = p.table.to_string();
+            copied
+                .with_label_values(&[t, &table])
+                .set(p.rows_copied as i64);
+            estimated
+                .with_label_values(&[t, &table])
+                .set(p.rows_estimated as i64);
+        }
+    }
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&r.gather(), &mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Prometheus metrics (a bearer token when `admin.metrics_token` is set).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format"), (status = 401)))]
+pub async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if !admin.auth.metrics_allowed(bearer(&headers)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "send admin.metrics_token as a bearer token",
+        )
+            .into_response();
+    }
+    match render(&admin.handle.snapshots()) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
