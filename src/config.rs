@@ -78,6 +78,8 @@ mod file {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Mapping {
+        #[serde(default)]
+        pub id: Option<String>,
         pub source: String,
         pub targets: Vec<String>,
         #[serde(default)]
@@ -194,6 +196,9 @@ pub enum TlsVerify {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappingConfig {
+    /// Stable name of the mapping for the admin API: its `id` key, or one made from its source
+    /// and replica name.
+    pub id: String,
     /// `db.table`, either part may use `*`.
     pub source: TablePattern,
     pub targets: Vec<String>,
@@ -411,6 +416,7 @@ impl Config {
                     .transpose()
                     .map_err(|e| invalid(format!("mappings[{i}].where"), e.to_string()))?;
                 Ok(MappingConfig {
+                    id: m.id.unwrap_or_default(),
                     source,
                     targets: m.targets,
                     table: m.table,
@@ -418,7 +424,8 @@ impl Config {
                     filter,
                 })
             })
-            .collect::<Result<_, ConfigError>>()?;
+            .collect::<Result<Vec<MappingConfig>, ConfigError>>()?;
+        let mappings = with_ids(mappings);
         Ok(Config {
             pipeline: raw.pipeline,
             source: SourceConfig {
@@ -521,8 +528,23 @@ impl Config {
         if self.mappings.is_empty() {
             return Err(self.invalid("mappings", "at least one [[mappings]] entry is required"));
         }
+        let mut ids = HashSet::new();
         for (i, m) in self.mappings.iter().enumerate() {
             let key = |k: &str| format!("mappings[{i}].{k}");
+            if !ids.insert(m.id.as_str())
+                || !m
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(self.invalid(
+                    key("id"),
+                    format!(
+                        "`{}`: ids are unique and use letters, digits, '.', '_' or '-'",
+                        m.id
+                    ),
+                ));
+            }
             if m.targets.is_empty() {
                 return Err(self.invalid(key("targets"), "name at least one target"));
             }
@@ -651,6 +673,49 @@ impl Config {
             .unwrap_or(Path::new("."))
             .join(format!("{stem}.state.db"))
     }
+}
+
+/// Gives every mapping without an `id` key one made from its source and replica name, unique
+/// in the file; explicit ids stay as written (their uniqueness is validated).
+fn with_ids(mut mappings: Vec<MappingConfig>) -> Vec<MappingConfig> {
+    let explicit: HashSet<String> = mappings
+        .iter()
+        .filter(|m| !m.id.is_empty())
+        .map(|m| m.id.clone())
+        .collect();
+    let mut used = explicit;
+    for m in mappings.iter_mut().filter(|m| m.id.is_empty()) {
+        let mut base: String = m
+            .source
+            .to_string()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if let Some(table) = &m.table {
+            base.push('-');
+            base.extend(table.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            }));
+        }
+        let mut id = base.clone();
+        let mut n = 2;
+        while !used.insert(id.clone()) {
+            id = format!("{base}-{n}");
+            n += 1;
+        }
+        m.id = id;
+    }
+    mappings
 }
 
 fn check_url(text: &str) -> Result<url::Url, String> {

@@ -12,6 +12,21 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use crate::engine::status::Snapshot;
 
+/// One change made through the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    pub user: String,
+    /// `mapping.create`, `mapping.update`, `mapping.delete`, `target.pause`, …
+    pub action: String,
+    /// The mapping id, target, or `target/db.table` it concerns.
+    pub subject: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
 /// A target's row in the store.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredState {
@@ -112,6 +127,41 @@ impl StateStore {
         .await
         .map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    /// Records a change made through the admin API.
+    pub async fn audit(
+        &self,
+        user: &str,
+        action: &str,
+        subject: &str,
+        before: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, user, action, subject, before, after) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now())
+        .bind(user)
+        .bind(action)
+        .bind(subject)
+        .bind(before)
+        .bind(after)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StateError> {
+        sqlx::query_as::<_, AuditEntry>(
+            "SELECT id, at, user, action, subject, before, after FROM audit_log ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))
     }
 
     /// Every target's stored state for `pipeline`.

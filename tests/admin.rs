@@ -299,3 +299,223 @@ async fn without_users_the_admin_api_stays_off_and_says_how() {
         .await;
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// A cluster with the admin API on a free port and user alice (admin); returns the API logged
+/// in and its CSRF token.
+async fn admin_cluster(mappings: &str, server_id: u32) -> (Cluster, Rowsync, Api, String) {
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order", "purchase"], mappings, server_id).await;
+    let port = free_port();
+    let hash = rowsync::admin::auth::hash_password("admin-pw").unwrap();
+    c.append_config(&format!(
+        "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n[[admin.users]]\nname = \"alice\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n"
+    ));
+    let rowsync = c.run().await;
+    rowsync.wait_log("admin API listening", WAIT).await;
+    let api = Api::new(port);
+    let (code, login) = api.login("alice", "admin-pw").await;
+    assert_eq!(code, StatusCode::OK, "{login}");
+    let csrf = login["csrf_token"].as_str().unwrap().to_owned();
+    (c, rowsync, api, csrf)
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        csrf: &str,
+        if_match: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-CSRF-Token", csrf);
+        if let Some(tag) = if_match {
+            req = req.header("If-Match", tag);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mappings_are_edited_in_the_file_and_applied_live() {
+    let mappings = "# Product categories, everywhere.\n[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\", \"purchase\"]\n";
+    let (c, rowsync, api, csrf) = admin_cluster(mappings, 7021).await;
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO batch VALUES (1, 1, 5, '2024-01-01 00:00:00'), (1, 2, 50, '2024-01-02 00:00:00')",
+        ],
+    )
+    .await;
+    let (code, list) = api.get("/api/v1/mappings").await;
+    assert_eq!(code, StatusCode::OK);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["writable"], true, "{list}");
+    assert_eq!(list["mappings"][0]["id"], "product.category");
+    let etag = list["etag"].as_str().unwrap().to_owned();
+
+    // The editor's table list has the batch table with its key.
+    let (_, tables) = api.get("/api/v1/source/tables").await;
+    let tables: Value = serde_json::from_str(&tables).unwrap();
+    let batch = tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "product.batch")
+        .unwrap();
+    assert_eq!(batch["primary_key"], json!(["product_id", "batch_no"]));
+
+    // A dry run describes and changes nothing; an invalid filter is a 422 naming the key.
+    let new = json!({"source": "product.batch", "targets": ["purchase"]});
+    let before = std::fs::read_to_string(&c.cfg).unwrap();
+    let post = reqwest::Method::POST;
+    let (code, preview) = api
+        .send(
+            post.clone(),
+            "/api/v1/mappings?dry_run=true",
+            &csrf,
+            None,
+            Some(new.clone()),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{preview}");
+    assert_eq!(preview["applied"], false);
+    assert_eq!(preview["effects"][0]["target"], "purchase");
+    assert!(preview["effects"][0]["effect"]
+        .as_str()
+        .unwrap()
+        .contains("copied online"));
+    assert_eq!(std::fs::read_to_string(&c.cfg).unwrap(), before);
+    let bad = json!({"source": "product.batch", "targets": ["purchase"], "where": "qty = = 1"});
+    let (code, err) = api
+        .send(post.clone(), "/api/v1/mappings", &csrf, None, Some(bad))
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["field"], "mappings[1].where", "{err}");
+
+    // Created: written into the file (comments kept, an old copy beside it), copied, streamed.
+    let (code, made) = api
+        .send(
+            post.clone(),
+            "/api/v1/mappings",
+            &csrf,
+            Some(&etag),
+            Some(new.clone()),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{made}");
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    assert!(
+        text.contains("# Product categories, everywhere.")
+            && text.contains("id = \"product.batch\""),
+        "{text}"
+    );
+    assert!(c.cfg.with_extension("toml.bak").exists());
+    let mut purchase = c.replica_conn(1).await;
+    wait_equal(
+        &mut src,
+        &mut purchase,
+        "batch",
+        "product_id, batch_no",
+        WAIT,
+    )
+    .await;
+
+    // The old ETag is stale now.
+    let (code, _) = api
+        .send(
+            post,
+            "/api/v1/mappings",
+            &csrf,
+            Some(&etag),
+            Some(json!({"source": "product.product", "targets": ["order"]})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+
+    // Changed: copied again under the new filter.
+    let changed = json!({"source": "product.batch", "targets": ["purchase"], "where": "qty > 10"});
+    let (code, done) = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/mappings/product.batch",
+            &csrf,
+            None,
+            Some(changed),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{done}");
+    let filtered = "SELECT * FROM batch WHERE qty > 10 ORDER BY product_id, batch_no";
+    let all = "SELECT * FROM batch ORDER BY product_id, batch_no";
+    wait_same_rows(&mut src, filtered, &mut purchase, all, WAIT).await;
+
+    // Deleted: it stops applying; the replica table stays.
+    let (code, gone) = api
+        .send(
+            reqwest::Method::DELETE,
+            "/api/v1/mappings/product.batch",
+            &csrf,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{gone}");
+    assert!(!std::fs::read_to_string(&c.cfg)
+        .unwrap()
+        .contains("product.batch"));
+    rowsync
+        .wait_log("no mapping fills this replica table", WAIT)
+        .await;
+    exec(
+        &mut src,
+        &["INSERT INTO batch VALUES (2, 1, 99, '2024-01-03 00:00:00')"],
+    )
+    .await;
+    exec(&mut src, &["INSERT INTO category VALUES (7, 'g', NULL)"]).await;
+    wait_equal(&mut src, &mut purchase, "category", "id", WAIT).await;
+    let n: u64 = purchase
+        .query_first("SELECT COUNT(*) FROM batch")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1, "a deleted mapping kept applying");
+    let (code, _) = api
+        .send(
+            reqwest::Method::DELETE,
+            "/api/v1/mappings/product.batch",
+            &csrf,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // The audit log says who did what.
+    let (_, audit) = api.get("/api/v1/audit").await;
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["mapping.delete", "mapping.update", "mapping.create"],
+        "{audit}"
+    );
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["user"] == "alice"));
+    assert!(!serde_json::to_string(&audit).unwrap().contains("admin-pw"));
+}

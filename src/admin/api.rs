@@ -30,6 +30,9 @@ use crate::model::position::Checkpoint;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiError {
     pub error: String,
+    /// The configuration key a validation error concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     #[serde(skip)]
     status: StatusCode,
 }
@@ -38,8 +41,14 @@ impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
         ApiError {
             error: error.into(),
+            field: None,
             status,
         }
+    }
+
+    pub fn with_field(mut self, field: Option<String>) -> ApiError {
+        self.field = field;
+        self
     }
 }
 
@@ -115,7 +124,7 @@ pub async fn caller(
 }
 
 /// The caller, who must be an admin.
-async fn admin_caller(
+pub async fn admin_caller(
     admin: &Admin,
     method: &Method,
     headers: &HeaderMap,
@@ -363,7 +372,7 @@ pub async fn pause(
             target: name.clone(),
         })
         .await?;
-    tracing::info!(user = %who.name, target = %name, "paused through the admin API");
+    admin.audit(&who.name, "target.pause", &name).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -383,7 +392,7 @@ pub async fn resume(
             target: name.clone(),
         })
         .await?;
-    tracing::info!(user = %who.name, target = %name, "resumed through the admin API");
+    admin.audit(&who.name, "target.resume", &name).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -408,7 +417,9 @@ pub async fn recopy(
             table: table.clone(),
         })
         .await?;
-    tracing::info!(user = %who.name, target = %name, table = %table, "re-copy asked for through the admin API");
+    admin
+        .audit(&who.name, "table.recopy", &format!("{name}/{table}"))
+        .await;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -435,11 +446,98 @@ pub async fn readyz(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
     }
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ColumnView {
+    pub name: String,
+    /// The column type as the source prints it.
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceTableView {
+    /// `db.table`
+    pub table: String,
+    pub columns: Vec<ColumnView>,
+    pub primary_key: Vec<String>,
+}
+
+/// The source's tables with their columns and primary keys, for the mapping editor.
+#[utoipa::path(get, path = "/api/v1/source/tables", responses((status = 200, body = [SourceTableView]), (status = 502, body = ApiError)))]
+pub async fn source_tables(
+    State(admin): State<Arc<Admin>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Json<Vec<SourceTableView>>, ApiError> {
+    caller(&admin, &method, &headers).await?;
+    let tables = crate::engine::inspect::source_tables(&admin.config)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("reading the source: {e}")))?;
+    Ok(Json(
+        tables
+            .into_iter()
+            .map(|t| SourceTableView {
+                table: t.table.to_string(),
+                columns: t
+                    .columns
+                    .into_iter()
+                    .map(|(name, ty)| ColumnView { name, ty })
+                    .collect(),
+                primary_key: t.primary_key,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    pub user: String,
+    pub action: String,
+    pub subject: String,
+    /// The mapping before and after (JSON), for mapping changes.
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// The newest changes made through the API, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", responses((status = 200, body = [AuditView])))]
+pub async fn audit(
+    State(admin): State<Arc<Admin>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Json<Vec<AuditView>>, ApiError> {
+    caller(&admin, &method, &headers).await?;
+    let Some(store) = &admin.store else {
+        return Ok(Json(Vec::new()));
+    };
+    let entries = store
+        .audit_log(200)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| AuditView {
+                id: e.id,
+                at: e.at,
+                user: e.user,
+                action: e.action,
+                subject: e.subject,
+                before: e.before,
+                after: e.after,
+            })
+            .collect(),
+    ))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "rowsync admin API",
-        description = "Status, targets and (later) mappings of a running rowsync."
+        description = "Status, targets and mappings of a running rowsync."
     ),
     paths(
         login,
@@ -448,9 +546,16 @@ pub async fn readyz(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
         pause,
         resume,
         recopy,
+        source_tables,
+        audit,
         healthz,
         readyz,
-        super::metrics::metrics
+        super::metrics::metrics,
+        super::mappings::list,
+        super::mappings::get_one,
+        super::mappings::create,
+        super::mappings::update,
+        super::mappings::delete
     ),
     components(schemas(
         ApiError,
@@ -462,7 +567,15 @@ pub async fn readyz(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
         ErrorView,
         TableView,
         CopyView,
-        PositionView
+        PositionView,
+        SourceTableView,
+        ColumnView,
+        AuditView,
+        super::mappings::MappingView,
+        super::mappings::MappingInput,
+        super::mappings::MappingList,
+        super::mappings::EditResult,
+        super::mappings::Effect
     ))
 )]
 pub struct ApiDoc;

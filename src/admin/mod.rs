@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod mappings;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::{inspect, Handle};
+use crate::state::StateStore;
 use auth::Auth;
 
 /// What the handlers share.
@@ -26,9 +28,22 @@ pub struct Admin {
     pub handle: Arc<Handle>,
     pub auth: Auth,
     config: Arc<Config>,
+    file: mappings::ConfigFile,
+    /// The audit log's home; `None` when the state store cannot be opened.
+    store: Option<StateStore>,
 }
 
 impl Admin {
+    /// Records an action in the audit log (and the log).
+    async fn audit(&self, user: &str, action: &str, subject: &str) {
+        tracing::info!(user = %user, action, subject = %subject, "admin action");
+        if let Some(store) = &self.store {
+            if let Err(e) = store.audit(user, action, subject, None, None).await {
+                tracing::warn!(error = %e, "cannot record the action in the audit log");
+            }
+        }
+    }
+
     /// The source head, read with a short deadline (the API must answer when the source does
     /// not).
     async fn source_head(&self) -> Result<crate::model::position::Checkpoint, String> {
@@ -84,6 +99,18 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/logout", post(api::logout))
         .route("/api/v1/status", get(api::status))
+        .route("/api/v1/source/tables", get(api::source_tables))
+        .route("/api/v1/audit", get(api::audit))
+        .route(
+            "/api/v1/mappings",
+            get(mappings::list).post(mappings::create),
+        )
+        .route(
+            "/api/v1/mappings/{id}",
+            get(mappings::get_one)
+                .put(mappings::update)
+                .delete(mappings::delete),
+        )
         .route("/api/v1/targets/{name}/pause", post(api::pause))
         .route("/api/v1/targets/{name}/resume", post(api::resume))
         .route(
@@ -111,10 +138,19 @@ pub async fn bind(
         .map_err(|source| AdminError::Listen { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(address = %bound, "admin API listening on http://{bound}/");
+    let store = match StateStore::open(&config.state_path()).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "the admin API cannot keep an audit log");
+            None
+        }
+    };
     let app = router(Arc::new(Admin {
         handle,
         auth,
+        file: mappings::ConfigFile::new(config.path.clone()),
         config,
+        store,
     }));
     Ok(async move {
         let served = axum::serve(

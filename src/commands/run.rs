@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{progress, shutdown_signal};
 use crate::config::Config;
 use crate::engine::status::{Snapshot, TargetStatus};
-use crate::engine::{Command, Engine, Handle};
+use crate::engine::{Engine, Handle, ReloadError};
 use crate::state::StateStore;
 
 /// A server beside the engine (the admin API): given the configuration, the engine's handle
@@ -68,20 +68,15 @@ pub async fn run(path: PathBuf, config: Config, beside: Beside) -> anyhow::Resul
 
 /// Reads the file again and hands it to the engine; an invalid file changes nothing.
 async fn reload(path: &Path, handle: &Handle, pipeline: &std::sync::Mutex<String>) {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one");
-            return;
-        }
-    };
-    tracing::info!("SIGHUP: reloading {}", path.display());
-    let name = config.pipeline.clone();
-    match handle.send(Command::Reload(Arc::new(config))).await {
-        Ok(()) => {
+    match handle.reload_file(path).await {
+        Ok(config) => {
+            tracing::info!("SIGHUP: reloading {}: applied", path.display());
             if let Ok(mut p) = pipeline.lock() {
-                *p = name;
+                p.clone_from(&config.pipeline);
             }
+        }
+        Err(ReloadError::Invalid(e)) => {
+            tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one")
         }
         Err(e) => tracing::error!(error = %e, "SIGHUP: the reload failed"),
     }

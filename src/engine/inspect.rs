@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::model::position::Checkpoint;
 use crate::model::table::{CopyProgress, Phase, StoppedTable, TableFloor};
 use crate::sink::{checkpoint, target, SinkError};
+use crate::source::catalog;
 use crate::source::conn::{connect, source_opts};
 use crate::source::info::SourceInfo;
 use crate::source::SourceError;
@@ -30,14 +31,23 @@ pub struct TargetReport {
 
 /// The source's current position (binlog file/offset and GTID state).
 pub async fn source_head(config: &Config) -> Result<Checkpoint, SourceError> {
+    let mut src = open_source(config).await?;
+    let info = SourceInfo::read(&mut src).await?;
+    info.head(&mut src).await
+}
+
+/// The source's tables with their columns and keys, for the mapping editor.
+pub async fn source_tables(config: &Config) -> Result<Vec<catalog::TableOutline>, SourceError> {
+    catalog::outline(&mut open_source(config).await?).await
+}
+
+async fn open_source(config: &Config) -> Result<mysql_async::Conn, SourceError> {
     let opts = source_opts(&config.source.url, config.source.tls.as_ref()).map_err(|e| {
         SourceError::Config {
             reason: format!("source.url: {e}"),
         }
     })?;
-    let mut src = connect(&opts).await?;
-    let info = SourceInfo::read(&mut src).await?;
-    info.head(&mut src).await
+    connect(&opts).await
 }
 
 /// Builds the report; `Err` only when the source itself cannot be read.

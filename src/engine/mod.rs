@@ -61,6 +61,15 @@ pub enum CommandError {
     Gone,
 }
 
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Invalid(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Engine(#[from] CommandError),
+}
+
 /// The entry point: starts the engine.
 pub struct Engine;
 
@@ -117,6 +126,15 @@ impl Handle {
             .await
             .map_err(|_| CommandError::Gone)?;
         replied.await.unwrap_or(Err(CommandError::Gone))
+    }
+
+    /// Reads the configuration file at `path` again and applies it as a diff: the one way a
+    /// changed file reaches the engine (SIGHUP, and the admin API after it wrote the file). An
+    /// invalid file changes nothing.
+    pub async fn reload_file(&self, path: &std::path::Path) -> Result<Arc<Config>, ReloadError> {
+        let config = Arc::new(Config::load(path)?);
+        self.send(Command::Reload(config.clone())).await?;
+        Ok(config)
     }
 
     /// Stops every target at a transaction boundary and waits for them.

@@ -170,6 +170,46 @@ pub async fn definition(
     })
 }
 
+/// A source table as the mapping editor shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableOutline {
+    pub table: TableName,
+    /// (name, column type as the server prints it), in order.
+    pub columns: Vec<(String, String)>,
+    pub primary_key: Vec<String>,
+}
+
+/// Every base table of the source outside the system schemas, with its columns and key, in
+/// two queries.
+pub async fn outline(src: &mut Conn) -> Result<Vec<TableOutline>, SourceError> {
+    const SYSTEM: &str = "('mysql', 'information_schema', 'performance_schema', 'sys')";
+    let columns: Vec<(String, String, String, String)> = src
+        .query(format!("SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, LOWER(c.COLUMN_TYPE) FROM information_schema.COLUMNS c JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME WHERE t.TABLE_TYPE = 'BASE TABLE' AND c.TABLE_SCHEMA NOT IN {SYSTEM} ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION"))
+        .await?;
+    let keys: Vec<(String, String, String)> = src
+        .query(format!("SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE INDEX_NAME = 'PRIMARY' AND TABLE_SCHEMA NOT IN {SYSTEM} ORDER BY TABLE_SCHEMA, TABLE_NAME, SEQ_IN_INDEX"))
+        .await?;
+    let mut out: Vec<TableOutline> = Vec::new();
+    for (db, table, column, ty) in columns {
+        let name = TableName::new(db, table);
+        match out.last_mut() {
+            Some(t) if t.table == name => t.columns.push((column, ty)),
+            _ => out.push(TableOutline {
+                table: name,
+                columns: vec![(column, ty)],
+                primary_key: Vec::new(),
+            }),
+        }
+    }
+    for (db, table, column) in keys {
+        let name = TableName::new(db, table);
+        if let Some(t) = out.iter_mut().find(|t| t.table == name) {
+            t.primary_key.push(column);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
