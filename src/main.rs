@@ -152,7 +152,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { seconds } => {
-            commands::demo::run(seconds.map(Duration::from_secs)).await?;
+            commands::demo::run(seconds.map(Duration::from_secs), Box::new(serve_admin)).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {

@@ -81,6 +81,41 @@ async fn demo_replicates_and_cleans_up_on_ctrl_c() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // The admin UI answers at the printed address, with the printed password.
+    let admin_line = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("  admin UI "))
+        .unwrap_or_else(|| panic!("no admin UI line in {lines:?}"));
+    let url = admin_line.split_whitespace().next().unwrap().trim_end_matches('/');
+    let password = admin_line
+        .split("password ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')');
+    let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let login = http
+        .post(format!("{url}/api/v1/login"))
+        .json(&serde_json::json!({"user": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), reqwest::StatusCode::OK);
+    let status: serde_json::Value = http
+        .get(format!("{url}/api/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["targets"].as_array().unwrap().len(), 2, "{status}");
+    assert!(
+        !std::fs::read_to_string(std::path::Path::new(&dir).join("demo.toml"))
+            .unwrap()
+            .contains(password),
+        "the demo wrote its password to a file"
+    );
+
     // The workload keeps changing the source, and the changes keep arriving.
     let mut src = conn(&source).await.unwrap();
     let newest: u64 = src

@@ -6,6 +6,7 @@
 //! started and removes the temp dir.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::status::{Snapshot, State};
+use super::run::Beside;
 use crate::engine::Engine;
 use crate::local::{self, Binaries, LocalServer, Role};
 
@@ -95,19 +97,37 @@ async fn prepare(servers: &Servers) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(servers: &Servers) -> anyhow::Result<Config> {
+/// The demo's configuration, written to `demo.toml` in the temp dir (the admin UI edits its
+/// mappings there), with the admin API on `admin` and user `admin`'s `password`.
+fn config(servers: &Servers, admin: SocketAddr, password: &str) -> anyhow::Result<Config> {
     let text = format!(
-        "[source]\nurl = \"{}\"\nserver_id = 4101\nheartbeat_secs = 1\n\n[[targets]]\nname = \"order\"\nurl = \"{}\"\n\n[[targets]]\nname = \"purchase\"\nurl = \"{}\"\n{MAPPINGS}\n[state]\npath = \"{}\"\n",
+        "[source]\nurl = \"{}\"\nserver_id = 4101\nheartbeat_secs = 1\n\n[[targets]]\nname = \"order\"\nurl = \"{}\"\n\n[[targets]]\nname = \"purchase\"\nurl = \"{}\"\n{MAPPINGS}\n[state]\npath = \"{}\"\n\n[admin]\nlisten = \"{admin}\"\n",
         servers.source.url(""),
         servers.order.url("order_db"),
         servers.purchase.url("purchase_db"),
         servers.dir.path().join("state.db").display()
     );
-    Ok(Config::from_toml(
-        &text,
-        &servers.dir.path().join("demo.toml"),
-        std::iter::empty(),
-    )?)
+    let path = servers.dir.path().join("demo.toml");
+    std::fs::write(&path, &text)?;
+    let mut config = Config::from_toml(&text, &path, std::iter::empty())?;
+    // Only in memory: the password is never written to a file.
+    config.admin.password = Some(password.to_owned());
+    Ok(config)
+}
+
+/// 127.0.0.1:8080 when it is free, else any free port.
+fn admin_address() -> SocketAddr {
+    let preferred: SocketAddr = ([127, 0, 0, 1], 8080).into();
+    std::net::TcpListener::bind(preferred)
+        .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+        .and_then(|l| l.local_addr())
+        .unwrap_or(preferred)
+}
+
+/// A password for the demo's admin user, printed once.
+fn generated_password() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 16)
 }
 
 /// A gentle, continuous stream of product changes until `cancel`.
@@ -173,8 +193,9 @@ fn describe(s: &Snapshot) -> String {
     }
 }
 
-/// Runs the demo until Ctrl-C (or `run_for`, for tests).
-pub async fn run(run_for: Option<Duration>) -> anyhow::Result<()> {
+/// Runs the demo until Ctrl-C (or `run_for`, for tests), with `beside` (the admin UI) served
+/// next to the engine.
+pub async fn run(run_for: Option<Duration>, beside: Beside) -> anyhow::Result<()> {
     let bins = Binaries::find()?;
     let mut out = std::io::stdout();
     let servers = tokio::task::spawn_blocking(move || start_servers(&bins)).await??;
@@ -195,13 +216,17 @@ pub async fn run(run_for: Option<Duration>) -> anyhow::Result<()> {
         "  purchase {}  (product where production_year >= 2020, category)",
         servers.purchase.url("purchase_db")
     )?;
+    let admin = admin_address();
+    let password = generated_password();
+    writeln!(out, "  admin UI http://{admin}/  (user admin, password {password})")?;
     writeln!(out, "Ctrl-C stops everything and removes the temp dir.")?;
     out.flush()?;
     prepare(&servers).await?;
-    let config = Arc::new(config(&servers)?);
+    let config = Arc::new(config(&servers, admin, &password)?);
 
     let cancel = CancellationToken::new();
-    let rowsync = Engine::start(config.clone());
+    let rowsync = Arc::new(Engine::start(config.clone()));
+    let served = tokio::spawn(beside(config.clone(), rowsync.clone(), cancel.clone()));
     let load = tokio::spawn(workload(servers.source.url(""), cancel.child_token()));
 
     let started = Instant::now();
@@ -227,6 +252,7 @@ pub async fn run(run_for: Option<Duration>) -> anyhow::Result<()> {
     cancel.cancel();
     let changes = load.await?.unwrap_or(0);
     rowsync.shutdown().await;
+    let _ = served.await;
     let shown = dir.display().to_string();
     let Servers {
         mut source,
