@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod mappings;
 pub mod metrics;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,6 +93,10 @@ pub fn hash_password_command(token: bool) -> anyhow::Result<()> {
 /// The API's routes.
 pub fn router(admin: Arc<Admin>) -> Router {
     Router::new()
+        .route("/", get(ui::index))
+        .route("/index.html", get(ui::index))
+        .route("/app.js", get(ui::app_js))
+        .route("/app.css", get(ui::app_css))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(metrics::metrics))

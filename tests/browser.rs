@@ -1,0 +1,76 @@
+//! The admin UI in a real browser (Debian's Chromium, driven by `playwright-core` from
+//! `tests/browser/`; `.ci/run` installs both): log in, see both targets with their positions,
+//! add a mapping through the form (an invalid filter shows its error first), watch its rows
+//! arrive in the target, pause and resume a target, read the audit log, on a laptop and a
+//! phone-sized screen. Screenshots land in `target/browser-artifacts/`.
+//!
+//! Run: `cargo nextest run --test browser`
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_ui_adds_a_mapping_and_pauses_a_target() {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        scripts.join("node_modules/playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and `npm ci` in tests/browser (.ci/run does both)"
+    );
+    let mappings =
+        "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\", \"purchase\"]\n";
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order", "purchase"], mappings, 7031).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hash = rowsync::admin::auth::hash_password("ui-pw").unwrap();
+    c.append_config(&format!(
+        "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n[[admin.users]]\nname = \"alice\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n"
+    ));
+    let mut src = c.source_conn().await;
+    exec(
+        &mut src,
+        &[
+            "INSERT INTO category VALUES (1, 'a', NULL)",
+            "INSERT INTO batch VALUES (1, 1, 5, '2024-01-01 00:00:00'), (2, 1, 7, '2024-01-02 00:00:00')",
+        ],
+    )
+    .await;
+    let rowsync = c.run().await;
+    rowsync.wait_log("admin API listening", WAIT).await;
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("ui.mjs")
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg("alice")
+            .arg("ui-pw")
+            .arg(&shots)
+            .current_dir(&scripts)
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the UI script failed:\n{}\n{}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        rowsync.log_text()
+    );
+    // The mapping added through the form brought the batch rows to purchase.
+    let mut purchase = c.replica_conn(1).await;
+    wait_equal(&mut src, &mut purchase, "batch", "product_id, batch_no", WAIT).await;
+    exec(&mut src, &["INSERT INTO batch VALUES (3, 1, 9, '2024-01-03 00:00:00')"]).await;
+    wait_equal(&mut src, &mut purchase, "batch", "product_id, batch_no", WAIT).await;
+}
