@@ -70,7 +70,25 @@ async fn the_admin_ui_adds_a_mapping_and_pauses_a_target() {
     );
     // The mapping added through the form brought the batch rows to purchase.
     let mut purchase = c.replica_conn(1).await;
-    wait_equal(&mut src, &mut purchase, "batch", "product_id, batch_no", WAIT).await;
-    exec(&mut src, &["INSERT INTO batch VALUES (3, 1, 9, '2024-01-03 00:00:00')"]).await;
-    wait_equal(&mut src, &mut purchase, "batch", "product_id, batch_no", WAIT).await;
+    wait_equal(
+        &mut src,
+        &mut purchase,
+        "batch",
+        "product_id, batch_no",
+        WAIT,
+    )
+    .await;
+    exec(
+        &mut src,
+        &["INSERT INTO batch VALUES (3, 1, 9, '2024-01-03 00:00:00')"],
+    )
+    .await;
+    wait_equal(
+        &mut src,
+        &mut purchase,
+        "batch",
+        "product_id, batch_no",
+        WAIT,
+    )
+    .await;
 }

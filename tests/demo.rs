@@ -86,13 +86,20 @@ async fn demo_replicates_and_cleans_up_on_ctrl_c() {
         .iter()
         .find_map(|l| l.strip_prefix("  admin UI "))
         .unwrap_or_else(|| panic!("no admin UI line in {lines:?}"));
-    let url = admin_line.split_whitespace().next().unwrap().trim_end_matches('/');
+    let url = admin_line
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('/');
     let password = admin_line
         .split("password ")
         .nth(1)
         .unwrap()
         .trim_end_matches(')');
-    let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
     let login = http
         .post(format!("{url}/api/v1/login"))
         .json(&serde_json::json!({"user": "admin", "password": password}))

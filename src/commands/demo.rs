@@ -16,9 +16,9 @@ use mysql_async::prelude::*;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use super::run::Beside;
 use crate::config::Config;
 use crate::engine::status::{Snapshot, State};
-use super::run::Beside;
 use crate::engine::Engine;
 use crate::local::{self, Binaries, LocalServer, Role};
 
@@ -218,7 +218,10 @@ pub async fn run(run_for: Option<Duration>, beside: Beside) -> anyhow::Result<()
     )?;
     let admin = admin_address();
     let password = generated_password();
-    writeln!(out, "  admin UI http://{admin}/  (user admin, password {password})")?;
+    writeln!(
+        out,
+        "  admin UI http://{admin}/  (user admin, password {password})"
+    )?;
     writeln!(out, "Ctrl-C stops everything and removes the temp dir.")?;
     out.flush()?;
     prepare(&servers).await?;
