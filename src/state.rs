@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use crate::engine::status::Snapshot;
 
 /// One change made through the admin API.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     /// Unix seconds.
@@ -23,6 +23,7 @@ pub struct AuditEntry {
     pub action: String,
     /// The mapping id, target, or `target/db.table` it concerns.
     pub subject: String,
+    /// The mapping before and after (JSON), for mapping changes.
     pub before: Option<String>,
     pub after: Option<String>,
 }

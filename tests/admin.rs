@@ -16,14 +16,6 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Api {
     base: String,
     http: reqwest::Client,
@@ -113,13 +105,24 @@ async fn the_admin_api_logs_in_reports_and_commands() {
     let mappings =
         "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\", \"purchase\"]\n";
     let c = Cluster::start(PRODUCT_SCHEMA, &["order", "purchase"], mappings, 7001).await;
-    let port = free_port();
-    let admin_hash = rowsync::admin::auth::hash_password("admin-pw").unwrap();
-    let viewer_hash = rowsync::admin::auth::hash_password("viewer-pw").unwrap();
     let (token, token_hash) = rowsync::admin::auth::new_token();
-    c.append_config(&format!(
-        "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n[[admin.users]]\nname = \"alice\"\nrole = \"admin\"\npassword_hash = \"{admin_hash}\"\n\n[[admin.users]]\nname = \"victor\"\nrole = \"viewer\"\npassword_hash = \"{viewer_hash}\"\n\n[[admin.tokens]]\nname = \"ci\"\nrole = \"admin\"\ntoken_hash = \"{token_hash}\"\n"
-    ));
+    let port = c.enable_admin(&[
+        Login::User {
+            name: "alice",
+            role: "admin",
+            password: "admin-pw",
+        },
+        Login::User {
+            name: "victor",
+            role: "viewer",
+            password: "viewer-pw",
+        },
+        Login::Token {
+            name: "ci",
+            role: "admin",
+            token_hash: &token_hash,
+        },
+    ]);
     let mut src = c.source_conn().await;
     exec(&mut src, &["INSERT INTO category VALUES (1, 'a', NULL)"]).await;
     let rowsync = c.run().await;
@@ -291,8 +294,7 @@ async fn the_admin_api_logs_in_reports_and_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_users_the_admin_api_stays_off_and_says_how() {
     let c = Cluster::order_only(7011).await;
-    let port = free_port();
-    c.append_config(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let port = c.enable_admin(&[]);
     let rowsync = c.run().await;
     rowsync
         .wait_log("the admin API is off: no user can log in", WAIT)
@@ -304,11 +306,11 @@ async fn without_users_the_admin_api_stays_off_and_says_how() {
 /// in and its CSRF token.
 async fn admin_cluster(mappings: &str, server_id: u32) -> (Cluster, Rowsync, Api, String) {
     let c = Cluster::start(PRODUCT_SCHEMA, &["order", "purchase"], mappings, server_id).await;
-    let port = free_port();
-    let hash = rowsync::admin::auth::hash_password("admin-pw").unwrap();
-    c.append_config(&format!(
-        "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n[[admin.users]]\nname = \"alice\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n"
-    ));
+    let port = c.enable_admin(&[Login::User {
+        name: "alice",
+        role: "admin",
+        password: "admin-pw",
+    }]);
     let rowsync = c.run().await;
     rowsync.wait_log("admin API listening", WAIT).await;
     let api = Api::new(port);

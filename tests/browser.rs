@@ -26,15 +26,11 @@ async fn the_admin_ui_adds_a_mapping_and_pauses_a_target() {
     let mappings =
         "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\", \"purchase\"]\n";
     let c = Cluster::start(PRODUCT_SCHEMA, &["order", "purchase"], mappings, 7031).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let hash = rowsync::admin::auth::hash_password("ui-pw").unwrap();
-    c.append_config(&format!(
-        "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n[[admin.users]]\nname = \"alice\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n"
-    ));
+    let port = c.enable_admin(&[Login::User {
+        name: "alice",
+        role: "admin",
+        password: "ui-pw",
+    }]);
     let mut src = c.source_conn().await;
     exec(
         &mut src,

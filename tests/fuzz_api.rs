@@ -14,15 +14,12 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_answers_every_generated_request_without_a_server_error() {
     let c = Cluster::order_only(7041).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let (token, token_hash) = rowsync::admin::auth::new_token();
-    c.append_config(&format!(
-        "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n[[admin.tokens]]\nname = \"fuzz\"\nrole = \"admin\"\ntoken_hash = \"{token_hash}\"\n"
-    ));
+    let port = c.enable_admin(&[Login::Token {
+        name: "fuzz",
+        role: "admin",
+        token_hash: &token_hash,
+    }]);
     let rowsync = c.run().await;
     rowsync
         .wait_log("admin API listening", Duration::from_secs(60))

@@ -25,6 +25,7 @@ use crate::engine::status::{Snapshot, State as TargetState};
 use crate::engine::{Command, CommandError};
 use crate::model::name::TableName;
 use crate::model::position::Checkpoint;
+use crate::state::AuditEntry;
 
 /// An error as the API answers it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -361,19 +362,14 @@ pub async fn status(
     responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn pause(
     State(admin): State<Arc<Admin>>,
-    Path(name): Path<String>,
+    Path(target): Path<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let who = admin_caller(&admin, &method, &headers).await?;
-    admin
-        .handle
-        .send(Command::Pause {
-            target: name.clone(),
-        })
-        .await?;
-    admin.audit(&who.name, "target.pause", &name).await;
-    Ok(StatusCode::NO_CONTENT)
+    let command = Command::Pause {
+        target: target.clone(),
+    };
+    target_command(&admin, &method, &headers, command, "target.pause", &target).await
 }
 
 /// Resumes a paused target from its checkpoint.
@@ -381,18 +377,28 @@ pub async fn pause(
     responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn resume(
     State(admin): State<Arc<Admin>>,
-    Path(name): Path<String>,
+    Path(target): Path<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let who = admin_caller(&admin, &method, &headers).await?;
-    admin
-        .handle
-        .send(Command::Resume {
-            target: name.clone(),
-        })
-        .await?;
-    admin.audit(&who.name, "target.resume", &name).await;
+    let command = Command::Resume {
+        target: target.clone(),
+    };
+    target_command(&admin, &method, &headers, command, "target.resume", &target).await
+}
+
+/// Sends an admin's `command` about `target` to the engine and records it.
+async fn target_command(
+    admin: &Admin,
+    method: &Method,
+    headers: &HeaderMap,
+    command: Command,
+    action: &str,
+    target: &str,
+) -> Result<StatusCode, ApiError> {
+    let who = admin_caller(admin, method, headers).await?;
+    admin.handle.send(command).await?;
+    admin.audit(&who.name, action, target).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -489,48 +495,22 @@ pub async fn source_tables(
     ))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditView {
-    pub id: i64,
-    /// Unix seconds.
-    pub at: i64,
-    pub user: String,
-    pub action: String,
-    pub subject: String,
-    /// The mapping before and after (JSON), for mapping changes.
-    pub before: Option<String>,
-    pub after: Option<String>,
-}
-
 /// The newest changes made through the API, newest first.
-#[utoipa::path(get, path = "/api/v1/audit", responses((status = 200, body = [AuditView])))]
+#[utoipa::path(get, path = "/api/v1/audit", responses((status = 200, body = [AuditEntry])))]
 pub async fn audit(
     State(admin): State<Arc<Admin>>,
     method: Method,
     headers: HeaderMap,
-) -> Result<Json<Vec<AuditView>>, ApiError> {
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     caller(&admin, &method, &headers).await?;
     let Some(store) = &admin.store else {
         return Ok(Json(Vec::new()));
     };
-    let entries = store
+    store
         .audit_log(200)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(
-        entries
-            .into_iter()
-            .map(|e| AuditView {
-                id: e.id,
-                at: e.at,
-                user: e.user,
-                action: e.action,
-                subject: e.subject,
-                before: e.before,
-                after: e.after,
-            })
-            .collect(),
-    ))
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 #[derive(OpenApi)]
@@ -570,7 +550,7 @@ pub async fn audit(
         PositionView,
         SourceTableView,
         ColumnView,
-        AuditView,
+        AuditEntry,
         super::mappings::MappingView,
         super::mappings::MappingInput,
         super::mappings::MappingList,

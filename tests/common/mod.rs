@@ -542,3 +542,58 @@ impl Cluster {
         }
     }
 }
+
+/// A TCP port nobody listens on right now.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `[[admin.users]]` (password hashed here) or `[[admin.tokens]]` entry.
+#[allow(dead_code)]
+pub enum Login<'a> {
+    User {
+        name: &'a str,
+        role: &'a str,
+        password: &'a str,
+    },
+    Token {
+        name: &'a str,
+        role: &'a str,
+        token_hash: &'a str,
+    },
+}
+
+impl Cluster {
+    /// Turns the admin API on at a free port, with `logins`; returns the port.
+    #[allow(dead_code)]
+    pub fn enable_admin(&self, logins: &[Login<'_>]) -> u16 {
+        let port = free_port();
+        let mut text = format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n");
+        for login in logins {
+            text.push_str(&match login {
+                Login::User {
+                    name,
+                    role,
+                    password,
+                } => {
+                    let hash = rowsync::admin::auth::hash_password(password).unwrap();
+                    format!("\n[[admin.users]]\nname = \"{name}\"\nrole = \"{role}\"\npassword_hash = \"{hash}\"\n")
+                }
+                Login::Token {
+                    name,
+                    role,
+                    token_hash,
+                } => format!(
+                    "\n[[admin.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_hash = \"{token_hash}\"\n"
+                ),
+            });
+        }
+        self.append_config(&text);
+        port
+    }
+}
