@@ -112,6 +112,22 @@ fn compose_file_and_its_config_are_consistent() {
         dockerfile.contains("COPY migrations"),
         "the state store's migrations are compiled in"
     );
+    assert!(
+        dockerfile.contains("COPY web-ui"),
+        "the admin UI's files are compiled in"
+    );
+
+    // The admin UI listens on all interfaces inside the container, on the port compose
+    // publishes, and has a user to log in with.
+    assert!(config.admin.listen.ip().is_unspecified(), "{}", config.admin.listen);
+    let port = config.admin.listen.port();
+    assert!(
+        strings(&rowsync["ports"])
+            .iter()
+            .any(|p| p.ends_with(&format!(":{port}"))),
+        "compose does not publish the admin port {port}"
+    );
+    assert!(rowsync["environment"]["ROWSYNC_ADMIN__PASSWORD"].is_string());
 }
 
 #[test]
