@@ -119,7 +119,11 @@ fn compose_file_and_its_config_are_consistent() {
 
     // The admin UI listens on all interfaces inside the container, on the port compose
     // publishes, and has a user to log in with.
-    assert!(config.admin.listen.ip().is_unspecified(), "{}", config.admin.listen);
+    assert!(
+        config.admin.listen.ip().is_unspecified(),
+        "{}",
+        config.admin.listen
+    );
     let port = config.admin.listen.port();
     assert!(
         strings(&rowsync["ports"])

@@ -35,11 +35,24 @@ fn counter(
     Ok(c)
 }
 
-/// The metrics of `snapshots` in the text format.
-pub fn render(snapshots: &[Snapshot]) -> prometheus::Result<String> {
+/// The metrics of `snapshots` (and whether the source answered, when asked) in the text
+/// format.
+pub fn render(
+    snapshots: &[Snapshot],
+    source_connected: Option<bool>,
+) -> prometheus::Result<String> {
     let r = Registry::new();
     let build = gauge(&r, "rowsync_build_info", "rowsync's version", &["version"])?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let source = gauge(
+        &r,
+        "rowsync_source_connected",
+        "1 when the source answered this scrape",
+        &[],
+    )?;
+    if let Some(up) = source_connected {
+        source.with_label_values::<&str>(&[]).set(i64::from(up));
+    }
     let lag = gauge(
         &r,
         "rowsync_target_lag_seconds",
@@ -148,8 +161,119 @@ pub async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Res
         )
             .into_response();
     }
-    match render(&admin.handle.snapshots()) {
+    let connected = admin.source_head().await.is_ok();
+    match render(&admin.handle.snapshots(), Some(connected)) {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::engine::status::{Failure, State, TargetStatus};
+    use crate::model::position::{Checkpoint, SourceIdentity};
+    use crate::model::table::{CopyProgress, StoppedTable, TableState};
+    use crate::model::{ErrorClass, TableName};
+    use crate::sink::Observer;
+
+    /// Every series name `render` can produce, from a status that has all of them.
+    fn series() -> BTreeSet<String> {
+        let status = TargetStatus::new("order");
+        status.started(
+            &Checkpoint {
+                position: "mysql-bin.000001:4".parse().unwrap(),
+                gtid: None,
+                source: SourceIdentity {
+                    flavor: crate::model::position::Flavor::Mariadb,
+                    server_id: 1,
+                    server_uuid: None,
+                    binlog_base: "mysql-bin".into(),
+                },
+                source_time: 1,
+            },
+            vec![StoppedTable {
+                table: TableName::new("p", "t"),
+                state: TableState::NeedsRecopy,
+                since: String::new(),
+                statement: None,
+                reason: "r".into(),
+            }],
+        );
+        status.copy_progress(&CopyProgress {
+            table: TableName::new("p", "t"),
+            done: false,
+            last_key: None,
+            rows_copied: 1,
+            rows_estimated: 2,
+        });
+        status.set_state(State::Retrying(Failure {
+            class: ErrorClass::Transient,
+            message: "m".into(),
+            statement: None,
+        }));
+        let text = render(&[status.snapshot()], Some(true)).unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn names_in(text: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("rowsync_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            out.insert(name);
+        }
+        out
+    }
+
+    #[test]
+    fn the_dashboard_and_the_alerts_parse_and_name_only_real_series() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let real = series();
+        let dashboard = std::fs::read_to_string(root.join("grafana-dashboard.json")).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+        let exprs: Vec<String> = doc["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["expr"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(exprs.len() >= 5, "{exprs:?}");
+        let alerts = std::fs::read_to_string(root.join("prometheus-alerts.yml")).unwrap();
+        let rules: serde_norway::Value = serde_norway::from_str(&alerts).unwrap();
+        let mut alert_names = Vec::new();
+        for group in rules["groups"].as_sequence().unwrap() {
+            for rule in group["rules"].as_sequence().unwrap() {
+                alert_names.push(rule["alert"].as_str().unwrap().to_owned());
+                assert!(
+                    rule["expr"].as_str().is_some() && rule["annotations"]["summary"].is_string()
+                );
+            }
+        }
+        for wanted in [
+            "RowsyncLagHigh",
+            "RowsyncTargetStopped",
+            "RowsyncSourceDisconnected",
+            "RowsyncTableNeedsRecopy",
+        ] {
+            assert!(alert_names.iter().any(|a| a == wanted), "{wanted} missing");
+        }
+        for name in names_in(&exprs.join(" ")).union(&names_in(&alerts)) {
+            assert!(
+                real.contains(name),
+                "{name} is not a series rowsync exports ({real:?})"
+            );
+        }
     }
 }
