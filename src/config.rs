@@ -37,6 +37,19 @@ mod file {
         pub state: super::StateConfig,
         #[serde(default)]
         pub admin: Admin,
+        /// A file holding the `[[mappings]]` instead of this one.
+        #[serde(default)]
+        pub mappings_file: Option<String>,
+    }
+
+    /// A separate mappings file: `[[mappings]]` entries and nothing else. Deserialized only to
+    /// check that shape, with line and column in the errors.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    pub struct Mappings {
+        #[serde(default)]
+        pub mappings: Vec<Mapping>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -123,6 +136,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Where the file was read from, for messages.
     pub path: PathBuf,
+    /// The file holding the mappings, when not this one (`mappings_file`, resolved beside it).
+    pub mappings_file: Option<PathBuf>,
 }
 
 pub(crate) fn default_pipeline() -> String {
@@ -363,13 +378,47 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Self::from_parts(text, path, None, env)
+    }
+
+    /// The file holding the mappings: `mappings_file`, or this one.
+    pub fn mappings_path(&self) -> &Path {
+        self.mappings_file.as_deref().unwrap_or(&self.path)
+    }
+
+    /// Like `from_toml`, with `mappings_text` as the text of the mappings file (when the
+    /// configuration names one) instead of what is on disk: an edit being validated.
+    pub fn from_parts(
+        text: &str,
+        path: &Path,
+        mappings_text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let parse_err = |message: String| ConfigError::Parse {
             file: path.to_owned(),
             message,
         };
         // Deserialize the file alone first: its errors carry line and column.
-        toml::from_str::<file::Config>(text).map_err(|e| parse_err(e.to_string()))?;
+        let alone = toml::from_str::<file::Config>(text).map_err(|e| parse_err(e.to_string()))?;
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let mappings_file = match &alone.mappings_file {
+            Some(name) => {
+                let file = path.parent().unwrap_or(Path::new(".")).join(name);
+                if doc.contains_key("mappings") {
+                    return Err(ConfigError::Invalid {
+                        file: path.to_owned(),
+                        key: "mappings".into(),
+                        reason: format!(
+                            "the mappings are in mappings_file ({}); keep them in one place",
+                            file.display()
+                        ),
+                    });
+                }
+                doc.insert("mappings".into(), read_mappings(&file, mappings_text)?);
+                Some(file)
+            }
+            None => None,
+        };
         for (name, value) in env {
             // ROWSYNC_LOG is the log filter, not a config key.
             if let Some(key) = name.strip_prefix("ROWSYNC_").filter(|k| *k != "LOG") {
@@ -383,16 +432,25 @@ impl Config {
         let raw: file::Config = toml::Value::Table(doc)
             .try_into()
             .map_err(|e: toml::de::Error| parse_err(format!("after environment overrides: {e}")))?;
-        let config = Config::parse(raw, path)?;
+        let config = Config::parse(raw, path, mappings_file)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses the values of `raw` that have a meaning beyond text, naming the key of any that
     /// does not parse.
-    fn parse(raw: file::Config, path: &Path) -> Result<Config, ConfigError> {
+    fn parse(
+        raw: file::Config,
+        path: &Path,
+        mappings_file: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let mappings_path = mappings_file.as_deref().unwrap_or(path);
         let invalid = |key: String, reason: String| ConfigError::Invalid {
-            file: path.to_owned(),
+            file: if key.starts_with("mappings") {
+                mappings_path.to_owned()
+            } else {
+                path.to_owned()
+            },
             key,
             reason,
         };
@@ -460,13 +518,21 @@ impl Config {
                 password: raw.admin.password,
             },
             path: path.to_owned(),
+            mappings_file,
         })
     }
 
     fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        let key = key.into();
+        // Errors in a mapping name the file it is in.
+        let file = if key.starts_with("mappings") {
+            self.mappings_path().to_owned()
+        } else {
+            self.path.clone()
+        };
         ConfigError::Invalid {
-            file: self.path.clone(),
-            key: key.into(),
+            file,
+            key,
             reason: reason.into(),
         }
     }
@@ -673,6 +739,31 @@ impl Config {
             .unwrap_or(Path::new("."))
             .join(format!("{stem}.state.db"))
     }
+}
+
+/// The `[[mappings]]` of the separate mappings file `file` (or `text`, its new content), as
+/// a TOML array for the main document.
+fn read_mappings(file: &Path, text: Option<&str>) -> Result<toml::Value, ConfigError> {
+    let read;
+    let text = match text {
+        Some(t) => t,
+        None => {
+            read = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                file: file.to_owned(),
+                source,
+            })?;
+            &read
+        }
+    };
+    let parse_err = |e: toml::de::Error| ConfigError::Parse {
+        file: file.to_owned(),
+        message: e.to_string(),
+    };
+    toml::from_str::<file::Mappings>(text).map_err(parse_err)?;
+    let mut doc: toml::Table = toml::from_str(text).map_err(parse_err)?;
+    Ok(doc
+        .remove("mappings")
+        .unwrap_or_else(|| toml::Value::Array(Vec::new())))
 }
 
 /// Gives every mapping without an `id` key one made from its source and replica name, unique
@@ -940,6 +1031,47 @@ targets = ["order", "purchase"]
             1,
         );
         load(&other_target, vec![]).unwrap();
+    }
+
+    #[test]
+    fn mappings_may_live_in_their_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (head, mappings) = BASE.split_at(BASE.find("[[mappings]]").unwrap());
+        let main = format!("mappings_file = \"maps.toml\"\n{head}");
+        std::fs::write(dir.path().join("maps.toml"), mappings).unwrap();
+        let path = dir.path().join("rowsync.toml");
+        std::fs::write(&path, &main).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.mappings.len(), 1);
+        assert_eq!(c.mappings_path(), dir.path().join("maps.toml"));
+        // An error in a mapping names the mappings file; mappings in both files are refused.
+        std::fs::write(
+            dir.path().join("maps.toml"),
+            mappings.replace(
+                "targets = [\"order\", \"purchase\"]",
+                "targets = [\"billing\"]",
+            ),
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&dir.path().join("maps.toml").display().to_string())
+                && err.contains("mappings[0].targets"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("maps.toml"),
+            format!("pipeline = \"x\"\n{mappings}"),
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("maps.toml") && err.contains("unknown field `pipeline`"),
+            "{err}"
+        );
+        std::fs::write(&path, format!("{main}\n{mappings}")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("keep them in one place"), "{err}");
     }
 
     #[test]

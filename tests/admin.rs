@@ -521,3 +521,47 @@ async fn mappings_are_edited_in_the_file_and_applied_live() {
         .all(|e| e["user"] == "alice"));
     assert!(!serde_json::to_string(&audit).unwrap().contains("admin-pw"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_goes_to_the_mappings_file_when_there_is_one() {
+    let mappings = "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\"]\n";
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order", "purchase"], mappings, 7051).await;
+    // The mappings move to their own file.
+    let text = std::fs::read_to_string(&c.cfg).unwrap();
+    let (head, maps) = text.split_at(text.find("[[mappings]]").unwrap());
+    let maps_path = c.dir.path().join("mappings.toml");
+    std::fs::write(&maps_path, format!("# Owned by the data team.\n{maps}")).unwrap();
+    std::fs::write(&c.cfg, format!("mappings_file = \"mappings.toml\"\n{head}")).unwrap();
+    let port = c.enable_admin(&[Login::User {
+        name: "alice",
+        role: "admin",
+        password: "admin-pw",
+    }]);
+    let main_before = std::fs::read_to_string(&c.cfg).unwrap();
+    let mut src = c.source_conn().await;
+    exec(&mut src, &["INSERT INTO category VALUES (1, 'a', NULL)"]).await;
+    let rowsync = c.run().await;
+    rowsync.wait_log("admin API listening", WAIT).await;
+    let api = Api::new(port);
+    let (_, login) = api.login("alice", "admin-pw").await;
+    let csrf = login["csrf_token"].as_str().unwrap().to_owned();
+
+    let (code, made) = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/mappings/product.category",
+            &csrf,
+            None,
+            Some(json!({"source": "product.category", "targets": ["order", "purchase"]})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{made}");
+    assert_eq!(std::fs::read_to_string(&c.cfg).unwrap(), main_before);
+    let maps = std::fs::read_to_string(&maps_path).unwrap();
+    assert!(
+        maps.contains("# Owned by the data team.") && maps.contains("\"purchase\""),
+        "{maps}"
+    );
+    let mut purchase = c.replica_conn(1).await;
+    wait_equal(&mut src, &mut purchase, "category", "id", WAIT).await;
+}

@@ -100,18 +100,39 @@ pub struct EditParams {
     pub dry_run: bool,
 }
 
-/// The configuration file and the lock that makes edits one at a time.
+/// The configuration file, the file its mappings are in (the same one, or `mappings_file`),
+/// and the lock that makes edits one at a time.
 pub struct ConfigFile {
-    pub path: PathBuf,
+    main: PathBuf,
+    edited: PathBuf,
     lock: tokio::sync::Mutex<()>,
 }
 
 impl ConfigFile {
-    pub fn new(path: PathBuf) -> ConfigFile {
+    pub fn new(config: &Config) -> ConfigFile {
         ConfigFile {
-            path,
+            main: config.path.clone(),
+            edited: config.mappings_path().to_owned(),
             lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The configuration with `mappings` as the mappings file's text.
+    fn with_mappings(&self, mappings: &str) -> Result<Config, ApiError> {
+        let config = if self.edited == self.main {
+            Config::from_toml(mappings, &self.main, std::env::vars())
+        } else {
+            let main = read(&self.main)?;
+            Config::from_parts(&main, &self.main, Some(mappings), std::env::vars())
+        };
+        config.map_err(invalid)
+    }
+
+    /// The mappings file's text, and the configuration as it is.
+    fn current(&self) -> Result<(String, Config), ApiError> {
+        let text = read(&self.edited)?;
+        let config = self.with_mappings(&text)?;
+        Ok((text, config))
     }
 }
 
@@ -150,13 +171,6 @@ fn read(path: &Path) -> Result<String, ApiError> {
     })
 }
 
-/// The current file, as text and parsed.
-fn current(path: &Path) -> Result<(String, Config), ApiError> {
-    let text = read(path)?;
-    let config = Config::from_toml(&text, path, std::env::vars()).map_err(invalid)?;
-    Ok((text, config))
-}
-
 /// A configuration error as a 422 naming the key.
 fn invalid(e: ConfigError) -> ApiError {
     let field = match &e {
@@ -174,8 +188,8 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<MappingList>, ApiError> {
     caller(&admin, &method, &headers).await?;
-    let (text, config) = current(&admin.file.path)?;
-    let reason = read_only_reason(&admin.file.path);
+    let (text, config) = admin.file.current()?;
+    let reason = read_only_reason(&admin.file.edited);
     Ok(Json(MappingList {
         etag: etag(&text),
         writable: reason.is_none(),
@@ -194,7 +208,7 @@ pub async fn get_one(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller(&admin, &method, &headers).await?;
-    let (text, config) = current(&admin.file.path)?;
+    let (text, config) = admin.file.current()?;
     let m = config
         .mappings
         .iter()
@@ -307,9 +321,9 @@ async fn apply(
     edit: Edit,
     dry_run: bool,
 ) -> Result<EditResult, ApiError> {
-    let path = &admin.file.path;
+    let path = &admin.file.edited;
     let _one_at_a_time = admin.file.lock.lock().await;
-    let (text, old) = current(path)?;
+    let (text, old) = admin.file.current()?;
     let tag = etag(&text);
     if let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         if wanted != tag && wanted != "*" {
@@ -332,7 +346,7 @@ async fn apply(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")))?;
     let (action, subject) = change(&mut doc, &old, &edit)?;
     let new_text = doc.to_string();
-    let new = Config::from_toml(&new_text, path, std::env::vars()).map_err(invalid)?;
+    let new = admin.file.with_mappings(&new_text)?;
     let before = old
         .mappings
         .iter()
@@ -358,12 +372,16 @@ async fn apply(
             format!("writing {}: {e}", path.display()),
         )
     })?;
-    admin.handle.reload_file(path).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("written, but not applied: {e}"),
-        )
-    })?;
+    admin
+        .handle
+        .reload_file(&admin.file.main)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("written, but not applied: {e}"),
+            )
+        })?;
     let json = |m: &Option<MappingView>| m.as_ref().and_then(|m| serde_json::to_string(m).ok());
     if let Some(store) = &admin.store {
         if let Err(e) = store

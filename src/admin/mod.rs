@@ -153,7 +153,7 @@ pub async fn bind(
     let app = router(Arc::new(Admin {
         handle,
         auth,
-        file: mappings::ConfigFile::new(config.path.clone()),
+        file: mappings::ConfigFile::new(&config),
         config,
         store,
     }));
