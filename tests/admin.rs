@@ -257,6 +257,26 @@ async fn the_admin_api_logs_in_reports_and_commands() {
         .any(|s| s.metric == "rowsync_target_state"
             && s.labels.get("target") == Some("order")
             && s.labels.get("state") == Some("streaming")));
+    // Changes applied per table and kind, in the metrics and the status.
+    let inserted = scrape.samples.iter().find(|s| {
+        s.metric == "rowsync_table_changes_applied_total"
+            && s.labels.get("target") == Some("purchase")
+            && s.labels.get("table") == Some("product.category")
+            && s.labels.get("kind") == Some("insert")
+    });
+    assert!(
+        matches!(inserted.map(|s| &s.value), Some(prometheus_parse::Value::Counter(n)) if *n >= 1.0),
+        "{text}"
+    );
+    let purchase_view = api.wait_state("purchase", "streaming").await;
+    assert!(
+        purchase_view["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["table"] == "product.category" && a["inserts"].as_u64() >= Some(1)),
+        "{purchase_view}"
+    );
 
     // The OpenAPI document names the endpoints.
     let (code, doc) = api.get("/api/v1/openapi.json").await;

@@ -99,7 +99,8 @@ function targetCard(t) {
       fact("gtid", t.checkpoint?.gtid || "–"),
       fact("lag", t.lag_seconds === null || t.lag_seconds === undefined ? "–" : `${t.lag_seconds} s`),
       fact("rows applied", t.rows_applied),
-      fact("transactions", t.transactions_applied)));
+      fact("transactions", t.transactions_applied),
+      fact("errors (transient / definite)", `${t.errors_transient} / ${t.errors_definite}`)));
   if (t.error) {
     card.append(el("p", { class: "error" }, `${t.error.class} error: ${t.error.message}`));
   }
@@ -110,6 +111,12 @@ function targetCard(t) {
       card.append(el("div", {}, `${c.table}: ${c.rows_copied} / ~${c.rows_estimated}`,
         el("progress", { max: Math.max(c.rows_estimated, c.rows_copied, 1), value: c.rows_copied })));
     }
+  }
+  if (t.applied.length) {
+    card.append(el("table", { class: "list applied" },
+      el("thead", {}, el("tr", {}, el("th", {}, "table"), el("th", {}, "inserts"), el("th", {}, "updates"), el("th", {}, "deletes"))),
+      el("tbody", {}, t.applied.map((a) => el("tr", {},
+        el("td", { class: "mono" }, a.table), el("td", {}, a.inserts), el("td", {}, a.updates), el("td", {}, a.deletes))))));
   }
   if (t.tables.length) {
     const rows = t.tables.map((s) => el("tr", {},

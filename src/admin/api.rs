@@ -281,6 +281,21 @@ pub struct TargetView {
     pub transactions_applied: u64,
     pub tables: Vec<TableView>,
     pub copy: Vec<CopyView>,
+    /// Row changes applied per source table since the process started.
+    pub applied: Vec<AppliedView>,
+    /// Attempts that ended in an error since the process started, by class.
+    pub errors_transient: u64,
+    pub errors_definite: u64,
+    /// Pipeline attempts after the first (retries, re-copies, reloads).
+    pub restarts: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppliedView {
+    pub table: String,
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
 }
 
 impl From<&Snapshot> for TargetView {
@@ -318,6 +333,19 @@ impl From<&Snapshot> for TargetView {
                     done: p.done,
                 })
                 .collect(),
+            applied: s
+                .tables_applied
+                .iter()
+                .map(|(t, c)| AppliedView {
+                    table: t.to_string(),
+                    inserts: c.inserts,
+                    updates: c.updates,
+                    deletes: c.deletes,
+                })
+                .collect(),
+            errors_transient: s.errors_transient,
+            errors_definite: s.errors_definite,
+            restarts: s.runs.saturating_sub(1),
         }
     }
 }
@@ -547,6 +575,7 @@ pub async fn audit(
         ErrorView,
         TableView,
         CopyView,
+        AppliedView,
         PositionView,
         SourceTableView,
         ColumnView,

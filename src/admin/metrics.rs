@@ -35,13 +35,40 @@ fn counter(
     Ok(c)
 }
 
-/// The metrics of `snapshots` (and whether the source answered, when asked) in the text
-/// format.
+/// The metrics of `snapshots` (and whether the source answered, when asked, and the reloads
+/// applied and refused) in the text format.
 pub fn render(
     snapshots: &[Snapshot],
     source_connected: Option<bool>,
+    reloads: (u64, u64),
 ) -> prometheus::Result<String> {
     let r = Registry::new();
+    let reload = counter(
+        &r,
+        "rowsync_config_reloads_total",
+        "Reloads of the configuration file by result",
+        &["result"],
+    )?;
+    reload.with_label_values(&["applied"]).inc_by(reloads.0);
+    reload.with_label_values(&["refused"]).inc_by(reloads.1);
+    let errors = counter(
+        &r,
+        "rowsync_target_errors_total",
+        "Pipeline attempts that ended in an error, by class",
+        &["target", "class"],
+    )?;
+    let restarts = counter(
+        &r,
+        "rowsync_target_restarts_total",
+        "Pipeline attempts after the first (retries, re-copies, reloads)",
+        &["target"],
+    )?;
+    let changes = counter(
+        &r,
+        "rowsync_table_changes_applied_total",
+        "Row changes applied per table and kind",
+        &["target", "table", "kind"],
+    )?;
     let build = gauge(&r, "rowsync_build_info", "rowsync's version", &["version"])?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     let source = gauge(
@@ -130,6 +157,25 @@ pub fn render(
             error.with_label_values(&[t, f.class.as_str()]).set(1);
         }
         rows.with_label_values(&[t]).inc_by(s.rows_applied);
+        errors
+            .with_label_values(&[t, "transient"])
+            .inc_by(s.errors_transient);
+        errors
+            .with_label_values(&[t, "definite"])
+            .inc_by(s.errors_definite);
+        restarts
+            .with_label_values(&[t])
+            .inc_by(s.runs.saturating_sub(1));
+        for (table, c) in &s.tables_applied {
+            let table = table.to_string();
+            for (kind, n) in [
+                ("insert", c.inserts),
+                ("update", c.updates),
+                ("delete", c.deletes),
+            ] {
+                changes.with_label_values(&[t, &table, kind]).inc_by(n);
+            }
+        }
         txns.with_label_values(&[t]).inc_by(s.transactions_applied);
         for st in &s.stopped_tables {
             tables
@@ -162,7 +208,11 @@ pub async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Res
             .into_response();
     }
     let connected = admin.source_head().await.is_ok();
-    match render(&admin.handle.snapshots(), Some(connected)) {
+    match render(
+        &admin.handle.snapshots(),
+        Some(connected),
+        admin.handle.reloads(),
+    ) {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -214,7 +264,15 @@ mod tests {
             message: "m".into(),
             statement: None,
         }));
-        let text = render(&[status.snapshot()], Some(true)).unwrap();
+        status.rows_applied(
+            &TableName::new("p", "t"),
+            crate::model::event::ChangeCounts {
+                inserts: 1,
+                updates: 0,
+                deletes: 0,
+            },
+        );
+        let text = render(&[status.snapshot()], Some(true), (1, 0)).unwrap();
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.split(['{', ' ']).next())

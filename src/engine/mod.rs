@@ -92,6 +92,7 @@ impl Engine {
             statuses,
             cancel,
             task: tokio::sync::Mutex::new(Some(task)),
+            reloads: Reloads::default(),
         }
     }
 }
@@ -102,6 +103,14 @@ pub struct Handle {
     statuses: Arc<RwLock<Vec<Arc<TargetStatus>>>>,
     cancel: CancellationToken,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    reloads: Reloads,
+}
+
+/// Counts of `Handle::reload_file` by result.
+#[derive(Default)]
+struct Reloads {
+    applied: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl Handle {
@@ -132,9 +141,27 @@ impl Handle {
     /// changed file reaches the engine (SIGHUP, and the admin API after it wrote the file). An
     /// invalid file changes nothing.
     pub async fn reload_file(&self, path: &std::path::Path) -> Result<Arc<Config>, ReloadError> {
-        let config = Arc::new(Config::load(path)?);
-        self.send(Command::Reload(config.clone())).await?;
-        Ok(config)
+        let result = async {
+            let config = Arc::new(Config::load(path)?);
+            self.send(Command::Reload(config.clone())).await?;
+            Ok(config)
+        }
+        .await;
+        let counter = match &result {
+            Ok(_) => &self.reloads.applied,
+            Err(_) => &self.reloads.refused,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    /// Reloads of the configuration file so far.
+    pub fn reloads(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.reloads.applied.load(Relaxed),
+            self.reloads.refused.load(Relaxed),
+        )
     }
 
     /// Stops every target at a transaction boundary and waits for them.

@@ -2,9 +2,11 @@
 //! `sink::Observer`) and read by observers: log lines, the state store, progress bars, later
 //! the admin API and metrics. Observers take snapshots; they never change it.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::model::event::ChangeCounts;
 use crate::model::name::TableName;
 use crate::model::position::Checkpoint;
 use crate::model::table::{CopyProgress, StoppedTable};
@@ -78,6 +80,11 @@ pub struct Snapshot {
     pub copy: Vec<CopyProgress>,
     /// Attempts of the pipeline begun since this status was made (restarts and retries).
     pub runs: u64,
+    /// Row changes written per source table since this status was made.
+    pub tables_applied: BTreeMap<TableName, ChangeCounts>,
+    /// Attempts that ended in an error, by class.
+    pub errors_transient: u64,
+    pub errors_definite: u64,
 }
 
 impl Snapshot {
@@ -107,6 +114,9 @@ impl TargetStatus {
                 stopped_tables: Vec::new(),
                 copy: Vec::new(),
                 runs: 0,
+                tables_applied: BTreeMap::new(),
+                errors_transient: 0,
+                errors_definite: 0,
             }),
         }
     }
@@ -122,6 +132,20 @@ impl TargetStatus {
 
     pub fn set_state(&self, state: State) {
         self.with(|s| s.state = state);
+    }
+
+    /// An attempt ended in `failure`: the target retries (transient) or stops (definite).
+    pub fn failed(&self, failure: Failure) {
+        self.with(|s| {
+            match failure.class {
+                ErrorClass::Transient => s.errors_transient += 1,
+                ErrorClass::Definite => s.errors_definite += 1,
+            }
+            s.state = match failure.class {
+                ErrorClass::Transient => State::Retrying(failure),
+                ErrorClass::Definite => State::Stopped(failure),
+            };
+        });
     }
 
     /// A pipeline attempt begins.
@@ -151,10 +175,16 @@ impl Observer for TargetStatus {
         self.with(|s| s.caught_up = true);
     }
 
-    fn rows_applied(&self, n: u64) {
+    fn rows_applied(&self, table: &TableName, changes: ChangeCounts) {
         self.with(|s| {
-            s.rows_applied += n;
+            s.rows_applied += changes.total();
             s.caught_up = false;
+            match s.tables_applied.get_mut(table) {
+                Some(c) => c.add(changes),
+                None => {
+                    s.tables_applied.insert(table.clone(), changes);
+                }
+            }
         });
     }
 

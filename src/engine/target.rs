@@ -164,7 +164,7 @@ pub(super) async fn run_target(
                     backoff = Duration::from_millis(500);
                 }
                 tracing::warn!(target = %name, error = %e, retry_in = ?backoff, "target pipeline failed; retrying");
-                status.set_state(State::Retrying(e.failure()));
+                status.failed(e.failure());
                 tokio::select! {
                     _ = cancel.cancelled() => {
                         status.set_state(State::ShutDown);
@@ -176,7 +176,7 @@ pub(super) async fn run_target(
             }
             Err(e) => {
                 tracing::error!(target = %name, error = %e, "target pipeline stopped; fix the cause, then reload (SIGHUP) or restart rowsync");
-                status.set_state(State::Stopped(e.failure()));
+                status.failed(e.failure());
                 cancel.cancelled().await;
                 return;
             }

@@ -22,6 +22,38 @@ pub enum RowChange {
     Delete(Vec<Value>),
 }
 
+/// How many changes of each kind, e.g. applied to one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeCounts {
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+}
+
+impl ChangeCounts {
+    pub fn of(changes: &[RowChange]) -> ChangeCounts {
+        let mut c = ChangeCounts::default();
+        for change in changes {
+            match change {
+                RowChange::Insert(_) => c.inserts += 1,
+                RowChange::Update { .. } => c.updates += 1,
+                RowChange::Delete(_) => c.deletes += 1,
+            }
+        }
+        c
+    }
+
+    pub fn total(&self) -> u64 {
+        self.inserts + self.updates + self.deletes
+    }
+
+    pub fn add(&mut self, other: ChangeCounts) {
+        self.inserts += other.inserts;
+        self.updates += other.updates;
+        self.deletes += other.deletes;
+    }
+}
+
 /// The changes of one binlog rows event.
 #[derive(Debug, Clone)]
 pub struct RowBatch {

@@ -32,7 +32,8 @@ use super::{Observer, SinkError, SourceCatalog};
 use crate::config::ApplyConfig;
 use crate::model::definition::SourceDefinition;
 use crate::model::event::{
-    CreateMode, DdlKind, EventReceiver, RowBatch, RowChange, SourceEvent, StatementClock,
+    ChangeCounts, CreateMode, DdlKind, EventReceiver, RowBatch, RowChange, SourceEvent,
+    StatementClock,
 };
 use crate::model::name::{quote_ident, TableName};
 use crate::model::position::{Checkpoint, Floors, GroupId};
@@ -959,7 +960,8 @@ impl Applier {
             }
             Err(e) => return Err(e),
         };
-        self.observer.rows_applied(batch.changes.len() as u64);
+        self.observer
+            .rows_applied(&batch.table.name, ChangeCounts::of(&batch.changes));
         match changes_to_ops(&batch.changes, &projections) {
             Ok(ops) => ops.into_iter().for_each(|op| self.push(op)),
             Err(e) => self.stop_table(batch.table.name.clone(), None, e.to_string()),

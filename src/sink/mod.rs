@@ -28,6 +28,7 @@ use futures_util::future::BoxFuture;
 use sqlx::mysql::MySqlDatabaseError;
 
 use crate::model::definition::SourceDefinition;
+use crate::model::event::ChangeCounts;
 use crate::model::name::TableName;
 use crate::model::position::Checkpoint;
 use crate::model::table::{CopyProgress, StoppedTable, UnknownState};
@@ -42,8 +43,8 @@ pub trait Observer: Send + Sync {
     fn committed(&self, checkpoint: &Checkpoint, transactions: u64);
     /// The writer has applied everything the source sent so far.
     fn caught_up(&self);
-    /// `rows` row changes were written (not committed yet).
-    fn rows_applied(&self, rows: u64);
+    /// Row changes of `table` were written (not committed yet).
+    fn rows_applied(&self, table: &TableName, changes: ChangeCounts);
     /// A table's copy advanced.
     fn copy_progress(&self, progress: &CopyProgress);
     fn table_stopped(&self, table: StoppedTable);
