@@ -268,6 +268,17 @@ async fn the_admin_api_logs_in_reports_and_commands() {
         matches!(inserted.map(|s| &s.value), Some(prometheus_parse::Value::Counter(n)) if *n >= 1.0),
         "{text}"
     );
+    let commits = scrape.samples.iter().find(|s| {
+        s.metric == "rowsync_target_commit_seconds" && s.labels.get("target") == Some("purchase")
+    });
+    assert!(
+        matches!(commits.map(|s| &s.value), Some(prometheus_parse::Value::Histogram(h)) if h.iter().any(|b| b.count >= 1.0)),
+        "{text}"
+    );
+    assert!(
+        text.contains("rowsync_source_binlog_bytes_total{target=\"purchase\"}"),
+        "{text}"
+    );
     let purchase_view = api.wait_state("purchase", "streaming").await;
     assert!(
         purchase_view["applied"]

@@ -11,7 +11,7 @@ use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncode
 
 use super::api::bearer;
 use super::Admin;
-use crate::engine::status::Snapshot;
+use crate::engine::status::{Snapshot, COMMIT_BUCKETS};
 
 fn gauge(
     registry: &Registry,
@@ -68,6 +68,18 @@ pub fn render(
         "rowsync_table_changes_applied_total",
         "Row changes applied per table and kind",
         &["target", "table", "kind"],
+    )?;
+    let pending = gauge(
+        &r,
+        "rowsync_target_pending_events",
+        "Events read from the binlog and not yet taken by the target's writer",
+        &["target"],
+    )?;
+    let bytes = counter(
+        &r,
+        "rowsync_source_binlog_bytes_total",
+        "Bytes of binlog events read for the target",
+        &["target"],
     )?;
     let build = gauge(&r, "rowsync_build_info", "rowsync's version", &["version"])?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -157,6 +169,8 @@ pub fn render(
             error.with_label_values(&[t, f.class.as_str()]).set(1);
         }
         rows.with_label_values(&[t]).inc_by(s.rows_applied);
+        pending.with_label_values(&[t]).set(s.pending_events as i64);
+        bytes.with_label_values(&[t]).inc_by(s.binlog_bytes);
         errors
             .with_label_values(&[t, "transient"])
             .inc_by(s.errors_transient);
@@ -194,7 +208,44 @@ pub fn render(
     }
     let mut out = Vec::new();
     TextEncoder::new().encode(&r.gather(), &mut out)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    commit_histogram(&mut text, snapshots);
+    Ok(text)
+}
+
+/// `rowsync_target_commit_seconds`, written from the buckets the status keeps (target names
+/// are letters, digits, `_` and `-`, so they need no escaping).
+fn commit_histogram(out: &mut String, snapshots: &[Snapshot]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP rowsync_target_commit_seconds How long the target's COMMITs took"
+    );
+    let _ = writeln!(out, "# TYPE rowsync_target_commit_seconds histogram");
+    for s in snapshots {
+        let (t, c) = (&s.target, &s.commits);
+        for (bound, n) in COMMIT_BUCKETS.iter().zip(c.buckets) {
+            let _ = writeln!(
+                out,
+                "rowsync_target_commit_seconds_bucket{{target=\"{t}\",le=\"{bound}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "rowsync_target_commit_seconds_bucket{{target=\"{t}\",le=\"+Inf\"}} {}",
+            c.count
+        );
+        let _ = writeln!(
+            out,
+            "rowsync_target_commit_seconds_sum{{target=\"{t}\"}} {}",
+            c.sum_secs
+        );
+        let _ = writeln!(
+            out,
+            "rowsync_target_commit_seconds_count{{target=\"{t}\"}} {}",
+            c.count
+        );
+    }
 }
 
 /// Prometheus metrics (a bearer token when `admin.metrics_token` is set).

@@ -3,10 +3,11 @@
 //! the admin API and metrics. Observers take snapshots; they never change it.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::event::ChangeCounts;
+use crate::model::event::{Backlog, ChangeCounts};
 use crate::model::name::TableName;
 use crate::model::position::Checkpoint;
 use crate::model::table::{CopyProgress, StoppedTable};
@@ -85,6 +86,37 @@ pub struct Snapshot {
     /// Attempts that ended in an error, by class.
     pub errors_transient: u64,
     pub errors_definite: u64,
+    /// Events the reader has handed over and the writer not yet taken.
+    pub pending_events: u64,
+    /// Bytes of binlog events read since this status was made.
+    pub binlog_bytes: u64,
+    /// How long target COMMITs took.
+    pub commits: CommitTimes,
+}
+
+/// A histogram of COMMIT durations, in Prometheus' cumulative form.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitTimes {
+    /// Commits that took at most `COMMIT_BUCKETS[i]` seconds.
+    pub buckets: [u64; COMMIT_BUCKETS.len()],
+    pub sum_secs: f64,
+    pub count: u64,
+}
+
+/// Upper bounds (seconds) of the commit-time histogram's buckets.
+pub const COMMIT_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+impl CommitTimes {
+    fn observe(&mut self, secs: f64) {
+        for (bucket, bound) in self.buckets.iter_mut().zip(COMMIT_BUCKETS) {
+            if secs <= bound {
+                *bucket += 1;
+            }
+        }
+        self.sum_secs += secs;
+        self.count += 1;
+    }
 }
 
 impl Snapshot {
@@ -99,6 +131,10 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct TargetStatus {
     inner: Mutex<Snapshot>,
+    /// The running stream's queue, read when a snapshot is taken.
+    backlog: Mutex<Option<Backlog>>,
+    /// Shared with the running reader.
+    bytes_read: Arc<AtomicU64>,
 }
 
 impl TargetStatus {
@@ -117,7 +153,12 @@ impl TargetStatus {
                 tables_applied: BTreeMap::new(),
                 errors_transient: 0,
                 errors_definite: 0,
+                pending_events: 0,
+                binlog_bytes: 0,
+                commits: CommitTimes::default(),
             }),
+            backlog: Mutex::new(None),
+            bytes_read: Arc::default(),
         }
     }
 
@@ -127,7 +168,27 @@ impl TargetStatus {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        self.with(|s| s.clone())
+        let mut snap = self.with(|s| s.clone());
+        if let Some(backlog) = self
+            .backlog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            snap.pending_events = backlog.get() as u64;
+        }
+        snap.binlog_bytes = self.bytes_read.load(Ordering::Relaxed);
+        snap
+    }
+
+    /// A stream starts with this queue between its reader and writer.
+    pub fn streaming_through(&self, backlog: Backlog) {
+        *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = Some(backlog);
+    }
+
+    /// The counter the reader adds the bytes it reads to.
+    pub fn bytes_counter(&self) -> Arc<AtomicU64> {
+        self.bytes_read.clone()
     }
 
     pub fn set_state(&self, state: State) {
@@ -164,10 +225,11 @@ impl TargetStatus {
 }
 
 impl Observer for TargetStatus {
-    fn committed(&self, checkpoint: &Checkpoint, transactions: u64) {
+    fn committed(&self, checkpoint: &Checkpoint, transactions: u64, took: Duration) {
         self.with(|s| {
             s.checkpoint = Some(checkpoint.clone());
             s.transactions_applied += transactions;
+            s.commits.observe(took.as_secs_f64());
         });
     }
 

@@ -554,7 +554,8 @@ async fn stream(
 
     let router = Arc::new(spec.router.clone());
     let reader_cancel = cancel.child_token();
-    let (mut rx, reader_task) = start_reader(spec, &opts, &router, &skip, &floors, &reader_cancel);
+    let (mut rx, reader_task) =
+        start_reader(spec, &opts, &router, &skip, &floors, &reader_cancel, status);
 
     let (commands, command_rx) = mpsc::channel(4);
     let catalog = Arc::new(Catalog { opts: opts.clone() });
@@ -613,6 +614,7 @@ fn start_reader(
     skip: &HashSet<TableName>,
     floors: &Floors,
     cancel: &CancellationToken,
+    status: &TargetStatus,
 ) -> (EventReceiver, JoinHandle<Result<(), SourceError>>) {
     let selects = {
         let router = router.clone();
@@ -628,8 +630,10 @@ fn start_reader(
         selects,
         skip.clone(),
     )
-    .with_floors(floors.clone());
+    .with_floors(floors.clone())
+    .with_bytes_counter(status.bytes_counter());
     let (tx, rx) = event_channel(spec.apply.queue_events);
+    status.streaming_through(rx.backlog());
     let task = tokio::spawn(reader.run(floors.start(), tx, cancel.clone()));
     (rx, task)
 }

@@ -2,6 +2,7 @@
 //! checkpoint after each, row changes with full images, DDL and XA markers. The channel
 //! carries events in batches but yields them one by one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -110,34 +111,76 @@ pub const EVENT_BATCH: usize = 64;
 
 /// The reader's end of the channel to the writer: events travel in batches, so a busy stream
 /// costs one hand-over (and one wake-up of the other thread) per batch, not per event.
-pub type EventSender = mpsc::Sender<Vec<SourceEvent>>;
+pub struct EventSender {
+    tx: mpsc::Sender<Vec<SourceEvent>>,
+    backlog: Backlog,
+}
 
 /// The writer's end: yields the events one by one, in order.
 pub struct EventReceiver {
     rx: mpsc::Receiver<Vec<SourceEvent>>,
     batch: std::vec::IntoIter<SourceEvent>,
+    backlog: Backlog,
 }
+
+/// Events sent and not yet taken by the writer (counted per batch, so it is cheap).
+#[derive(Debug, Clone, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The channel is closed: the writer has gone.
+#[derive(Debug)]
+pub struct Closed;
 
 /// A channel holding about `events` events in flight (in batches of up to `EVENT_BATCH`).
 pub fn event_channel(events: usize) -> (EventSender, EventReceiver) {
     let (tx, rx) = mpsc::channel(events.div_ceil(EVENT_BATCH).max(2));
+    let backlog = Backlog::default();
     (
-        tx,
+        EventSender {
+            tx,
+            backlog: backlog.clone(),
+        },
         EventReceiver {
             rx,
             batch: Vec::new().into_iter(),
+            backlog,
         },
     )
 }
 
+impl EventSender {
+    pub async fn send(&self, batch: Vec<SourceEvent>) -> Result<(), Closed> {
+        let n = batch.len();
+        self.backlog.0.fetch_add(n, Ordering::Relaxed);
+        self.tx.send(batch).await.map_err(|_| Closed)
+    }
+}
+
 impl EventReceiver {
+    /// The number of events waiting for the writer.
+    pub fn backlog(&self) -> Backlog {
+        self.backlog.clone()
+    }
+
+    fn took(&self, batch: &[SourceEvent]) {
+        self.backlog.0.fetch_sub(batch.len(), Ordering::Relaxed);
+    }
+
     /// The next event if one has arrived; `Err(Empty)` or `Err(Disconnected)` as `mpsc`.
     pub fn try_recv(&mut self) -> Result<SourceEvent, mpsc::error::TryRecvError> {
         loop {
             if let Some(event) = self.batch.next() {
                 return Ok(event);
             }
-            self.batch = self.rx.try_recv()?.into_iter();
+            let batch = self.rx.try_recv()?;
+            self.took(&batch);
+            self.batch = batch.into_iter();
         }
     }
 
@@ -147,7 +190,9 @@ impl EventReceiver {
             if let Some(event) = self.batch.next() {
                 return Some(event);
             }
-            self.batch = self.rx.recv().await?.into_iter();
+            let batch = self.rx.recv().await?;
+            self.took(&batch);
+            self.batch = batch.into_iter();
         }
     }
 }

@@ -1043,10 +1043,12 @@ impl Applier {
         if self.pending.is_some() {
             checkpoint::store(&mut self.conn, &self.pipeline, &checkpoint).await?;
         }
+        let commit = Instant::now();
         self.exec_plain("COMMIT").await?;
         self.in_txn = false;
         if self.pending.is_some() {
-            self.observer.committed(&checkpoint, self.group_txns as u64);
+            self.observer
+                .committed(&checkpoint, self.group_txns as u64, commit.elapsed());
         }
         self.group_txns = 0;
         self.pending = None;

@@ -39,8 +39,9 @@ use crate::routing::mapping::MappingError;
 /// What a target's writer reports as it goes, to whoever runs it (the engine's live status).
 /// Calls are cheap and never fail: the sink does not wait on its observers.
 pub trait Observer: Send + Sync {
-    /// A group committed, ending at `checkpoint`, with `transactions` source transactions.
-    fn committed(&self, checkpoint: &Checkpoint, transactions: u64);
+    /// A group committed, ending at `checkpoint`, with `transactions` source transactions; its
+    /// COMMIT took `took`.
+    fn committed(&self, checkpoint: &Checkpoint, transactions: u64, took: std::time::Duration);
     /// The writer has applied everything the source sent so far.
     fn caught_up(&self);
     /// Row changes of `table` were written (not committed yet).

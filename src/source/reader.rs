@@ -8,6 +8,7 @@
 //! committed checkpoint, so nothing it sent of an unfinished transaction is ever committed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,8 @@ pub struct BinlogReader {
     /// Tables stopped earlier (e.g. after a DDL the replica could not follow).
     skip: HashSet<TableName>,
     floors: Option<Floors>,
+    /// Bytes of binlog events read, for whoever watches (the metrics).
+    bytes_read: Arc<AtomicU64>,
 }
 
 impl BinlogReader {
@@ -69,7 +72,14 @@ impl BinlogReader {
             selects,
             skip,
             floors: None,
+            bytes_read: Arc::default(),
         }
+    }
+
+    /// Counts the bytes of binlog events read into `counter`.
+    pub fn with_bytes_counter(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.bytes_read = counter;
+        self
     }
 
     /// Per-table floors; the stream must start at `floors.start()`.
@@ -192,6 +202,10 @@ impl BinlogReader {
                 Ok(Some(Err(e))) => return Err(SourceError::from(e).explain_start(&start_text)),
                 Ok(Some(Ok(event))) => event,
             };
+            self.bytes_read.fetch_add(
+                u64::from(event.header().event_size()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if let Some(table) = state.catalog_needed(&event) {
                 if catalog_conn.is_none() {
                     catalog_conn = Some(super::conn::connect(&self.options.opts).await?);
