@@ -289,6 +289,19 @@ async fn the_admin_api_logs_in_reports_and_commands() {
         "{purchase_view}"
     );
 
+    // The lag chart's history: samples every 2 s, kept by the daemon.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, lag) = api.get("/api/v1/lag").await;
+    assert_eq!(code, StatusCode::OK);
+    let lag: Value = serde_json::from_str(&lag).unwrap();
+    assert!(
+        lag.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["target"] == "order" && !s["points"].as_array().unwrap().is_empty()),
+        "{lag}"
+    );
+
     // The OpenAPI document names the endpoints.
     let (code, doc) = api.get("/api/v1/openapi.json").await;
     assert_eq!(code, StatusCode::OK);
@@ -298,6 +311,7 @@ async fn the_admin_api_logs_in_reports_and_commands() {
         "/api/v1/login",
         "/api/v1/targets/{name}/pause",
         "/api/v1/targets/{name}/tables/{table}/recopy",
+        "/api/v1/lag",
         "/metrics",
     ] {
         assert!(

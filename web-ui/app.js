@@ -172,13 +172,13 @@ async function refresh() {
   $("source-line").textContent = s.source.connected
     ? `connected; head ${s.source.head.position}${s.source.head.gtid ? " gtid " + s.source.head.gtid : ""}`
     : `not connected: ${s.source.error}`;
-  const now = Date.now();
-  for (const t of s.targets) {
-    const points = (state.lag[t.name] ||= []);
-    if (t.lag_seconds !== null && t.lag_seconds !== undefined) points.push([now, t.lag_seconds]);
-    while (points.length && now - points[0][0] > 15 * 60 * 1000) points.shift();
-  }
   $("targets").replaceChildren(...s.targets.map(targetCard));
+  // The daemon keeps the last 15 minutes, so the chart is whole from the first look.
+  const lag = await api("GET", "/api/v1/lag");
+  if (lag.ok) {
+    state.lag = {};
+    for (const series of lag.data) state.lag[series.target] = series.points.map(([t, v]) => [t * 1000, v]);
+  }
   drawLag();
 }
 

@@ -541,6 +541,33 @@ pub async fn audit(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LagSeries {
+    pub target: String,
+    /// `[unix seconds, lag seconds]`, oldest first, every 2 s over the last 15 minutes.
+    pub points: Vec<(u64, u64)>,
+}
+
+/// Each target's lag over the last 15 minutes, for the chart.
+#[utoipa::path(get, path = "/api/v1/lag", responses((status = 200, body = [LagSeries])))]
+pub async fn lag(
+    State(admin): State<Arc<Admin>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Json<Vec<LagSeries>>, ApiError> {
+    caller(&admin, &method, &headers).await?;
+    let history = admin.lag.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(
+        history
+            .iter()
+            .map(|(target, points)| LagSeries {
+                target: target.clone(),
+                points: points.iter().copied().collect(),
+            })
+            .collect(),
+    ))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -556,6 +583,7 @@ pub async fn audit(
         recopy,
         source_tables,
         audit,
+        lag,
         healthz,
         readyz,
         super::metrics::metrics,
@@ -576,6 +604,7 @@ pub async fn audit(
         TableView,
         CopyView,
         AppliedView,
+        LagSeries,
         PositionView,
         SourceTableView,
         ColumnView,

@@ -32,6 +32,45 @@ pub struct Admin {
     file: mappings::ConfigFile,
     /// The audit log's home; `None` when the state store cannot be opened.
     store: Option<StateStore>,
+    /// Each target's lag over the last `LAG_WINDOW`, sampled every `LAG_EVERY`.
+    lag: std::sync::Mutex<LagHistory>,
+}
+
+/// How far back the lag chart reaches, and how often it is sampled.
+const LAG_WINDOW: Duration = Duration::from_secs(15 * 60);
+const LAG_EVERY: Duration = Duration::from_secs(2);
+
+/// (unix seconds, lag seconds) samples per target, oldest first.
+pub type LagHistory = std::collections::BTreeMap<String, std::collections::VecDeque<(u64, u64)>>;
+
+/// Samples every target's lag into `admin.lag` until `stop`.
+async fn sample_lag(admin: Arc<Admin>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(LAG_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let snapshots = admin.handle.snapshots();
+        let mut history = admin.lag.lock().unwrap_or_else(|p| p.into_inner());
+        history.retain(|name, _| snapshots.iter().any(|s| &s.target == name));
+        for s in snapshots {
+            let points = history.entry(s.target.clone()).or_default();
+            if let Some(lag) = s.lag_secs() {
+                points.push_back((now, lag));
+            }
+            while points
+                .front()
+                .is_some_and(|(t, _)| now - t > LAG_WINDOW.as_secs())
+            {
+                points.pop_front();
+            }
+        }
+    }
 }
 
 impl Admin {
@@ -106,6 +145,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/source/tables", get(api::source_tables))
         .route("/api/v1/audit", get(api::audit))
+        .route("/api/v1/lag", get(api::lag))
         .route(
             "/api/v1/mappings",
             get(mappings::list).post(mappings::create),
@@ -150,13 +190,16 @@ pub async fn bind(
             None
         }
     };
-    let app = router(Arc::new(Admin {
+    let admin = Arc::new(Admin {
         handle,
         auth,
         file: mappings::ConfigFile::new(&config),
         config,
         store,
-    }));
+        lag: Default::default(),
+    });
+    tokio::spawn(sample_lag(admin.clone(), stop.clone()));
+    let app = router(admin);
     Ok(async move {
         let served = axum::serve(
             listener,
