@@ -138,6 +138,9 @@ pub struct Config {
     pub path: PathBuf,
     /// The file holding the mappings, when not this one (`mappings_file`, resolved beside it).
     pub mappings_file: Option<PathBuf>,
+    /// Whether the process environment's `ROWSYNC_*` overrides were applied (`load`), so a
+    /// reload reads the file the same way.
+    pub environment: bool,
 }
 
 pub(crate) fn default_pipeline() -> String {
@@ -314,7 +317,7 @@ impl Default for CopyConfig {
 }
 
 /// The admin HTTP API and UI of `rowsync run`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: std::net::SocketAddr,
     pub users: Vec<AdminUser>,
@@ -323,6 +326,24 @@ pub struct AdminConfig {
     pub metrics_token: Option<String>,
     /// User `admin`'s password from `ROWSYNC_ADMIN__PASSWORD`, hashed when the admin starts.
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field(
+                "users",
+                &self.users.iter().map(|u| &u.name).collect::<Vec<_>>(),
+            )
+            .field(
+                "tokens",
+                &self.tokens.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            )
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "…"))
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 /// What an admin user or token may do.
@@ -366,11 +387,27 @@ pub struct StateConfig {
 impl Config {
     /// Reads, overrides from the environment and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_as(path, true)
+    }
+
+    /// Reads and validates `path`, with the environment's overrides when `environment`.
+    pub fn load_as(path: &Path, environment: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, path, std::env::vars())
+        let mut config = Self::from_parts(&text, path, None, Self::environment(environment))?;
+        config.environment = environment;
+        Ok(config)
+    }
+
+    /// The `ROWSYNC_*` overrides to apply: the process's, or none.
+    pub fn environment(apply: bool) -> Vec<(String, String)> {
+        if apply {
+            std::env::vars().collect()
+        } else {
+            Vec::new()
+        }
     }
 
     pub fn from_toml(
@@ -519,6 +556,7 @@ impl Config {
             },
             path: path.to_owned(),
             mappings_file,
+            environment: false,
         })
     }
 

@@ -320,6 +320,32 @@ async fn the_admin_api_logs_in_reports_and_commands() {
         );
     }
 
+    // Every 4xx is JSON: a method a path lacks, a bad query, an empty id.
+    let (code, body) = api.get("/api/v1/login").await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+    let (code, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/mappings?dry_run=perhaps",
+            &csrf,
+            None,
+            Some(json!({"source": "product.batch", "targets": ["order"]})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].is_string());
+    let (code, body) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/mappings?dry_run=true",
+            &csrf,
+            None,
+            Some(json!({"id": " ", "source": "product.batch", "targets": ["order"]})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
     // Failed logins from one address are throttled: with the wrong password above, five.
     let throttled = Api::new(port);
     for _ in 0..4 {

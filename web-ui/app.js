@@ -65,7 +65,8 @@ $("login-form").addEventListener("submit", async (e) => {
 
 $("logout").addEventListener("click", async () => {
   await api("POST", "/api/v1/logout");
-  state.csrf = ""; sessionStorage.removeItem("csrf");
+  state.csrf = ""; state.user = ""; state.role = "";
+  for (const k of ["csrf", "user", "role"]) sessionStorage.removeItem(k);
   showLogin();
 });
 
@@ -225,7 +226,10 @@ function formValue() {
   const body = { source, targets };
   if (state.editing) body.id = state.editing.id;
   if (f.elements.table.value.trim()) body.table = f.elements.table.value.trim();
-  if (chosen.length && chosen.length < boxes.length) body.columns = chosen;
+  if (!boxes.length) {
+    // The table's columns are not known here (source down, a `*` pattern): keep the list.
+    if (state.editing?.columns) body.columns = state.editing.columns;
+  } else if (chosen.length && chosen.length < boxes.length) body.columns = chosen;
   if (f.elements.where.value.trim()) body.where = f.elements.where.value.trim();
   return body;
 }
@@ -234,7 +238,8 @@ function fillColumns(selectedColumns) {
   const t = sourceTables.find((t) => t.table === $("mapping-form").elements.source.value);
   const boxes = (t?.columns || []).map((c) => {
     const key = t.primary_key.includes(c.name);
-    const checked = key || !selectedColumns || selectedColumns.includes(c.name);
+    const lower = (selectedColumns || []).map((n) => n.toLowerCase());
+    const checked = key || !selectedColumns || lower.includes(c.name.toLowerCase());
     return el("label", {}, el("input", { type: "checkbox", value: c.name, checked, disabled: key }),
       `${c.name} `, el("span", { class: "hint" }, c.type + (key ? ", key" : "")));
   });

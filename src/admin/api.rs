@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -84,16 +84,46 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
-            Err(e) => {
-                let status = match e {
-                    JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
-                    _ => StatusCode::UNPROCESSABLE_ENTITY,
-                };
-                Err(ApiError::new(status, e.body_text()))
-            }
+            // 400 bad syntax, 415 not JSON, 422 the wrong shape, 413 too large.
+            Err(e) => Err(ApiError::new(e.status(), e.body_text())),
         }
     }
+}
+
+/// Path parameters whose rejection is a JSON error.
+pub struct PathArg<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathArg<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| PathArg(v))
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
+/// Query parameters whose rejection is a JSON error.
+pub struct QueryArg<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for QueryArg<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| QueryArg(v))
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
+/// A known path asked with a method it does not have.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not take that method",
+    )
 }
 
 /// The caller of a request: by bearer token or session cookie. State-changing requests with
@@ -105,16 +135,20 @@ pub async fn caller(
 ) -> Result<Caller, ApiError> {
     let unknown = || ApiError::new(StatusCode::UNAUTHORIZED, "log in, or send a bearer token");
     if let Some(token) = bearer(headers) {
-        return admin.auth.token(token).ok_or_else(unknown);
+        return admin.auth().token(token).ok_or_else(unknown);
     }
     let jar = CookieJar::from_headers(headers);
     let caller = jar
         .get(COOKIE)
-        .and_then(|c| admin.auth.session(c.value()))
+        .and_then(|c| admin.auth().session(c.value()))
         .ok_or_else(unknown)?;
     if *method != Method::GET && *method != Method::HEAD {
         let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-        if sent.is_none() || sent != caller.csrf.as_deref() {
+        let matches = match (sent, caller.csrf.as_deref()) {
+            (Some(sent), Some(wanted)) => super::auth::same(sent.as_bytes(), wanted.as_bytes()),
+            _ => false,
+        };
+        if !matches {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "missing or wrong X-CSRF-Token header (the login's csrf_token)",
@@ -141,17 +175,24 @@ pub async fn admin_caller(
 }
 
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     pub user: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("user", &self.user)
+            .field("password", &"…")
+            .finish()
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -171,7 +212,11 @@ pub async fn login(
     jar: CookieJar,
     Body(req): Body<LoginRequest>,
 ) -> Result<(CookieJar, Json<LoginResponse>), ApiError> {
-    match admin.auth.login(from.ip(), &req.user, &req.password).await {
+    match admin
+        .auth()
+        .login(from.ip(), &req.user, &req.password)
+        .await
+    {
         Ok((id, caller)) => {
             let cookie = Cookie::build((COOKIE, id))
                 .http_only(true)
@@ -210,7 +255,7 @@ pub async fn login(
 #[utoipa::path(post, path = "/api/v1/logout", responses((status = 204)))]
 pub async fn logout(State(admin): State<Arc<Admin>>, jar: CookieJar) -> (CookieJar, StatusCode) {
     if let Some(c) = jar.get(COOKIE) {
-        admin.auth.logout(c.value());
+        admin.auth().logout(c.value());
     }
     (
         jar.remove(Cookie::build(COOKIE).path("/")),
@@ -364,7 +409,7 @@ pub async fn status(
     headers: HeaderMap,
 ) -> Result<Json<StatusView>, ApiError> {
     caller(&admin, &method, &headers).await?;
-    let source = match admin.source_head().await {
+    let source = match admin.source_head() {
         Ok(head) => SourceView {
             connected: true,
             head: Some(PositionView::from(&head)),
@@ -390,7 +435,7 @@ pub async fn status(
     responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn pause(
     State(admin): State<Arc<Admin>>,
-    Path(target): Path<String>,
+    PathArg(target): PathArg<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -405,7 +450,7 @@ pub async fn pause(
     responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn resume(
     State(admin): State<Arc<Admin>>,
-    Path(target): Path<String>,
+    PathArg(target): PathArg<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -436,7 +481,7 @@ async fn target_command(
     responses((status = 202), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn recopy(
     State(admin): State<Arc<Admin>>,
-    Path((name, table)): Path<(String, String)>,
+    PathArg((name, table)): PathArg<(String, String)>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -504,9 +549,23 @@ pub async fn source_tables(
     headers: HeaderMap,
 ) -> Result<Json<Vec<SourceTableView>>, ApiError> {
     caller(&admin, &method, &headers).await?;
-    let tables = crate::engine::inspect::source_tables(&admin.config)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("reading the source: {e}")))?;
+    let config = admin.handle.config();
+    let read = crate::engine::inspect::source_tables(&config);
+    let tables = match tokio::time::timeout(std::time::Duration::from_secs(10), read).await {
+        Ok(Ok(tables)) => tables,
+        Ok(Err(e)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("reading the source: {e}"),
+            ))
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the source did not answer within 10 s",
+            ))
+        }
+    };
     Ok(Json(
         tables
             .into_iter()

@@ -54,7 +54,14 @@ pub struct Auth {
     metrics_token: Option<String>,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Password checks running at once: each takes ~19 MiB and a blocking thread.
+    checks: tokio::sync::Semaphore,
 }
+
+/// Addresses whose failures are remembered at once; beyond, the oldest are forgotten.
+const MAX_TRACKED: usize = 10_000;
+/// Password checks at once.
+const MAX_CHECKS: usize = 4;
 
 /// Why a login failed.
 #[derive(Debug, PartialEq, Eq)]
@@ -94,7 +101,7 @@ fn random_id() -> String {
 }
 
 /// Whether two byte strings are equal, in time that depends on their length only.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -125,13 +132,28 @@ impl Auth {
         if users.is_empty() && tokens.is_empty() {
             return Ok(None);
         }
+        // Made now, not on the first login with an unknown name (on an async thread).
+        dummy_hash();
         Ok(Some(Auth {
             users,
             tokens,
             metrics_token: config.metrics_token.clone(),
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(MAX_CHECKS),
         }))
+    }
+
+    /// Users and tokens of nobody: every login and token is refused.
+    pub fn nobody() -> Auth {
+        Auth {
+            users: Vec::new(),
+            tokens: Vec::new(),
+            metrics_token: None,
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(MAX_CHECKS),
+        }
     }
 
     /// Checks a password; on success returns the new session's id and its caller.
@@ -141,9 +163,9 @@ impl Auth {
         user: &str,
         password: &str,
     ) -> Result<(String, Caller), LoginError> {
-        if let Some(wait) = self.throttled(from) {
-            return Err(LoginError::Throttled(wait));
-        }
+        // Counted as a failure before the check, so parallel guesses cannot outrun the limit;
+        // taken back when it succeeds.
+        self.attempt(from).map_err(LoginError::Throttled)?;
         let found = self.users.iter().find(|(name, _, _)| name == user).cloned();
         let password = password.to_owned();
         // The hash is checked even for an unknown user, so timing does not tell names apart.
@@ -151,6 +173,7 @@ impl Auth {
             Some((_, role, hash)) => (Some(*role), hash.clone()),
             None => (None, dummy_hash().to_owned()),
         };
+        let permit = self.checks.acquire().await;
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
                 .map(|h| {
@@ -162,8 +185,10 @@ impl Auth {
         })
         .await
         .unwrap_or(false);
+        drop(permit);
         match (ok, role) {
             (true, Some(role)) => {
+                self.succeeded(from);
                 let caller = Caller {
                     name: user.to_owned(),
                     role,
@@ -179,10 +204,7 @@ impl Auth {
                 );
                 Ok((id, caller))
             }
-            _ => {
-                self.failed(from);
-                Err(LoginError::Wrong)
-            }
+            _ => Err(LoginError::Wrong),
         }
     }
 
@@ -221,20 +243,39 @@ impl Auth {
         }
     }
 
-    fn throttled(&self, from: IpAddr) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (count, since) = failures.get(&from)?;
-        let elapsed = since.elapsed();
-        (*count >= MAX_FAILURES && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
-    }
-
-    fn failed(&self, from: IpAddr) {
+    /// Counts a login attempt from `from`; `Err(wait)` when it has failed too often.
+    fn attempt(&self, from: IpAddr) -> Result<(), Duration> {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_TRACKED {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        if failures.len() >= MAX_TRACKED {
+            // Still full of fresh failures: forget the oldest.
+            if let Some(oldest) = failures
+                .iter()
+                .min_by_key(|(_, (_, s))| *s)
+                .map(|(ip, _)| *ip)
+            {
+                failures.remove(&oldest);
+            }
+        }
         let entry = failures.entry(from).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
             *entry = (0, Instant::now());
         }
+        if entry.0 >= MAX_FAILURES {
+            return Err(FAILURE_WINDOW.saturating_sub(entry.1.elapsed()));
+        }
         entry.0 += 1;
+        Ok(())
+    }
+
+    /// A login from `from` succeeded: its attempt does not count as a failure.
+    fn succeeded(&self, from: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = failures.get_mut(&from) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -303,5 +344,22 @@ mod tests {
             auth.login(other, "nobody", "s3cret").await.unwrap_err(),
             LoginError::Wrong
         );
+    }
+
+    #[tokio::test]
+    async fn parallel_guesses_cannot_outrun_the_throttle() {
+        let (auth, _) = auth();
+        let auth = std::sync::Arc::new(auth);
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let guesses = (0..12).map(|i| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.login(ip, "ann", &format!("guess{i}")).await })
+        });
+        let results = futures_util::future::join_all(guesses).await;
+        let checked = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Err(LoginError::Wrong))))
+            .count();
+        assert_eq!(checked as u32, MAX_FAILURES, "{results:?}");
     }
 }

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{admin_caller, caller, ApiError, Body};
+use super::api::{admin_caller, caller, ApiError, Body, PathArg, QueryArg};
 use super::Admin;
 use crate::config::{Config, ConfigError, MappingConfig};
 
@@ -118,20 +118,22 @@ impl ConfigFile {
     }
 
     /// The configuration with `mappings` as the mappings file's text.
-    fn with_mappings(&self, mappings: &str) -> Result<Config, ApiError> {
+    fn with_mappings(&self, mappings: &str, environment: bool) -> Result<Config, ApiError> {
+        // The environment's overrides apply as they did to the running configuration.
+        let env = Config::environment(environment);
         let config = if self.edited == self.main {
-            Config::from_toml(mappings, &self.main, std::env::vars())
+            Config::from_parts(mappings, &self.main, None, env)
         } else {
             let main = read(&self.main)?;
-            Config::from_parts(&main, &self.main, Some(mappings), std::env::vars())
+            Config::from_parts(&main, &self.main, Some(mappings), env)
         };
         config.map_err(invalid)
     }
 
     /// The mappings file's text, and the configuration as it is.
-    fn current(&self) -> Result<(String, Config), ApiError> {
+    fn current(&self, environment: bool) -> Result<(String, Config), ApiError> {
         let text = read(&self.edited)?;
-        let config = self.with_mappings(&text)?;
+        let config = self.with_mappings(&text, environment)?;
         Ok((text, config))
     }
 }
@@ -149,9 +151,8 @@ fn read_only_reason(path: &Path) -> Option<String> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let file = std::fs::OpenOptions::new().append(true).open(path);
-    let probe = dir.join(format!(".rowsync-probe-{}", std::process::id()));
-    let made = std::fs::File::create(&probe);
-    let _ = std::fs::remove_file(&probe);
+    // A new, unnamed file: nothing existing is followed or truncated.
+    let made = tempfile::tempfile_in(dir);
     match (file, made) {
         (Err(e), _) => Some(format!("{} is not writable: {e}", path.display())),
         (_, Err(e)) => Some(format!(
@@ -171,13 +172,23 @@ fn read(path: &Path) -> Result<String, ApiError> {
     })
 }
 
-/// A configuration error as a 422 naming the key.
+/// A configuration error as a 422 naming the key. A TOML syntax error quotes the line it is
+/// on, which may hold a password: only its position and reason are passed on.
 fn invalid(e: ConfigError) -> ApiError {
     let field = match &e {
         ConfigError::Invalid { key, .. } => Some(key.clone()),
         _ => None,
     };
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).with_field(field)
+    let text = e.to_string();
+    let message = match &e {
+        ConfigError::Parse { .. } => text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('|') && !l.contains(" | "))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => text,
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_field(field)
 }
 
 /// Every mapping of the file, with its hash and whether it can be changed.
@@ -188,7 +199,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<MappingList>, ApiError> {
     caller(&admin, &method, &headers).await?;
-    let (text, config) = admin.file.current()?;
+    let (text, config) = admin.file.current(admin.handle.config().environment)?;
     let reason = read_only_reason(&admin.file.edited);
     Ok(Json(MappingList {
         etag: etag(&text),
@@ -203,12 +214,12 @@ pub async fn list(
     responses((status = 200, body = MappingView), (status = 404, body = ApiError)))]
 pub async fn get_one(
     State(admin): State<Arc<Admin>>,
-    UrlPath(id): UrlPath<String>,
+    PathArg(id): PathArg<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller(&admin, &method, &headers).await?;
-    let (text, config) = admin.file.current()?;
+    let (text, config) = admin.file.current(admin.handle.config().environment)?;
     let m = config
         .mappings
         .iter()
@@ -237,7 +248,7 @@ fn with_etag(tag: &str, mut response: Response) -> Response {
         (status = 403, body = ApiError), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn create(
     State(admin): State<Arc<Admin>>,
-    Query(params): Query<EditParams>,
+    QueryArg(params): QueryArg<EditParams>,
     method: Method,
     headers: HeaderMap,
     Body(input): Body<MappingInput>,
@@ -261,8 +272,8 @@ pub async fn create(
     responses((status = 200, body = EditResult), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn update(
     State(admin): State<Arc<Admin>>,
-    UrlPath(id): UrlPath<String>,
-    Query(params): Query<EditParams>,
+    PathArg(id): PathArg<String>,
+    QueryArg(params): QueryArg<EditParams>,
     method: Method,
     headers: HeaderMap,
     Body(input): Body<MappingInput>,
@@ -287,8 +298,8 @@ pub async fn update(
     responses((status = 200, body = EditResult), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn delete(
     State(admin): State<Arc<Admin>>,
-    UrlPath(id): UrlPath<String>,
-    Query(params): Query<EditParams>,
+    PathArg(id): PathArg<String>,
+    QueryArg(params): QueryArg<EditParams>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -323,7 +334,7 @@ async fn apply(
 ) -> Result<EditResult, ApiError> {
     let path = &admin.file.edited;
     let _one_at_a_time = admin.file.lock.lock().await;
-    let (text, old) = admin.file.current()?;
+    let (text, old) = admin.file.current(admin.handle.config().environment)?;
     let tag = etag(&text);
     if let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         if wanted != tag && wanted != "*" {
@@ -346,7 +357,9 @@ async fn apply(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")))?;
     let (action, subject) = change(&mut doc, &old, &edit)?;
     let new_text = doc.to_string();
-    let new = admin.file.with_mappings(&new_text)?;
+    let new = admin
+        .file
+        .with_mappings(&new_text, admin.handle.config().environment)?;
     let before = old
         .mappings
         .iter()
@@ -372,16 +385,7 @@ async fn apply(
             format!("writing {}: {e}", path.display()),
         )
     })?;
-    admin
-        .handle
-        .reload_file(&admin.file.main)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("written, but not applied: {e}"),
-            )
-        })?;
+    // Recorded once the file changed, whether or not it applies.
     let json = |m: &Option<MappingView>| m.as_ref().and_then(|m| serde_json::to_string(m).ok());
     if let Some(store) = &admin.store {
         if let Err(e) = store
@@ -397,6 +401,16 @@ async fn apply(
             tracing::warn!(error = %e, "cannot record the change in the audit log");
         }
     }
+    admin
+        .handle
+        .reload_file(&admin.file.main)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("written, but not applied: {e}"),
+            )
+        })?;
     tracing::info!(user = %user, action, mapping = %subject, "mappings changed through the admin API");
     Ok(EditResult {
         applied: true,
@@ -430,6 +444,17 @@ fn change(
                 "`mappings` in the file is not a list of [[mappings]] tables; edit it by hand",
             )
         })?;
+    let input_id = match edit {
+        Edit::Create(i) | Edit::Update(_, i) => i.id.as_deref(),
+        Edit::Delete(_) => None,
+    };
+    if input_id.is_some_and(|id| id.trim().is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`id` must not be empty (leave it out to keep or derive one)",
+        )
+        .with_field(Some("id".into())));
+    }
     match edit {
         Edit::Create(input) => {
             let id = input.id.clone().unwrap_or_else(|| derived_id(input, old));

@@ -251,14 +251,14 @@ fn commit_histogram(out: &mut String, snapshots: &[Snapshot]) {
 /// Prometheus metrics (a bearer token when `admin.metrics_token` is set).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format"), (status = 401)))]
 pub async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
-    if !admin.auth.metrics_allowed(bearer(&headers)) {
+    if !admin.auth().metrics_allowed(bearer(&headers)) {
         return (
             StatusCode::UNAUTHORIZED,
             "send admin.metrics_token as a bearer token",
         )
             .into_response();
     }
-    let connected = admin.source_head().await.is_ok();
+    let connected = admin.source_head().is_ok();
     match render(
         &admin.handle.snapshots(),
         Some(connected),

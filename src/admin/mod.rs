@@ -12,68 +12,130 @@ pub mod metrics;
 pub mod ui;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{AdminConfig, Config};
 use crate::engine::{inspect, Handle};
+use crate::model::position::Checkpoint;
 use crate::state::StateStore;
 use auth::Auth;
 
 /// What the handlers share.
 pub struct Admin {
     pub handle: Arc<Handle>,
-    pub auth: Auth,
-    config: Arc<Config>,
+    /// Users and tokens of the admin configuration in force, with the configuration they were
+    /// made from: a reload that changes them replaces both (and so ends every session).
+    auth: RwLock<(AdminConfig, Arc<Auth>)>,
     file: mappings::ConfigFile,
     /// The audit log's home; `None` when the state store cannot be opened.
     store: Option<StateStore>,
-    /// Each target's lag over the last `LAG_WINDOW`, sampled every `LAG_EVERY`.
-    lag: std::sync::Mutex<LagHistory>,
+    /// Each target's lag over the last `LAG_WINDOW`, sampled every `SAMPLE_EVERY`.
+    lag: Mutex<LagHistory>,
+    /// The source head as last read by the sampler, or why it could not be read.
+    source: Mutex<Result<Checkpoint, String>>,
 }
 
-/// How far back the lag chart reaches, and how often it is sampled.
+/// How far back the lag chart reaches, and how often the lag and the source are sampled.
 const LAG_WINDOW: Duration = Duration::from_secs(15 * 60);
-const LAG_EVERY: Duration = Duration::from_secs(2);
+const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
 /// (unix seconds, lag seconds) samples per target, oldest first.
 pub type LagHistory = std::collections::BTreeMap<String, std::collections::VecDeque<(u64, u64)>>;
 
-/// Samples every target's lag into `admin.lag` until `stop`.
-async fn sample_lag(admin: Arc<Admin>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(LAG_EVERY);
+/// Every `SAMPLE_EVERY` until `stop`: each target's lag into the history, the source head
+/// (one connection per sample, whatever the number of API callers), and the admin
+/// configuration a reload may have changed.
+async fn sample(admin: Arc<Admin>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        admin.sample_lag();
+        let config = admin.handle.config();
+        let head = match tokio::time::timeout(Duration::from_secs(3), inspect::source_head(&config))
+            .await
+        {
+            Ok(Ok(head)) => Ok(head),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the source did not answer within 3 s".into()),
+        };
+        *admin.source.lock().unwrap_or_else(|p| p.into_inner()) = head;
+        admin.follow_admin_config(&config.admin);
+    }
+}
+
+impl Admin {
+    fn sample_lag(&self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let snapshots = admin.handle.snapshots();
-        let mut history = admin.lag.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshots = self.handle.snapshots();
+        let mut history = self.lag.lock().unwrap_or_else(|p| p.into_inner());
         history.retain(|name, _| snapshots.iter().any(|s| &s.target == name));
         for s in snapshots {
             let points = history.entry(s.target.clone()).or_default();
             if let Some(lag) = s.lag_secs() {
                 points.push_back((now, lag));
             }
+            // The clock may step back: a sample "from the future" is old too.
             while points
                 .front()
-                .is_some_and(|(t, _)| now - t > LAG_WINDOW.as_secs())
+                .is_some_and(|(t, _)| now.saturating_sub(*t) > LAG_WINDOW.as_secs() || *t > now)
             {
                 points.pop_front();
             }
         }
     }
-}
 
-impl Admin {
+    /// Replaces users and tokens when a reload changed them.
+    fn follow_admin_config(&self, wanted: &AdminConfig) {
+        let current = self
+            .auth
+            .read()
+            .map(|a| a.0.clone())
+            .unwrap_or_else(|p| p.into_inner().0.clone());
+        // User admin's plain password comes from the environment (or the demo) at start; it
+        // cannot change without a restart, so it stays.
+        let mut wanted = wanted.clone();
+        wanted.password.clone_from(&current.password);
+        if current == wanted {
+            return;
+        }
+        let wanted = &wanted;
+        match Auth::from_config(wanted) {
+            Ok(Some(auth)) => {
+                if let Ok(mut slot) = self.auth.write() {
+                    *slot = (wanted.clone(), Arc::new(auth));
+                }
+                tracing::info!("admin users and tokens reloaded; sessions must log in again");
+            }
+            Ok(None) => {
+                // Nobody could log in any more: nobody can.
+                if let Ok(mut slot) = self.auth.write() {
+                    *slot = (wanted.clone(), Arc::new(Auth::nobody()));
+                }
+                tracing::warn!("the reloaded configuration has no admin users or tokens; the admin API refuses every login");
+            }
+            Err(e) => tracing::error!(error = %e, "admin users not reloaded"),
+        }
+    }
+
+    /// The users and tokens in force.
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth
+            .read()
+            .map(|a| a.1.clone())
+            .unwrap_or_else(|p| p.into_inner().1.clone())
+    }
+
     /// Records an action in the audit log (and the log).
     async fn audit(&self, user: &str, action: &str, subject: &str) {
         tracing::info!(user = %user, action, subject = %subject, "admin action");
@@ -84,15 +146,12 @@ impl Admin {
         }
     }
 
-    /// The source head, read with a short deadline (the API must answer when the source does
-    /// not).
-    async fn source_head(&self) -> Result<crate::model::position::Checkpoint, String> {
-        match tokio::time::timeout(Duration::from_secs(3), inspect::source_head(&self.config)).await
-        {
-            Ok(Ok(head)) => Ok(head),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("the source did not answer within 3 s".into()),
-        }
+    /// The source head as last sampled.
+    fn source_head(&self) -> Result<Checkpoint, String> {
+        self.source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -162,6 +221,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             "/api/v1/targets/{name}/tables/{table}/recopy",
             post(api::recopy),
         )
+        .method_not_allowed_fallback(api::method_not_allowed)
         .fallback(|| async {
             api::ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such endpoint")
         })
@@ -192,13 +252,13 @@ pub async fn bind(
     };
     let admin = Arc::new(Admin {
         handle,
-        auth,
+        auth: RwLock::new((config.admin.clone(), Arc::new(auth))),
         file: mappings::ConfigFile::new(&config),
-        config,
         store,
         lag: Default::default(),
+        source: Mutex::new(Err("not read yet".into())),
     });
-    tokio::spawn(sample_lag(admin.clone(), stop.clone()));
+    tokio::spawn(sample(admin.clone(), stop.clone()));
     let app = router(admin);
     Ok(async move {
         let served = axum::serve(

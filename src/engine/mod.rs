@@ -85,7 +85,7 @@ impl Engine {
             statuses: statuses.clone(),
             cancel: cancel.clone(),
         };
-        supervisor.start_missing(config);
+        supervisor.start_missing(config.clone());
         let task = tokio::spawn(supervisor.run(rx));
         Handle {
             commands: tx,
@@ -93,6 +93,8 @@ impl Engine {
             cancel,
             task: tokio::sync::Mutex::new(Some(task)),
             reloads: Reloads::default(),
+            config: RwLock::new(config),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -104,6 +106,10 @@ pub struct Handle {
     cancel: CancellationToken,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     reloads: Reloads,
+    /// The configuration last applied.
+    config: RwLock<Arc<Config>>,
+    /// Held from reading a file to applying it, so two reloads apply in the order they read.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Counts of `Handle::reload_file` by result.
@@ -141,9 +147,14 @@ impl Handle {
     /// changed file reaches the engine (SIGHUP, and the admin API after it wrote the file). An
     /// invalid file changes nothing.
     pub async fn reload_file(&self, path: &std::path::Path) -> Result<Arc<Config>, ReloadError> {
+        let _in_order = self.reloading.lock().await;
         let result = async {
-            let config = Arc::new(Config::load(path)?);
+            // With the environment's overrides only if the running configuration had them.
+            let config = Arc::new(Config::load_as(path, self.config().environment)?);
             self.send(Command::Reload(config.clone())).await?;
+            if let Ok(mut current) = self.config.write() {
+                *current = config.clone();
+            }
             Ok(config)
         }
         .await;
@@ -153,6 +164,14 @@ impl Handle {
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         result
+    }
+
+    /// The configuration last applied.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Reloads of the configuration file so far.
