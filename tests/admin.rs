@@ -635,4 +635,49 @@ async fn an_edit_goes_to_the_mappings_file_when_there_is_one() {
     );
     let mut purchase = c.replica_conn(1).await;
     wait_equal(&mut src, &mut purchase, "category", "id", WAIT).await;
+
+    // A file that cannot be written (root ignores permissions, so: immutable) is shown
+    // read-only, with the reason, and a change is refused without touching anything.
+    struct Immutable<'a>(&'a std::path::Path);
+    impl Drop for Immutable<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let made = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&maps_path)
+        .status()
+        .expect("chattr");
+    assert!(made.success(), "this test needs chattr +i (ext4, root)");
+    let _undo = Immutable(&maps_path);
+    let (_, list) = api.get("/api/v1/mappings").await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["writable"], false, "{list}");
+    assert!(
+        list["read_only_reason"]
+            .as_str()
+            .unwrap()
+            .contains("not writable"),
+        "{list}"
+    );
+    let before = std::fs::read_to_string(&maps_path).unwrap();
+    let (code, refused) = api
+        .send(
+            reqwest::Method::DELETE,
+            "/api/v1/mappings/product.category",
+            &csrf,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("read-only"),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read_to_string(&maps_path).unwrap(), before);
 }

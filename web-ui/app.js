@@ -99,7 +99,8 @@ function targetCard(t) {
       fact("checkpoint", t.checkpoint ? t.checkpoint.position : "–"),
       fact("gtid", t.checkpoint?.gtid || "–"),
       fact("lag", t.lag_seconds === null || t.lag_seconds === undefined ? "–" : `${t.lag_seconds} s`),
-      fact("rows applied", t.rows_applied),
+      fact("rows applied", `${t.rows_applied} (${Math.round(t.rows_per_second)}/s)`),
+      fact("pending events", t.pending_events),
       fact("transactions", t.transactions_applied),
       fact("errors (transient / definite)", `${t.errors_transient} / ${t.errors_definite}`)));
   if (t.error) {

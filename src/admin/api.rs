@@ -322,6 +322,10 @@ pub struct TargetView {
     pub checkpoint: Option<PositionView>,
     /// Seconds behind the source; 0 when everything the source has is applied.
     pub lag_seconds: Option<u64>,
+    /// Row changes applied per second over the last 2 s.
+    pub rows_per_second: f64,
+    /// Events read from the binlog and not yet taken by the writer.
+    pub pending_events: u64,
     pub rows_applied: u64,
     pub transactions_applied: u64,
     pub tables: Vec<TableView>,
@@ -355,6 +359,8 @@ impl From<&Snapshot> for TargetView {
             }),
             checkpoint: s.checkpoint.as_ref().map(PositionView::from),
             lag_seconds: s.lag_secs(),
+            rows_per_second: 0.0,
+            pending_events: s.pending_events,
             rows_applied: s.rows_applied,
             transactions_applied: s.transactions_applied,
             tables: s
@@ -425,7 +431,10 @@ pub async fn status(
         .handle
         .snapshots()
         .iter()
-        .map(TargetView::from)
+        .map(|s| TargetView {
+            rows_per_second: admin.rows_per_second(&s.target),
+            ..TargetView::from(s)
+        })
         .collect();
     Ok(Json(StatusView { source, targets }))
 }

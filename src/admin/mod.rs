@@ -38,6 +38,9 @@ pub struct Admin {
     lag: Mutex<LagHistory>,
     /// The source head as last read by the sampler, or why it could not be read.
     source: Mutex<Result<Checkpoint, String>>,
+    /// Per target: the row changes applied at the last sample, and the rate since the one
+    /// before.
+    rates: Mutex<std::collections::HashMap<String, (std::time::Instant, u64, f64)>>,
 }
 
 /// How far back the lag chart reaches, and how often the lag and the source are sampled.
@@ -78,6 +81,20 @@ impl Admin {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let snapshots = self.handle.snapshots();
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        rates.retain(|name, _| snapshots.iter().any(|s| &s.target == name));
+        for s in &snapshots {
+            let at = std::time::Instant::now();
+            let rate = match rates.get(&s.target) {
+                Some((then, rows, _)) if s.rows_applied >= *rows => {
+                    (s.rows_applied - rows) as f64
+                        / at.duration_since(*then).as_secs_f64().max(0.001)
+                }
+                _ => 0.0,
+            };
+            rates.insert(s.target.clone(), (at, s.rows_applied, rate));
+        }
+        drop(rates);
         let mut history = self.lag.lock().unwrap_or_else(|p| p.into_inner());
         history.retain(|name, _| snapshots.iter().any(|s| &s.target == name));
         for s in snapshots {
@@ -144,6 +161,12 @@ impl Admin {
                 tracing::warn!(error = %e, "cannot record the action in the audit log");
             }
         }
+    }
+
+    /// Row changes applied per second by `target`, over the last sample period.
+    fn rows_per_second(&self, target: &str) -> f64 {
+        let rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        rates.get(target).map(|r| r.2).unwrap_or(0.0)
     }
 
     /// The source head as last sampled.
@@ -257,6 +280,7 @@ pub async fn bind(
         store,
         lag: Default::default(),
         source: Mutex::new(Err("not read yet".into())),
+        rates: Default::default(),
     });
     tokio::spawn(sample(admin.clone(), stop.clone()));
     let app = router(admin);
