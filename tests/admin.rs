@@ -289,6 +289,33 @@ async fn the_admin_api_logs_in_reports_and_commands() {
         "{purchase_view}"
     );
 
+    // While the source is idle, lag stays near 0: heartbeats say the target has everything.
+    let idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_secs(20) {
+        let (_, text) = api.get("/metrics").await;
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let lags: Vec<_> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "rowsync_target_lag_seconds")
+            .collect();
+        assert_eq!(lags.len(), 2, "{text}");
+        for s in lags {
+            match s.value {
+                prometheus_parse::Value::Gauge(v) => {
+                    assert!(
+                        v <= 2.0,
+                        "lag grew to {v} s on an idle source after {:?}",
+                        idle_since.elapsed()
+                    )
+                }
+                ref other => panic!("{other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
     // The lag chart's history: samples every 2 s, kept by the daemon.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (code, lag) = api.get("/api/v1/lag").await;
