@@ -598,6 +598,49 @@ async fn mappings_are_edited_in_the_file_and_applied_live() {
         .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
 
+    // Deleted with its replica table: the table rowsync filled goes too.
+    let copy = json!({"source": "product.category", "targets": ["purchase"], "table": "cat_copy"});
+    let (code, made) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/mappings",
+            &csrf,
+            None,
+            Some(copy),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{made}");
+    let id = made["mapping"]["id"].as_str().unwrap().to_owned();
+    wait_same_rows(
+        &mut src,
+        "SELECT * FROM category ORDER BY id",
+        &mut purchase,
+        "SELECT * FROM cat_copy ORDER BY id",
+        WAIT,
+    )
+    .await;
+    let (code, gone) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/mappings/{id}?drop_replica=true"),
+            &csrf,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{gone}");
+    assert!(
+        gone["effects"]
+            .to_string()
+            .contains("replica table `cat_copy` dropped"),
+        "{gone}"
+    );
+    let left: Vec<String> = purchase
+        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'cat_copy'")
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "cat_copy was not dropped");
+
     // The audit log says who did what.
     let (_, audit) = api.get("/api/v1/audit").await;
     let audit: Value = serde_json::from_str(&audit).unwrap();
@@ -609,7 +652,13 @@ async fn mappings_are_edited_in_the_file_and_applied_live() {
         .collect();
     assert_eq!(
         actions,
-        ["mapping.delete", "mapping.update", "mapping.create"],
+        [
+            "mapping.delete",
+            "mapping.create",
+            "mapping.delete",
+            "mapping.update",
+            "mapping.create"
+        ],
         "{audit}"
     );
     assert!(audit

@@ -212,8 +212,10 @@ async function loadMappings() {
 }
 
 async function deleteMapping(m) {
-  if (!confirm(`Delete mapping ${m.id}? Its tables stop applying; the replica tables stay.`)) return;
-  const r = await api("DELETE", `/api/v1/mappings/${encodeURIComponent(m.id)}`, undefined, { "If-Match": state.etag });
+  if (!confirm(`Delete mapping ${m.id}? Its tables stop applying.`)) return;
+  const drop = confirm("Also drop the replica tables rowsync filled for it? (Cancel keeps them as they are.)");
+  const path = `/api/v1/mappings/${encodeURIComponent(m.id)}${drop ? "?drop_replica=true" : ""}`;
+  const r = await api("DELETE", path, undefined, { "If-Match": state.etag });
   if (!r.ok) alert(r.data?.error || r.status);
   loadMappings();
 }

@@ -25,6 +25,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::api::{admin_caller, caller, ApiError, Body, PathArg, QueryArg};
 use super::Admin;
 use crate::config::{Config, ConfigError, MappingConfig};
+use crate::engine::recopy;
+use crate::engine::target::TargetSpec;
+use crate::routing::mapping::Mapping;
 
 /// A mapping as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -98,6 +101,10 @@ pub struct EditParams {
     /// Validate and describe the change without making it.
     #[serde(default)]
     pub dry_run: bool,
+    /// With a delete: also drop the replica tables rowsync filled for the mapping (those no
+    /// other mapping fills). Without it they stay as they are.
+    #[serde(default)]
+    pub drop_replica: bool,
 }
 
 /// The configuration file, the file its mappings are in (the same one, or `mappings_file`),
@@ -308,7 +315,7 @@ pub async fn delete(
         &admin,
         &who.name,
         &headers,
-        Edit::Delete(id),
+        Edit::Delete(id, params.drop_replica),
         params.dry_run,
     )
     .await?;
@@ -321,7 +328,8 @@ pub async fn delete(
 enum Edit {
     Create(MappingInput),
     Update(String, MappingInput),
-    Delete(String),
+    /// The mapping, and whether its replica tables go too.
+    Delete(String, bool),
 }
 
 /// Carries out one edit (see the module doc).
@@ -371,7 +379,21 @@ async fn apply(
         .find(|m| m.id == subject)
         .map(MappingView::from);
     let effects = effects(&old, &new);
+    // Which replica tables rowsync filled for a mapping deleted with its tables, read before
+    // the reload makes rowsync forget them.
+    let doomed = match (&edit, &before) {
+        (Edit::Delete(id, true), Some(_)) => owned_replicas(&old, id).await?,
+        _ => Vec::new(),
+    };
     if dry_run {
+        let mut effects = effects;
+        for (target, replicas) in &doomed {
+            effects.extend(replicas.iter().map(|r| Effect {
+                target: target.clone(),
+                mapping: subject.clone(),
+                effect: format!("replica table `{r}` is dropped (unless another mapping fills it)"),
+            }));
+        }
         return Ok(EditResult {
             applied: false,
             etag: tag,
@@ -411,6 +433,28 @@ async fn apply(
                 format!("written, but not applied: {e}"),
             )
         })?;
+    let mut effects = effects;
+    for (target, replicas) in doomed {
+        let Some(spec) = TargetSpec::all(&new)
+            .into_iter()
+            .find(|s| s.name() == target)
+        else {
+            continue;
+        };
+        let dropped = recopy::drop_replicas(&spec, &replicas).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("applied, but the replica tables of `{target}` were not dropped: {e}"),
+            )
+        })?;
+        for replica in dropped {
+            effects.push(Effect {
+                target: target.clone(),
+                mapping: subject.clone(),
+                effect: format!("replica table `{replica}` dropped"),
+            });
+        }
+    }
     tracing::info!(user = %user, action, mapping = %subject, "mappings changed through the admin API");
     Ok(EditResult {
         applied: true,
@@ -446,7 +490,7 @@ fn change(
         })?;
     let input_id = match edit {
         Edit::Create(i) | Edit::Update(_, i) => i.id.as_deref(),
-        Edit::Delete(_) => None,
+        Edit::Delete(..) => None,
     };
     if input_id.is_some_and(|id| id.trim().is_empty()) {
         return Err(ApiError::new(
@@ -470,7 +514,7 @@ fn change(
             fill(table, &new_id, input);
             Ok(("mapping.update", new_id))
         }
-        Edit::Delete(id) => {
+        Edit::Delete(id, _) => {
             list.remove(index(id)?);
             Ok(("mapping.delete", id.clone()))
         }
@@ -594,4 +638,26 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::copy(path, PathBuf::from(backup))?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Per target of mapping `id` in `config`: the replica tables rowsync filled for it.
+async fn owned_replicas(config: &Config, id: &str) -> Result<Vec<(String, Vec<String>)>, ApiError> {
+    let Some(m) = config.mappings.iter().find(|m| m.id == id) else {
+        return Ok(Vec::new());
+    };
+    let mapping = Mapping::from(m);
+    let mut out = Vec::new();
+    for spec in TargetSpec::all(config)
+        .iter()
+        .filter(|s| m.targets.iter().any(|t| t.eq_ignore_ascii_case(s.name())))
+    {
+        let owned = recopy::owned_replicas(spec, &mapping).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("reading what target `{}` holds: {e}", spec.name()),
+            )
+        })?;
+        out.push((spec.name().to_owned(), owned));
+    }
+    Ok(out)
 }

@@ -199,3 +199,40 @@ async fn wait_for_daemon(
         }
     }
 }
+
+/// The replica tables `mapping` fills in `spec`'s target that rowsync filled itself (as its
+/// records say): what deleting the mapping may drop.
+pub async fn owned_replicas(
+    spec: &TargetSpec,
+    mapping: &crate::routing::mapping::Mapping,
+) -> Result<Vec<String>, RecopyError> {
+    let mut conn = target::connect(&spec.target).await?;
+    checkpoint::ensure_tables(&mut conn).await?;
+    Ok(checkpoint::replicas(&mut conn, &spec.pipeline)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            mapping.source.matches(&r.source) && mapping.replica_name(&r.source) == r.replica
+        })
+        .map(|r| r.replica)
+        .collect())
+}
+
+/// Drops `replicas` in `spec`'s target, each only if no mapping of `spec` fills it now.
+pub async fn drop_replicas(
+    spec: &TargetSpec,
+    replicas: &[String],
+) -> Result<Vec<String>, RecopyError> {
+    let mut conn = target::connect(&spec.target).await?;
+    let mut dropped = Vec::new();
+    for replica in replicas {
+        if spec.router.may_fill(replica) {
+            tracing::warn!(replica = %replica, "not dropped: a mapping still fills it");
+            continue;
+        }
+        crate::sink::replica::drop_unused(&mut conn, &spec.pipeline, replica).await?;
+        tracing::info!(target = %spec.name(), replica = %replica, "replica table dropped with its mapping");
+        dropped.push(replica.clone());
+    }
+    Ok(dropped)
+}

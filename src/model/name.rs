@@ -96,6 +96,11 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 impl TablePattern {
+    /// Whether a table of this pattern, in some database, may be named `table`.
+    pub fn may_name(&self, table: &str) -> bool {
+        glob(&self.table, table)
+    }
+
     pub fn matches(&self, name: &TableName) -> bool {
         glob(&self.db, &name.db) && glob(&self.table, &name.table)
     }

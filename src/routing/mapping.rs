@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, MappingConfig};
 use crate::model::definition::SourceDefinition;
 use crate::model::filter::{EvalError, Filter};
 use crate::model::name::{TableName, TablePattern};
@@ -22,6 +22,17 @@ pub struct Mapping {
     pub columns: Option<Vec<String>>,
     /// Only rows for which this is true are replicated.
     pub filter: Option<Filter>,
+}
+
+impl From<&MappingConfig> for Mapping {
+    fn from(m: &MappingConfig) -> Self {
+        Mapping {
+            source: m.source.clone(),
+            table: m.table.clone(),
+            columns: m.columns.clone(),
+            filter: m.filter.clone(),
+        }
+    }
 }
 
 impl Mapping {
@@ -206,18 +217,22 @@ impl Router {
             .mappings
             .iter()
             .filter(|m| m.targets.iter().any(|t| t.eq_ignore_ascii_case(target)))
-            .map(|m| Mapping {
-                source: m.source.clone(),
-                table: m.table.clone(),
-                columns: m.columns.clone(),
-                filter: m.filter.clone(),
-            })
+            .map(Mapping::from)
             .collect();
         Router { mappings }
     }
 
     pub fn new(mappings: Vec<Mapping>) -> Router {
         Router { mappings }
+    }
+
+    /// Whether some mapping may fill the replica table `replica` (a renamed one, or a source
+    /// table of that name).
+    pub fn may_fill(&self, replica: &str) -> bool {
+        self.mappings.iter().any(|m| match &m.table {
+            Some(t) => t == replica,
+            None => m.source.may_name(replica),
+        })
     }
 
     pub fn selects(&self, table: &TableName) -> bool {

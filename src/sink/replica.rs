@@ -309,6 +309,22 @@ pub async fn fits(
     Ok(!have.is_empty() && has_all && same_key)
 }
 
+/// Drops a replica table rowsync filled and no mapping fills any more, with what rowsync
+/// recorded about it.
+pub async fn drop_unused(
+    target: &mut MySqlConnection,
+    pipeline: &str,
+    replica: &str,
+) -> Result<(), SinkError> {
+    let drop = format!("DROP TABLE IF EXISTS {}", quote_ident(replica));
+    target
+        .execute(AssertSqlSafe(drop.clone()))
+        .await
+        .map_err(|e| SinkError::db(drop, e))?;
+    checkpoint::forget_replica(target, pipeline, replica).await?;
+    checkpoint::clear_deferred_keys(target, pipeline, replica).await
+}
+
 /// Drops the replica of `def`'s table under `mapping` and creates it again from `def`; with
 /// `defer_keys_of`, its secondary keys wait for the copy that follows.
 pub async fn rebuild(
