@@ -1,5 +1,5 @@
-//! The admin UI in a real browser (Debian's Chromium, driven by `playwright-core` from
-//! `tests/browser/`; `.ci/run` installs both): log in, see both targets with their positions,
+//! The admin UI in real browsers (Debian's Chromium, and Debian's Firefox ESR over WebDriver
+//! BiDi, driven by `playwright-core` from `tests/browser/`; `.ci/run` installs them): log in, see both targets with their positions,
 //! add a mapping through the form (an invalid filter shows its error first), watch its rows
 //! arrive in the target, pause and resume a target, read the audit log, on a laptop and a
 //! phone-sized screen. Screenshots land in `target/browser-artifacts/`.
@@ -17,15 +17,24 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_ui_adds_a_mapping_and_pauses_a_target() {
+async fn in_chromium_the_admin_ui_adds_a_mapping_and_pauses_a_target() {
+    drive("chromium", "/usr/bin/chromium", 7031).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_firefox_the_admin_ui_adds_a_mapping_and_pauses_a_target() {
+    drive("firefox", "/usr/bin/firefox-esr", 7061).await;
+}
+
+async fn drive(browser: &'static str, executable: &str, server_id: u32) {
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
-        scripts.join("node_modules/playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists(),
-        "the browser test needs Debian's chromium and `npm ci` in tests/browser (.ci/run does both)"
+        scripts.join("node_modules/playwright-core").is_dir() && Path::new(executable).exists(),
+        "the browser test needs {executable} and `npm ci` in tests/browser (.ci/run does both)"
     );
     let mappings =
         "[[mappings]]\nsource = \"product.category\"\ntargets = [\"order\", \"purchase\"]\n";
-    let c = Cluster::start(PRODUCT_SCHEMA, &["order", "purchase"], mappings, 7031).await;
+    let c = Cluster::start(PRODUCT_SCHEMA, &["order", "purchase"], mappings, server_id).await;
     let port = c.enable_admin(&[Login::User {
         name: "alice",
         role: "admin",
@@ -51,6 +60,7 @@ async fn the_admin_ui_adds_a_mapping_and_pauses_a_target() {
             .arg("alice")
             .arg("ui-pw")
             .arg(&shots)
+            .arg(browser)
             .current_dir(&scripts)
             .output()
             .expect("run node")

@@ -1,14 +1,18 @@
 // Drives the rowsync admin UI in Debian's Chromium (headless): log in, see both targets with
 // positions and lag, add a mapping of product.batch to the purchase target through the form,
 // pause and resume a target. Screenshots go to the directory given; any failure exits 1.
-// Usage: node ui.mjs <base url> <user> <password> <screenshot dir>
-import { chromium } from "playwright-core";
+// Usage: node ui.mjs <base url> <user> <password> <screenshot dir> [chromium|firefox]
+// Firefox is Debian's firefox-esr driven over WebDriver BiDi (playwright's `moz-firefox`
+// channel): no browser is downloaded.
+import { chromium, firefox } from "playwright-core";
 
-const [base, user, password, shots] = process.argv.slice(2);
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
+const [base, user, password, shots, which = "chromium"] = process.argv.slice(2);
+const browser = which === "firefox"
+  ? await firefox.launch({ channel: "moz-firefox", executablePath: "/usr/bin/firefox-esr", headless: true })
+  : await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
 let step = 0;
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-const shot = async (name) => page.screenshot({ path: `${shots}/${String(++step).padStart(2, "0")}-${name}.png`, fullPage: true });
+const shot = async (name) => page.screenshot({ path: `${shots}/${which}-${String(++step).padStart(2, "0")}-${name}.png`, fullPage: true });
 page.on("dialog", (d) => d.accept());
 try {
   await page.goto(base + "/");
