@@ -501,6 +501,38 @@ async fn mappings_are_edited_in_the_file_and_applied_live() {
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert_eq!(err["field"], "mappings[1].where", "{err}");
 
+    // Names are checked against the source's schema.
+    for (body, field, needle) in [
+        (
+            json!({"source": "product.batch", "targets": ["purchase"], "columns": ["product_id", "batch_no", "nope"]}),
+            "columns",
+            "no column `nope`",
+        ),
+        (
+            json!({"source": "product.batch", "targets": ["purchase"], "columns": ["product_id", "qty"]}),
+            "columns",
+            "primary key column `batch_no`",
+        ),
+        (
+            json!({"source": "product.batch", "targets": ["purchase"], "where": "colour = 'red'"}),
+            "where",
+            "column `colour`",
+        ),
+    ] {
+        let (code, err) = api
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/mappings?dry_run=true",
+                &csrf,
+                None,
+                Some(body),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+        assert_eq!(err["field"], field, "{err}");
+        assert!(err["error"].as_str().unwrap().contains(needle), "{err}");
+    }
+
     // Created: written into the file (comments kept, an old copy beside it), copied, streamed.
     let (code, made) = api
         .send(

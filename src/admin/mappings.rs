@@ -368,6 +368,9 @@ async fn apply(
     let new = admin
         .file
         .with_mappings(&new_text, admin.handle.config().environment)?;
+    if let Edit::Create(input) | Edit::Update(_, input) = &edit {
+        check_against_source(&new, input).await?;
+    }
     let before = old
         .mappings
         .iter()
@@ -660,4 +663,60 @@ async fn owned_replicas(config: &Config, id: &str) -> Result<Vec<(String, Vec<St
         out.push((spec.name().to_owned(), owned));
     }
     Ok(out)
+}
+
+/// The names a request gives, checked against the source's real schema: an exact source
+/// table that exists must have the columns the mapping lists (its key among them) and those
+/// its filter names. A table that does not exist yet is picked up when it is created.
+async fn check_against_source(config: &Config, input: &MappingInput) -> Result<(), ApiError> {
+    let Ok(pattern) = input.source.parse::<crate::model::TablePattern>() else {
+        return Ok(());
+    };
+    let Some(exact) = pattern.exact() else {
+        return Ok(());
+    };
+    let read = crate::engine::inspect::source_tables(config);
+    let tables = match tokio::time::timeout(std::time::Duration::from_secs(10), read).await {
+        Ok(Ok(tables)) => tables,
+        // The source cannot be asked now: the validator's checks stand, the copy checks more.
+        _ => return Ok(()),
+    };
+    let Some(table) = tables.iter().find(|t| t.table == exact) else {
+        return Ok(());
+    };
+    let has = |c: &str| table.columns.iter().any(|(n, _)| n.eq_ignore_ascii_case(c));
+    let refuse = |field: &str, why: String| {
+        Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why).with_field(Some(field.into())))
+    };
+    if let Some(columns) = &input.columns {
+        if let Some(c) = columns.iter().find(|c| !has(c)) {
+            return refuse("columns", format!("{exact} has no column `{c}`"));
+        }
+        if let Some(k) = table
+            .primary_key
+            .iter()
+            .find(|k| !columns.iter().any(|c| c.eq_ignore_ascii_case(k)))
+        {
+            return refuse(
+                "columns",
+                format!("the columns must include the primary key column `{k}` of {exact}"),
+            );
+        }
+    }
+    if let Some(filter) = config
+        .mappings
+        .iter()
+        .find(|m| {
+            m.source == pattern && m.filter.as_ref().map(|f| f.text()) == input.filter.as_deref()
+        })
+        .and_then(|m| m.filter.as_ref())
+    {
+        if let Some(c) = filter.columns().into_iter().find(|c| !has(c)) {
+            return refuse(
+                "where",
+                format!("the filter names column `{c}`, which {exact} does not have"),
+            );
+        }
+    }
+    Ok(())
 }
