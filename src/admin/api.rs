@@ -517,15 +517,21 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Every target streaming or copying (a paused, retrying or stopped one is not ready).
+/// The source answering and every target streaming or copying (a paused, retrying or
+/// stopped one is not ready).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = String), (status = 503, body = String)))]
 pub async fn readyz(State(admin): State<Arc<Admin>>) -> (StatusCode, String) {
-    let waiting: Vec<String> = admin
-        .handle
-        .snapshots()
-        .iter()
-        .filter(|s| !matches!(s.state, TargetState::Streaming | TargetState::Copying))
-        .map(|s| format!("{}: {}", s.target, s.state.name()))
+    let source = admin.source_head().err().map(|e| format!("source: {e}"));
+    let waiting: Vec<String> = source
+        .into_iter()
+        .chain(
+            admin
+                .handle
+                .snapshots()
+                .iter()
+                .filter(|s| !matches!(s.state, TargetState::Streaming | TargetState::Copying))
+                .map(|s| format!("{}: {}", s.target, s.state.name())),
+        )
         .collect();
     if waiting.is_empty() {
         (StatusCode::OK, "ready".into())
