@@ -169,3 +169,36 @@ async fn check_finds_missing_grants_and_a_server_id_in_use() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_accounts_that_may_write_replica_tables() {
+    let c = Cluster::order_only(4531).await;
+    exec(
+        &mut c.targets[0].conn("").await,
+        &[
+            "CREATE USER app@'%' IDENTIFIED BY 'pw'",
+            "GRANT SELECT, INSERT, UPDATE ON order_db.* TO app@'%'",
+            "CREATE USER reports@'%' IDENTIFIED BY 'pw'",
+            "GRANT SELECT ON order_db.* TO reports@'%'",
+            "CREATE USER fixer@'%' IDENTIFIED BY 'pw'",
+            "CREATE TABLE order_db.product (id INT PRIMARY KEY)",
+            "GRANT DELETE ON order_db.product TO fixer@'%'",
+        ],
+    )
+    .await;
+    let (code, out) = check(&c.cfg);
+    assert_eq!(code, 0, "warnings only: {out}");
+    assert!(
+        out.contains("account 'app'@'%' may INSERT, UPDATE replica tables")
+            && out.contains("REVOKE INSERT, UPDATE ON `order_db`.* FROM 'app'@'%';"),
+        "{out}"
+    );
+    assert!(
+        out.contains("REVOKE DELETE ON `order_db`.`product` FROM 'fixer'@'%';"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("'reports'"),
+        "a read-only account was listed:\n{out}"
+    );
+}

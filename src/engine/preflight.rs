@@ -73,13 +73,16 @@ pub async fn run(config: &Config) -> Report {
     check_source(config, &mut report).await;
     for t in &config.targets {
         match target::connect(t).await {
-            Ok(mut conn) => match checkpoint::ensure_tables(&mut conn).await {
-                Ok(()) => report.ok(format!("target `{}` is reachable and writable", t.name)),
-                Err(e) => report.fail(format!(
-                    "target `{}` refuses rowsync's tables: {e} — grant CREATE, INSERT, UPDATE, DELETE, SELECT on its database",
-                    t.name
-                )),
-            },
+            Ok(mut conn) => {
+                match checkpoint::ensure_tables(&mut conn).await {
+                    Ok(()) => report.ok(format!("target `{}` is reachable and writable", t.name)),
+                    Err(e) => report.fail(format!(
+                        "target `{}` refuses rowsync's tables: {e} — grant CREATE, INSERT, UPDATE, DELETE, SELECT on its database",
+                        t.name
+                    )),
+                }
+                check_read_only(config, t, &mut conn, &mut report).await;
+            }
             Err(e) => report.fail(format!(
                 "target `{}` is unreachable: {e} — check targets.{}.url and that the server runs",
                 t.name, t.name
@@ -87,6 +90,50 @@ pub async fn run(config: &Config) -> Report {
         }
     }
     report
+}
+
+/// Replica tables are rowsync's to write: any other account that may change them (an
+/// application user granted too much) is reported with the REVOKE that fixes it.
+async fn check_read_only(
+    config: &Config,
+    t: &crate::config::TargetConfig,
+    conn: &mut sqlx::mysql::MySqlConnection,
+    report: &mut Report,
+) {
+    let mut replicas: Vec<String> = checkpoint::replicas(conn, &config.pipeline)
+        .await
+        .map(|r| r.into_iter().map(|r| r.replica).collect())
+        .unwrap_or_default();
+    replicas.extend(
+        config
+            .mappings
+            .iter()
+            .filter(|m| m.targets.iter().any(|n| n.eq_ignore_ascii_case(&t.name)))
+            .filter_map(|m| {
+                m.table
+                    .clone()
+                    .or_else(|| m.source.exact().map(|e| e.table))
+            }),
+    );
+    match target::replica_writers(conn, &replicas).await {
+        Ok(writers) if writers.is_empty() => report.ok(format!(
+            "target `{}`: no other account may change its replica tables",
+            t.name
+        )),
+        Ok(writers) => {
+            for w in writers {
+                let privileges = w.privileges.join(", ");
+                report.warn(format!(
+                    "target `{}`: account {} may {privileges} replica tables (granted ON {}) — replicas are rowsync's to write; fix: REVOKE {privileges} ON {} FROM {};",
+                    t.name, w.account, w.on, w.on, w.account
+                ));
+            }
+        }
+        Err(e) => report.warn(format!(
+            "target `{}`: cannot list other accounts' privileges on the replica tables ({e}) — grant rowsync SELECT on mysql.user, mysql.db and mysql.tables_priv to check",
+            t.name
+        )),
+    }
 }
 
 async fn check_source(config: &Config, report: &mut Report) {

@@ -8,6 +8,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Executor};
 
 use super::SinkError;
 use crate::config::{TargetConfig, TlsConfig, TlsVerify};
+use crate::model::name::quote_ident;
 use crate::model::sql::session_init;
 
 /// Connect options for a target; errors name the bad URL part.
@@ -83,4 +84,97 @@ pub async fn exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), SinkError
         .await
         .map_err(|e| SinkError::db(sql, e))?;
     Ok(())
+}
+
+/// An account other than rowsync's own that may change replica tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaWriter {
+    /// `'user'@'host'`
+    pub account: String,
+    /// Where the grant applies: `*.*`, `` `db`.* `` or `` `db`.`table` ``.
+    pub on: String,
+    /// Of INSERT, UPDATE, DELETE, ALTER, DROP.
+    pub privileges: Vec<&'static str>,
+}
+
+const WRITES: [&str; 5] = ["INSERT", "UPDATE", "DELETE", "ALTER", "DROP"];
+
+/// The accounts besides the connected one that may INSERT, UPDATE, DELETE, ALTER or DROP the
+/// replica tables of this target's database (`replicas`: their names): globally, on the
+/// database, or on one of those tables. Reads `mysql.user`, `mysql.db` and
+/// `mysql.tables_priv`, which needs SELECT on them.
+pub async fn replica_writers(
+    conn: &mut MySqlConnection,
+    replicas: &[String],
+) -> Result<Vec<ReplicaWriter>, SinkError> {
+    let account =
+        |u: &str, h: &str| format!("'{}'@'{}'", u.replace('\'', "''"), h.replace('\'', "''"));
+    const ME: &str = "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1), SUBSTRING_INDEX(CURRENT_USER(), '@', -1), DATABASE()";
+    let (me_user, me_host, db): (String, String, String) = sqlx::query_as(ME)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(ME, e))?;
+    let me = account(&me_user, &me_host);
+    let flags = |row: [&str; 5]| -> Vec<&'static str> {
+        WRITES
+            .iter()
+            .zip(row)
+            .filter(|(_, v)| *v == "Y")
+            .map(|(p, _)| *p)
+            .collect()
+    };
+    let mut out = Vec::new();
+    const GLOBAL: &str = "SELECT User, Host, Insert_priv, Update_priv, Delete_priv, Alter_priv, Drop_priv FROM mysql.user";
+    type Row = (String, String, String, String, String, String, String);
+    let rows: Vec<Row> = sqlx::query_as(GLOBAL)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(GLOBAL, e))?;
+    for (u, h, i, up, d, a, dr) in rows {
+        out.push(ReplicaWriter {
+            account: account(&u, &h),
+            on: "*.*".into(),
+            privileges: flags([&i, &up, &d, &a, &dr]),
+        });
+    }
+    const DB: &str = "SELECT User, Host, Insert_priv, Update_priv, Delete_priv, Alter_priv, Drop_priv FROM mysql.db WHERE ? LIKE Db";
+    let rows: Vec<Row> = sqlx::query_as(DB)
+        .bind(&db)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(DB, e))?;
+    for (u, h, i, up, d, a, dr) in rows {
+        out.push(ReplicaWriter {
+            account: account(&u, &h),
+            on: format!("{}.*", quote_ident(&db)),
+            privileges: flags([&i, &up, &d, &a, &dr]),
+        });
+    }
+    const TABLES: &str =
+        "SELECT User, Host, Table_name, Table_priv FROM mysql.tables_priv WHERE Db = ?";
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(TABLES)
+        .bind(&db)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(TABLES, e))?;
+    for (u, h, table, privs) in rows {
+        if !replicas.iter().any(|r| r == &table) {
+            continue;
+        }
+        let granted: Vec<String> = privs
+            .split(',')
+            .map(|p| p.trim().to_ascii_uppercase())
+            .collect();
+        out.push(ReplicaWriter {
+            account: account(&u, &h),
+            on: format!("{}.{}", quote_ident(&db), quote_ident(&table)),
+            privileges: WRITES
+                .iter()
+                .filter(|w| granted.iter().any(|g| g == *w))
+                .copied()
+                .collect(),
+        });
+    }
+    out.retain(|w| w.account != me && !w.privileges.is_empty());
+    Ok(out)
 }
