@@ -807,44 +807,47 @@ fn read_mappings(file: &Path, text: Option<&str>) -> Result<toml::Value, ConfigE
 /// Gives every mapping without an `id` key one made from its source and replica name, unique
 /// in the file; explicit ids stay as written (their uniqueness is validated).
 fn with_ids(mut mappings: Vec<MappingConfig>) -> Vec<MappingConfig> {
-    let explicit: HashSet<String> = mappings
+    let mut used: HashSet<String> = mappings
         .iter()
         .filter(|m| !m.id.is_empty())
         .map(|m| m.id.clone())
         .collect();
-    let mut used = explicit;
     for m in mappings.iter_mut().filter(|m| m.id.is_empty()) {
-        let mut base: String = m
-            .source
-            .to_string()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if let Some(table) = &m.table {
-            base.push('-');
-            base.extend(table.chars().map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            }));
-        }
-        let mut id = base.clone();
-        let mut n = 2;
-        while !used.insert(id.clone()) {
-            id = format!("{base}-{n}");
-            n += 1;
-        }
+        let id = derived_mapping_id(&m.source.to_string(), m.table.as_deref(), |id| {
+            used.contains(id)
+        });
+        used.insert(id.clone());
         m.id = id;
     }
     mappings
+}
+
+/// The id of a mapping without an `id` key: its source and replica name, with characters an
+/// id does not take replaced, and a number added until `taken` says no.
+pub fn derived_mapping_id(
+    source: &str,
+    table: Option<&str>,
+    taken: impl Fn(&str) -> bool,
+) -> String {
+    let keep = |c: char, extra: &str| {
+        if c.is_ascii_alphanumeric() || extra.contains(c) {
+            c
+        } else {
+            '_'
+        }
+    };
+    let mut base: String = source.chars().map(|c| keep(c, "._-")).collect();
+    if let Some(table) = table {
+        base.push('-');
+        base.extend(table.chars().map(|c| keep(c, "_")));
+    }
+    let mut id = base.clone();
+    let mut n = 2;
+    while taken(&id) {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
 }
 
 fn check_url(text: &str) -> Result<url::Url, String> {

@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::api::{admin_caller, caller, ApiError, Body, PathArg, QueryArg};
 use super::Admin;
-use crate::config::{Config, ConfigError, MappingConfig};
+use crate::config::{derived_mapping_id, Config, ConfigError, MappingConfig};
 use crate::engine::recopy;
 use crate::engine::target::TargetSpec;
 use crate::routing::mapping::Mapping;
@@ -151,12 +151,16 @@ fn etag(text: &str) -> String {
     format!("\"{hex}\"")
 }
 
+/// The directory `path` is in (`.` for a bare file name).
+fn directory_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Why the file cannot be written, if it cannot.
 fn read_only_reason(path: &Path) -> Option<String> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = directory_of(path);
     let file = std::fs::OpenOptions::new().append(true).open(path);
     // A new, unnamed file: nothing existing is followed or truncated.
     let made = tempfile::tempfile_in(dir);
@@ -504,7 +508,11 @@ fn change(
     }
     match edit {
         Edit::Create(input) => {
-            let id = input.id.clone().unwrap_or_else(|| derived_id(input, old));
+            let id = input.id.clone().unwrap_or_else(|| {
+                derived_mapping_id(&input.source, input.table.as_deref(), |id| {
+                    old.mappings.iter().any(|m| m.id == id)
+                })
+            });
             let mut table = Table::new();
             fill(&mut table, &id, input);
             list.push(table);
@@ -522,35 +530,6 @@ fn change(
             Ok(("mapping.delete", id.clone()))
         }
     }
-}
-
-/// An id for a new mapping without one: its source and table, made unique.
-fn derived_id(input: &MappingInput, old: &Config) -> String {
-    let base: String = format!(
-        "{}{}",
-        input.source,
-        input
-            .table
-            .as_deref()
-            .map(|t| format!("-{t}"))
-            .unwrap_or_default()
-    )
-    .chars()
-    .map(|c| {
-        if c.is_ascii_alphanumeric() || "._-".contains(c) {
-            c
-        } else {
-            '_'
-        }
-    })
-    .collect();
-    let mut id = base.clone();
-    let mut n = 2;
-    while old.mappings.iter().any(|m| m.id == id) {
-        id = format!("{base}-{n}");
-        n += 1;
-    }
-    id
 }
 
 /// Writes `input` into a `[[mappings]]` table, keeping the table's comments and other keys.
@@ -626,10 +605,7 @@ fn effects(old: &Config, new: &Config) -> Vec<Effect> {
 /// the old one as `<path>.bak`.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = directory_of(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;

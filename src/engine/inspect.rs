@@ -10,7 +10,7 @@ use crate::model::position::Checkpoint;
 use crate::model::table::{CopyProgress, Phase, StoppedTable, TableFloor};
 use crate::sink::{checkpoint, target, SinkError};
 use crate::source::catalog;
-use crate::source::conn::{connect, source_opts};
+use crate::source::conn::{configured_opts, connect};
 use crate::source::info::SourceInfo;
 use crate::source::SourceError;
 
@@ -42,12 +42,7 @@ pub async fn source_tables(config: &Config) -> Result<Vec<catalog::TableOutline>
 }
 
 async fn open_source(config: &Config) -> Result<mysql_async::Conn, SourceError> {
-    let opts = source_opts(&config.source.url, config.source.tls.as_ref()).map_err(|e| {
-        SourceError::Config {
-            reason: format!("source.url: {e}"),
-        }
-    })?;
-    connect(&opts).await
+    connect(&configured_opts(&config.source)?).await
 }
 
 /// Builds the report; `Err` only when the source itself cannot be read.

@@ -36,7 +36,7 @@ use crate::routing::mapping::Router;
 use crate::routing::replicas::{self, ReplicaPlan};
 use crate::sink::apply::{Applier, ApplyExit, Command};
 use crate::sink::{checkpoint, replica, target, SinkError, SourceCatalog};
-use crate::source::conn::{connect, source_opts};
+use crate::source::conn::{configured_opts, connect};
 use crate::source::info::SourceInfo;
 use crate::source::reader::{BinlogReader, ReaderOptions};
 use crate::source::{catalog, snapshot, SourceError};
@@ -111,9 +111,7 @@ impl TargetSpec {
     }
 
     pub fn source_opts(&self) -> Result<Opts, SourceError> {
-        source_opts(&self.source.url, self.source.tls.as_ref()).map_err(|e| SourceError::Config {
-            reason: format!("source.url: {e}"),
-        })
+        configured_opts(&self.source)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mysql_async::{ClientIdentity, Opts, OptsBuilder, SslOpts};
 
 use super::SourceError;
-use crate::config::{TlsConfig, TlsVerify};
+use crate::config::{SourceConfig, TlsConfig, TlsVerify};
 use crate::model::sql::session_init;
 
 /// How long opening a connection may take. A frozen server accepts TCP connections but never
@@ -19,6 +19,13 @@ pub async fn connect(opts: &Opts) -> Result<mysql_async::Conn, SourceError> {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(SourceError::ConnectTimeout(CONNECT_TIMEOUT)),
     }
+}
+
+/// The connection options `source` names, a bad URL being a configuration error.
+pub fn configured_opts(source: &SourceConfig) -> Result<Opts, SourceError> {
+    source_opts(&source.url, source.tls.as_ref()).map_err(|e| SourceError::Config {
+        reason: format!("source.url: {e}"),
+    })
 }
 
 /// Options for a source connection.
