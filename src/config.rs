@@ -40,6 +40,25 @@ mod file {
         /// A file holding the `[[mappings]]` instead of this one.
         #[serde(default)]
         pub mappings_file: Option<String>,
+        #[serde(default)]
+        pub verify: Verify,
+        #[serde(default)]
+        pub standby: Standby,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Verify {
+        pub every: Option<String>,
+        pub share: Option<f64>,
+        pub rows_per_second: Option<u64>,
+        pub chunk_rows: Option<usize>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Standby {
+        pub takeover_secs: Option<u64>,
     }
 
     /// A separate mappings file: `[[mappings]]` entries and nothing else. Deserialized only to
@@ -134,6 +153,8 @@ pub struct Config {
     pub copy: CopyConfig,
     pub state: StateConfig,
     pub admin: AdminConfig,
+    pub verify: VerifyConfig,
+    pub standby: StandbyConfig,
     /// Where the file was read from, for messages.
     pub path: PathBuf,
     /// The file holding the mappings, when not this one (`mappings_file`, resolved beside it).
@@ -375,6 +396,68 @@ pub struct AdminToken {
     pub token_hash: String,
 }
 
+/// How replicas are compared with their source (`rowsync verify`, and the daemon's schedule).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyConfig {
+    /// How often the daemon verifies each target; never when absent.
+    pub every: Option<Duration>,
+    /// The share of each table's chunks one scheduled run checks (0 < share ≤ 1); the next
+    /// run goes on where the last one stopped, so `1 / share` runs cover every row.
+    pub share: f64,
+    /// Most source rows read per second, to keep verify's load on the source low.
+    pub rows_per_second: u64,
+    /// Rows per compared chunk: what one checksum covers and what a repair rewrites at most.
+    pub chunk_rows: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            every: None,
+            share: 1.0,
+            rows_per_second: 50_000,
+            chunk_rows: 1000,
+        }
+    }
+}
+
+/// Active/standby: how fast a standby takes over from an active process that vanished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyConfig {
+    /// The target sessions holding the lock close after this long without a word from
+    /// rowsync (`wait_timeout`; rowsync pings well within it), so a dead host's lock is
+    /// released and a standby takes over within about this time.
+    pub takeover: Duration,
+}
+
+impl Default for StandbyConfig {
+    fn default() -> Self {
+        StandbyConfig {
+            takeover: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Parses `30s`, `10m`, `6h` or `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: use a number and a unit, e.g. 30s, 10m, 6h or 1d"))?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit is s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
 /// Local state of the daemon (what `status` shows besides the targets' checkpoints).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -521,6 +604,26 @@ impl Config {
             })
             .collect::<Result<Vec<MappingConfig>, ConfigError>>()?;
         let mappings = with_ids(mappings);
+        let defaults = VerifyConfig::default();
+        let verify = VerifyConfig {
+            every: raw
+                .verify
+                .every
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| invalid("verify.every".into(), e))?,
+            share: raw.verify.share.unwrap_or(defaults.share),
+            rows_per_second: raw.verify.rows_per_second.unwrap_or(defaults.rows_per_second),
+            chunk_rows: raw.verify.chunk_rows.unwrap_or(defaults.chunk_rows),
+        };
+        let standby = StandbyConfig {
+            takeover: raw
+                .standby
+                .takeover_secs
+                .map(Duration::from_secs)
+                .unwrap_or(StandbyConfig::default().takeover),
+        };
         Ok(Config {
             pipeline: raw.pipeline,
             source: SourceConfig {
@@ -554,6 +657,8 @@ impl Config {
                 metrics_token: raw.admin.metrics_token,
                 password: raw.admin.password,
             },
+            verify,
+            standby,
             path: path.to_owned(),
             mappings_file,
             environment: false,
@@ -581,6 +686,25 @@ impl Config {
         }
         if self.copy.chunk_rows == 0 {
             return Err(self.invalid("copy.chunk_rows", "must be at least 1"));
+        }
+        if !(self.verify.share > 0.0 && self.verify.share <= 1.0) {
+            return Err(self.invalid("verify.share", "must be above 0 and at most 1"));
+        }
+        if self.verify.rows_per_second == 0 || self.verify.chunk_rows == 0 {
+            return Err(self.invalid(
+                "verify",
+                "rows_per_second and chunk_rows must be at least 1",
+            ));
+        }
+        if self.verify.every.is_some_and(|d| d < Duration::from_secs(60)) {
+            return Err(self.invalid("verify.every", "must be at least 1m"));
+        }
+        let takeover = self.standby.takeover.as_secs();
+        if !(5..=3600).contains(&takeover) {
+            return Err(self.invalid(
+                "standby.takeover_secs",
+                "must be between 5 and 3600: shorter would close the sessions of a busy but healthy process",
+            ));
         }
         if self.copy.parallel_tables == 0 {
             return Err(self.invalid("copy.parallel_tables", "must be at least 1"));

@@ -59,6 +59,27 @@ enum Command {
         #[arg(long)]
         table: String,
     },
+    /// Compare every replica table with the source while replication runs; exit 0 only when
+    /// nothing differs (1: rows differ, 2: not everything could be compared).
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only this source table, as db.table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Rewrite the rows that differ from the source (consistently with the stream).
+        #[arg(long)]
+        repair: bool,
+        /// `text` or `json`.
+        #[arg(long, default_value = "text")]
+        format: OutputFormat,
+        /// Most source rows read per second (default: [verify] rows_per_second).
+        #[arg(long)]
+        rows_per_second: Option<u64>,
+    },
     /// Measure rowsync beside MariaDB replication, mariadb-binlog and mariadb-dump on local servers.
     Bench(commands::bench::BenchOptions),
     /// Print an argon2 hash of the password on standard input, for [[admin.users]].
@@ -73,6 +94,12 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -145,6 +172,30 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Verify {
+            config,
+            target,
+            table,
+            repair,
+            format,
+            rows_per_second,
+        } => {
+            let config = Config::load(&config)?;
+            let cancel = CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                commands::shutdown_signal().await;
+                stop.cancel();
+            });
+            let options = commands::verify::Options {
+                target,
+                table,
+                repair,
+                json: matches!(format, OutputFormat::Json),
+                rows_per_second,
+            };
+            commands::verify::run(&config, &options, &cancel).await
         }
         Command::Bench(options) => {
             let report = commands::bench::run(options).await?;

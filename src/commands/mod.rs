@@ -8,6 +8,7 @@ pub mod progress;
 pub mod resync;
 pub mod run;
 pub mod status;
+pub mod verify;
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::engine::inspect::TargetReport;
 use crate::model::position::Checkpoint;
-use crate::model::table::TableState;
+use crate::model::table::{TableState, VerifyRecord};
 use crate::state::StoredState;
 
 /// The report as text.
@@ -111,8 +111,31 @@ pub fn render(head: &Checkpoint, targets: &[TargetReport]) -> String {
                 ),
             };
         }
+        for v in &t.verified {
+            let _ = writeln!(s, "  {}", verified_line(v));
+        }
     }
     s
+}
+
+/// One replica table's last `verify` result, as `status` prints it.
+pub fn verified_line(v: &VerifyRecord) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let ago = now.saturating_sub(v.finished_at);
+    let verdict = match (v.differing, v.repaired) {
+        (0, _) => "equal".to_owned(),
+        (d, r) if r >= d => format!("{d} differed, all repaired"),
+        (d, 0) => format!("{d} DIFFER: {}", v.detail),
+        (d, r) => format!("{d} DIFFER, {r} repaired: {}", v.detail),
+    };
+    let share = if v.complete { "" } else { " (interrupted)" };
+    format!(
+        "verified {} (from {}) {ago}s ago: {} rows checked{share}, {verdict}",
+        v.replica, v.source, v.rows
+    )
 }
 
 /// What the daemon last recorded for each target (from the state store).

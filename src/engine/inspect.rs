@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::model::position::Checkpoint;
-use crate::model::table::{CopyProgress, Phase, StoppedTable, TableFloor};
-use crate::sink::{checkpoint, target, SinkError};
+use crate::model::table::{CopyProgress, Phase, StoppedTable, TableFloor, VerifyRecord};
+use crate::sink::{checkpoint, target, verified, SinkError};
 use crate::source::catalog;
 use crate::source::conn::{configured_opts, connect};
 use crate::source::info::SourceInfo;
@@ -27,6 +27,8 @@ pub struct TargetReport {
     /// Set while the initial copy runs.
     pub copying: Option<Vec<CopyProgress>>,
     pub error: Option<String>,
+    /// The last `verify` result per replica table.
+    pub verified: Vec<VerifyRecord>,
 }
 
 /// The source's current position (binlog file/offset and GTID state).
@@ -63,6 +65,7 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
             floors: Vec::new(),
             copying: None,
             error: None,
+            verified: Vec::new(),
         };
         match target::connect(t).await {
             Err(e) => r.error = Some(e.to_string()),
@@ -73,6 +76,7 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
                     let s = absent(checkpoint::stopped_tables(&mut conn, pipeline).await)?;
                     let p = absent(checkpoint::copy_progress(&mut conn, pipeline).await)?;
                     let f = absent(checkpoint::table_floors(&mut conn, pipeline).await)?;
+                    r.verified = absent(verified::records(&mut conn, pipeline).await)?;
                     Ok::<_, SinkError>((c, s, p, f))
                 }
                 .await;

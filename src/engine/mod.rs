@@ -24,6 +24,7 @@ pub mod preflight;
 pub mod recopy;
 pub mod status;
 pub mod target;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

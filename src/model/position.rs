@@ -357,6 +357,18 @@ impl Flavor {
     }
 }
 
+impl FromStr for Flavor {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mariadb" => Ok(Flavor::Mariadb),
+            "mysql" => Ok(Flavor::Mysql),
+            other => Err(bad("server flavor", other, "expected mariadb or mysql")),
+        }
+    }
+}
+
 impl fmt::Display for Flavor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -400,6 +412,30 @@ impl Checkpoint {
             return Some(0);
         }
         (self.source_time > 0).then(|| now.saturating_sub(u64::from(self.source_time)))
+    }
+
+    /// Whether a target at `self` has applied every transaction the source had at `other`:
+    /// by GTID state where both have one (rotations and restarts do not move it), else by
+    /// file and offset of one server.
+    pub fn includes(&self, other: &Checkpoint) -> bool {
+        match (&self.gtid, &other.gtid) {
+            (Some(GtidSet::Maria(mine)), Some(GtidSet::Maria(theirs))) => theirs
+                .iter()
+                .all(|(d, g)| mine.get(d).is_some_and(|m| m.seq >= g.seq)),
+            (Some(GtidSet::Mysql(mine)), Some(GtidSet::Mysql(theirs))) => {
+                theirs.iter().all(|(sid, xs)| {
+                    let have = mine.get(sid).map(Vec::as_slice).unwrap_or(&[]);
+                    intersect(xs, have) == *xs
+                })
+            }
+            _ => {
+                self.source.server_id == other.source.server_id
+                    && matches!(
+                        self.position.partial_cmp(&other.position),
+                        Some(Ordering::Greater | Ordering::Equal)
+                    )
+            }
+        }
     }
 
     /// The earlier of two states of one source: per GTID domain (or uuid) the lesser, and the
@@ -661,6 +697,27 @@ mod tests {
         let e = a.earliest(&b);
         assert_eq!(e.gtid.unwrap().to_string(), "0-1-7,1-1-5");
         assert_eq!(e.position.to_string(), "mysql-bin.000001:900");
+    }
+
+    #[test]
+    fn includes_compares_gtid_states_then_positions() {
+        let a = maria_checkpoint("0-1-10,1-1-5", "mysql-bin.000002:400");
+        assert!(a.includes(&maria_checkpoint("0-1-10", "mysql-bin.000009:4")));
+        assert!(!a.includes(&maria_checkpoint("0-1-11,1-1-5", "mysql-bin.000001:4")));
+        assert!(!a.includes(&maria_checkpoint("2-1-1", "mysql-bin.000001:4")));
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let mysql = |text: &str| Checkpoint {
+            gtid: Some(GtidSet::parse_mysql(text).unwrap()),
+            ..a.clone()
+        };
+        assert!(mysql(&format!("{uuid}:1-9")).includes(&mysql(&format!("{uuid}:2-5"))));
+        assert!(!mysql(&format!("{uuid}:1-4:6-9")).includes(&mysql(&format!("{uuid}:2-5"))));
+        let plain = |p: &str| Checkpoint {
+            gtid: None,
+            ..maria_checkpoint("", p)
+        };
+        assert!(plain("mysql-bin.000002:400").includes(&plain("mysql-bin.000002:400")));
+        assert!(!plain("mysql-bin.000002:400").includes(&plain("mysql-bin.000003:4")));
     }
 
     #[test]

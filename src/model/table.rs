@@ -127,3 +127,22 @@ pub struct KeyDefinition {
     pub name: String,
     pub definition: String,
 }
+
+/// The last `verify` result of one replica table, as recorded in its target.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyRecord {
+    pub replica: String,
+    pub source: TableName,
+    /// When the run ended, seconds since the epoch.
+    pub finished_at: u64,
+    pub chunks: u64,
+    pub rows: u64,
+    /// Rows that differed after every re-check.
+    pub differing: u64,
+    /// Rows `--repair` rewrote.
+    pub repaired: u64,
+    /// Whether the run covered the whole table (a scheduled run covers a share of it).
+    pub complete: bool,
+    /// The first differing keys and key ranges, as text.
+    pub detail: String,
+}

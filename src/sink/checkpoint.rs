@@ -119,6 +119,7 @@ pub async fn ensure_tables(conn: &mut MySqlConnection) -> Result<(), SinkError> 
             .await
             .map_err(|e| SinkError::db(stmt, e))?;
     }
+    super::verified::ensure_table(conn).await?;
     Ok(())
 }
 
@@ -146,20 +147,12 @@ pub async fn load_with_phase(
     let file: String = row.try_get(0).map_err(get)?;
     let offset: u64 = row.try_get(1).map_err(get)?;
     let gtid: Option<String> = row.try_get(2).map_err(get)?;
-    let flavor: String = row.try_get(3).map_err(get)?;
-    let flavor = match flavor.as_str() {
-        "mariadb" => Flavor::Mariadb,
-        "mysql" => Flavor::Mysql,
-        other => return Err(SinkError::Checkpoint(format!("unknown flavor `{other}`"))),
-    };
     let bad = |e: ParsePositionError| SinkError::Checkpoint(e.to_string());
-    let gtid = match gtid {
-        None => None,
-        Some(text) => Some(match flavor {
-            Flavor::Mariadb => GtidSet::parse_maria(&text).map_err(bad)?,
-            Flavor::Mysql => GtidSet::parse_mysql(&text).map_err(bad)?,
-        }),
-    };
+    let flavor: Flavor = row.try_get::<String, _>(3).map_err(get)?.parse().map_err(bad)?;
+    let gtid = gtid
+        .map(|text| GtidSet::parse_for(flavor, &text))
+        .transpose()
+        .map_err(bad)?;
     let phase: String = row.try_get(8).map_err(get)?;
     let phase = if phase == "copying" {
         Phase::Copying

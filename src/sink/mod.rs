@@ -22,6 +22,7 @@ pub mod copy;
 pub mod ddl;
 pub mod replica;
 pub mod target;
+pub mod verified;
 pub mod writer;
 
 use futures_util::future::BoxFuture;

@@ -23,6 +23,7 @@
 
 pub mod catalog;
 pub mod charset;
+pub mod checksum;
 pub mod conn;
 pub mod info;
 pub mod mariadb;

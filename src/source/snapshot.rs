@@ -58,38 +58,10 @@ impl Snapshot {
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await?;
         let checkpoint = match info.flavor() {
-            Flavor::Mariadb => {
-                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                    .await?;
-                let status: Vec<(String, String)> =
-                    conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
-                let get = |name: &str| {
-                    status
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                };
-                let file: BinlogFile = get("binlog_snapshot_file")
-                    .parse()
-                    .map_err(|_| SourceError::BinlogOff)?;
-                let offset: u64 = get("binlog_snapshot_position").parse().unwrap_or(4);
-                let position = Position::new(file, offset);
-                Checkpoint {
-                    gtid: Some(super::info::gtid_at(&mut conn, &position).await?),
-                    position,
-                    source: info.identity.clone(),
-                    source_time: 0,
-                }
-            }
+            Flavor::Mariadb => begin_read(&mut conn, info).await?,
             Flavor::Mysql => {
                 conn.query_drop("FLUSH TABLES WITH READ LOCK").await?;
-                let result = async {
-                    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                        .await?;
-                    info.head(&mut conn).await
-                }
-                .await;
+                let result = begin_read(&mut conn, info).await;
                 conn.query_drop("UNLOCK TABLES").await?;
                 result?
             }
@@ -132,71 +104,96 @@ impl Snapshot {
         after: Option<&[Value]>,
         limit: usize,
     ) -> Result<Vec<Vec<Value>>, SourceError> {
-        let cols = &table.catalog.columns;
-        let key: Vec<&CatalogColumn> = table
-            .catalog
-            .primary_key
-            .iter()
-            .map(|&i| &cols[i])
-            .collect();
-        let select: Vec<String> = cols
-            .iter()
-            .map(|c| {
-                let q = quote_ident(&c.name);
-                // Numbers, as the binlog carries them.
-                if matches!(c.data_type.as_str(), "enum" | "set" | "bit") {
-                    format!("({q} + 0) AS {q}")
-                } else {
-                    q
-                }
-            })
-            .collect();
-        let order: Vec<String> = key.iter().map(|c| quote_ident(&c.name)).collect();
-        let mut params: Vec<MyValue> = Vec::new();
-        let filter = match after {
-            None => String::new(),
-            Some(last) => {
-                // (a > ?) OR (a = ? AND b > ?) OR …: a range every optimizer uses.
-                let mut ors = Vec::new();
-                for i in 0..key.len() {
-                    let mut ands = Vec::new();
-                    for (j, c) in key.iter().enumerate().take(i + 1) {
-                        let op = if j == i { ">" } else { "=" };
-                        ands.push(format!(
-                            "{} {op} {}",
-                            quote_ident(&c.name),
-                            key_param(c, &last[j])
-                        ));
-                        params.push(to_mysql(&last[j]));
-                    }
-                    ors.push(format!("({})", ands.join(" AND ")));
-                }
-                format!(" WHERE {}", ors.join(" OR "))
-            }
+        let range = KeyRange {
+            after: after.map(<[Value]>::to_vec),
+            upto: None,
         };
-        let sql = format!(
-            "SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}",
-            select.join(", "),
-            table.name.quoted(),
-            order.join(", ")
-        );
-        let rows: Vec<Row> = self.conn.exec(sql, params).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                row.unwrap()
-                    .into_iter()
-                    .zip(cols)
-                    .map(|(v, c)| from_mysql(v, c))
-                    .collect()
-            })
-            .collect())
+        read_rows(&mut self.conn, table, &range, Some(limit)).await
     }
 
     /// Ends the snapshot transaction.
     pub async fn close(mut self) -> Result<(), SourceError> {
         self.conn.query_drop("COMMIT").await?;
         Ok(())
+    }
+}
+
+/// Starts a consistent read on `conn` and says where it stands: exactly on MariaDB (its
+/// `binlog_snapshot_*`, taken with the read view), on MySQL an upper bound (the head read
+/// just after the read view), enough for a caller that waits until a target has passed it.
+pub async fn begin_read(conn: &mut Conn, info: &SourceInfo) -> Result<Checkpoint, SourceError> {
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await?;
+    if info.flavor() == Flavor::Mysql {
+        return info.head(conn).await;
+    }
+    let status: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+    let get = |name: &str| {
+        status
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let file: BinlogFile = get("binlog_snapshot_file")
+        .parse()
+        .map_err(|_| SourceError::BinlogOff)?;
+    let offset: u64 = get("binlog_snapshot_position").parse().unwrap_or(4);
+    let position = Position::new(file, offset);
+    Ok(Checkpoint {
+        gtid: Some(super::info::gtid_at(conn, &position).await?),
+        position,
+        source: info.identity.clone(),
+        source_time: 0,
+    })
+}
+
+/// The rows of `table` in `range` (at most `limit`), in key order, each in source column
+/// order, read in `conn`'s current transaction (or now, outside one).
+pub async fn read_rows(
+    conn: &mut Conn,
+    table: &CopyTable,
+    range: &KeyRange,
+    limit: Option<usize>,
+) -> Result<Vec<Vec<Value>>, SourceError> {
+    let cols = &table.catalog.columns;
+    let key: Vec<&CatalogColumn> = table
+        .catalog
+        .primary_key
+        .iter()
+        .map(|&i| &cols[i])
+        .collect();
+    let select: Vec<String> = cols.iter().map(number_as_binlog).collect();
+    let order: Vec<String> = key.iter().map(|c| quote_ident(&c.name)).collect();
+    let mut params: Vec<MyValue> = Vec::new();
+    let filter = range.sql(&key, &mut params);
+    let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+    let sql = format!(
+        "SELECT {} FROM {}{filter} ORDER BY {}{limit}",
+        select.join(", "),
+        table.name.quoted(),
+        order.join(", ")
+    );
+    let rows: Vec<Row> = conn.exec(sql, params).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            row.unwrap()
+                .into_iter()
+                .zip(cols)
+                .map(|(v, c)| from_mysql(v, c))
+                .collect()
+        })
+        .collect())
+}
+
+/// Selects column `c` the way the binlog carries it: ENUM, SET and BIT as numbers.
+pub fn number_as_binlog(c: &CatalogColumn) -> String {
+    let q = quote_ident(&c.name);
+    if matches!(c.data_type.as_str(), "enum" | "set" | "bit") {
+        format!("({q} + 0) AS {q}")
+    } else {
+        q
     }
 }
 
@@ -216,6 +213,59 @@ pub async fn check_no_prepared_xa(conn: &mut Conn) -> Result<(), SourceError> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Primary-key values after `after` (exclusive) up to `upto` (inclusive); open where `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyRange {
+    pub after: Option<Vec<Value>>,
+    pub upto: Option<Vec<Value>>,
+}
+
+impl KeyRange {
+    /// ` WHERE …` selecting this range of `key` (empty when it is unbounded), its parameters
+    /// pushed onto `params`.
+    pub fn sql(&self, key: &[&CatalogColumn], params: &mut Vec<MyValue>) -> String {
+        let mut parts = Vec::new();
+        if let Some(after) = &self.after {
+            parts.push(bound(key, after, ">", false, params));
+        }
+        if let Some(upto) = &self.upto {
+            parts.push(bound(key, upto, "<", true, params));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE ({})", parts.join(") AND ("))
+        }
+    }
+}
+
+/// `(a > ?) OR (a = ? AND b > ?) OR …` — the tuple comparison spelled as a range every
+/// optimizer uses — with `op` the strict comparison and the all-equal case when `inclusive`.
+fn bound(
+    key: &[&CatalogColumn],
+    values: &[Value],
+    op: &str,
+    inclusive: bool,
+    params: &mut Vec<MyValue>,
+) -> String {
+    let mut ors = Vec::new();
+    let n = key.len().min(values.len());
+    for i in 0..n + usize::from(inclusive) {
+        let mut ands = Vec::new();
+        for (j, c) in key.iter().enumerate().take((i + 1).min(n)) {
+            let cmp = if j == i { op } else { "=" };
+            ands.push(format!(
+                "{} {cmp} {}",
+                quote_ident(&c.name),
+                key_param(c, &values[j])
+            ));
+            params.push(to_mysql(&values[j]));
+        }
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    ors.join(" OR ")
 }
 
 /// The placeholder for a key value of column `c`. A DECIMAL column compared with a string
