@@ -614,7 +614,10 @@ impl Config {
                 .transpose()
                 .map_err(|e| invalid("verify.every".into(), e))?,
             share: raw.verify.share.unwrap_or(defaults.share),
-            rows_per_second: raw.verify.rows_per_second.unwrap_or(defaults.rows_per_second),
+            rows_per_second: raw
+                .verify
+                .rows_per_second
+                .unwrap_or(defaults.rows_per_second),
             chunk_rows: raw.verify.chunk_rows.unwrap_or(defaults.chunk_rows),
         };
         let standby = StandbyConfig {
@@ -696,8 +699,12 @@ impl Config {
                 "rows_per_second and chunk_rows must be at least 1",
             ));
         }
-        if self.verify.every.is_some_and(|d| d < Duration::from_secs(60)) {
-            return Err(self.invalid("verify.every", "must be at least 1m"));
+        if self
+            .verify
+            .every
+            .is_some_and(|d| d < Duration::from_secs(10))
+        {
+            return Err(self.invalid("verify.every", "must be at least 10s"));
         }
         let takeover = self.standby.takeover.as_secs();
         if !(5..=3600).contains(&takeover) {

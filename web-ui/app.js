@@ -138,6 +138,22 @@ function targetCard(t) {
       el("thead", {}, el("tr", {}, el("th", {}, "table"), el("th", {}, "state"), el("th", {}, "reason"), el("th", {}))),
       el("tbody", {}, rows)));
   }
+  if (t.verified.length) {
+    card.append(el("h4", {}, "Last verify"));
+    card.append(el("table", { class: "list verified" },
+      el("thead", {}, el("tr", {}, el("th", {}, "replica"), el("th", {}, "rows checked"), el("th", {}, "result"), el("th", {}, "when"))),
+      el("tbody", {}, t.verified.map((v) => {
+        const left = v.differing - v.repaired;
+        const result = v.differing === 0 ? "equal"
+          : left <= 0 ? `${v.differing} differed, repaired`
+          : `${left} differ: ${v.detail}`;
+        return el("tr", { class: left > 0 ? "error" : "" },
+          el("td", { class: "mono" }, v.replica),
+          el("td", {}, v.rows),
+          el("td", {}, result),
+          el("td", {}, new Date(v.finished_at * 1000).toLocaleString()));
+      }))));
+  }
   return card;
 }
 

@@ -337,6 +337,24 @@ pub struct TargetView {
     pub errors_definite: u64,
     /// Pipeline attempts after the first (retries, re-copies, reloads).
     pub restarts: u64,
+    /// The last `verify` result per replica table.
+    pub verified: Vec<VerifiedView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifiedView {
+    pub replica: String,
+    pub source: String,
+    /// When the run ended, seconds since the epoch.
+    pub finished_at: u64,
+    pub rows: u64,
+    /// Rows that differed from the source.
+    pub differing: u64,
+    pub repaired: u64,
+    /// Whether the run covered the table (or its scheduled share) to the end.
+    pub complete: bool,
+    /// The first differing keys.
+    pub detail: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -397,6 +415,20 @@ impl From<&Snapshot> for TargetView {
             errors_transient: s.errors_transient,
             errors_definite: s.errors_definite,
             restarts: s.runs.saturating_sub(1),
+            verified: s
+                .verified
+                .iter()
+                .map(|v| VerifiedView {
+                    replica: v.replica.clone(),
+                    source: v.source.to_string(),
+                    finished_at: v.finished_at,
+                    rows: v.rows,
+                    differing: v.differing,
+                    repaired: v.repaired,
+                    complete: v.complete,
+                    detail: v.detail.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -678,6 +710,7 @@ pub async fn lag(
         TableView,
         CopyView,
         AppliedView,
+        VerifiedView,
         LagSeries,
         PositionView,
         SourceTableView,

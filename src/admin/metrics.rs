@@ -152,8 +152,29 @@ pub fn render(
         "Rows the copy of a table expects",
         &["target", "table"],
     )?;
+    let mismatched = gauge(
+        &r,
+        "rowsync_verify_mismatched_rows",
+        "Rows of a replica table that differed from the source in its last verify (after repairs)",
+        &["target", "replica"],
+    )?;
+    let verified_at = gauge(
+        &r,
+        "rowsync_verify_last_run_timestamp_seconds",
+        "When the last verify of a replica table ended",
+        &["target", "replica"],
+    )?;
     for s in snapshots {
         let t = s.target.as_str();
+        for v in &s.verified {
+            let labels = [t, v.replica.as_str()];
+            mismatched
+                .with_label_values(&labels)
+                .set(v.differing.saturating_sub(v.repaired) as i64);
+            verified_at
+                .with_label_values(&labels)
+                .set(v.finished_at as i64);
+        }
         if let Some(l) = s.lag_secs() {
             lag.with_label_values(&[t]).set(l as i64);
         }

@@ -221,6 +221,11 @@ impl Running {
         let cancel = parent.child_token();
         let run = target::run_target(self.spec.clone(), self.status.clone(), cancel.clone());
         let task = tokio::spawn(target::watch(tokio::spawn(run), self.status.clone()));
+        tokio::spawn(verify::schedule(
+            self.spec.clone(),
+            self.status.clone(),
+            cancel.clone(),
+        ));
         self.task = Some((cancel, task));
     }
 

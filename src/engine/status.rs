@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::model::event::{Backlog, ChangeCounts};
 use crate::model::name::TableName;
 use crate::model::position::Checkpoint;
-use crate::model::table::{CopyProgress, StoppedTable};
+use crate::model::table::{CopyProgress, StoppedTable, VerifyRecord};
 use crate::model::ErrorClass;
 use crate::sink::Observer;
 
@@ -92,6 +92,8 @@ pub struct Snapshot {
     pub binlog_bytes: u64,
     /// How long target COMMITs took.
     pub commits: CommitTimes,
+    /// The last `verify` result per replica table, as recorded in the target.
+    pub verified: Vec<VerifyRecord>,
 }
 
 /// A histogram of COMMIT durations, in Prometheus' cumulative form.
@@ -156,6 +158,7 @@ impl TargetStatus {
                 pending_events: 0,
                 binlog_bytes: 0,
                 commits: CommitTimes::default(),
+                verified: Vec::new(),
             }),
             backlog: Mutex::new(None),
             bytes_read: Arc::default(),
@@ -189,6 +192,11 @@ impl TargetStatus {
     /// The counter the reader adds the bytes it reads to.
     pub fn bytes_counter(&self) -> Arc<AtomicU64> {
         self.bytes_read.clone()
+    }
+
+    /// The target's recorded `verify` results, read again.
+    pub fn set_verified(&self, records: Vec<VerifyRecord>) {
+        self.with(|s| s.verified = records);
     }
 
     pub fn set_state(&self, state: State) {

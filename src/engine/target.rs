@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::copy::{self, CopyJob};
 use super::status::{Failure, State, TargetStatus};
-use crate::config::{ApplyConfig, Config, CopyConfig, SourceConfig, TargetConfig};
+use crate::config::{ApplyConfig, Config, CopyConfig, SourceConfig, TargetConfig, VerifyConfig};
 use crate::model::definition::SourceDefinition;
 use crate::model::event::{event_channel, EventReceiver};
 use crate::model::name::TableName;
@@ -85,6 +85,7 @@ pub struct TargetSpec {
     pub router: Router,
     pub apply: ApplyConfig,
     pub copy: CopyConfig,
+    pub verify: VerifyConfig,
 }
 
 impl TargetSpec {
@@ -102,6 +103,7 @@ impl TargetSpec {
                 router: Router::for_target(config, &t.name),
                 apply: config.apply.clone(),
                 copy: config.copy.clone(),
+                verify: config.verify.clone(),
             })
             .collect()
     }

@@ -36,6 +36,7 @@ use serde::Serialize;
 use sqlx::mysql::MySqlConnection;
 use tokio_util::sync::CancellationToken;
 
+use super::status::{State, TargetStatus};
 use super::target::{PipelineError, TargetSpec};
 use crate::config::VerifyConfig;
 use crate::model::name::TableName;
@@ -189,6 +190,60 @@ struct Pair {
 /// The differences of one chunk, by encoded key.
 type Diffs = Vec<(Vec<Value>, Difference)>;
 
+/// How often the daemon reads the recorded results again (a `rowsync verify` run beside it
+/// shows in its status within this time).
+const REFRESH: Duration = Duration::from_secs(30);
+
+/// The daemon's side of verify for one target, until `cancel`: every `[verify] every` a run
+/// over a share of each table (no repair: that is the operator's call), and the recorded
+/// results kept in the target's status.
+pub async fn schedule(spec: Arc<TargetSpec>, status: Arc<TargetStatus>, cancel: CancellationToken) {
+    let every = spec.verify.every;
+    let mut next_run = every.map(|e| Instant::now() + e);
+    loop {
+        if let Ok(mut conn) = target::connect(&spec.target).await {
+            match verified::records(&mut conn, &spec.pipeline).await {
+                Ok(records) => status.set_verified(records),
+                Err(e) if e.code() == Some(1146) => {}
+                Err(e) => {
+                    tracing::debug!(target = %spec.name(), error = %e, "reading verify results")
+                }
+            }
+        }
+        let due = next_run.filter(|at| *at <= Instant::now());
+        if due.is_some() && status.snapshot().state == State::Streaming {
+            let request = VerifyRequest {
+                table: None,
+                repair: false,
+                settings: &spec.verify,
+                scheduled: true,
+                cancel: &cancel,
+            };
+            match verify_target(&spec, &request, &|_| {}).await {
+                Ok(reports) => {
+                    for r in reports.iter().filter(|r| r.differing > 0) {
+                        tracing::warn!(target = %spec.name(), replica = %r.replica, rows = r.differing, keys = %detail(r), "verify: replica rows differ from the source; `rowsync verify --repair` rewrites them");
+                    }
+                    tracing::info!(target = %spec.name(), tables = reports.len(), "scheduled verify done");
+                }
+                Err(e) => {
+                    tracing::warn!(target = %spec.name(), error = %e, "scheduled verify failed")
+                }
+            }
+            next_run = every.map(|e| Instant::now() + e);
+            continue;
+        }
+        let wait = next_run
+            .map(|at| at.saturating_duration_since(Instant::now()).min(REFRESH))
+            .unwrap_or(REFRESH)
+            .max(Duration::from_secs(1));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// Verifies every selected table of `spec`'s target (or `request.table`).
 pub async fn verify_target(
     spec: &TargetSpec,
@@ -247,9 +302,10 @@ impl<'a> Verifier<'a> {
             return Err(VerifyError::NotStarted(spec.name().to_owned()));
         }
         let url = spec.target.url.replacen("mariadb://", "mysql://", 1);
-        let opts = source_opts(&url, spec.target.tls.as_ref()).map_err(|e| SourceError::Config {
-            reason: format!("targets.{}.url: {e}", spec.name()),
-        })?;
+        let opts =
+            source_opts(&url, spec.target.tls.as_ref()).map_err(|e| SourceError::Config {
+                reason: format!("targets.{}.url: {e}", spec.name()),
+            })?;
         let tgt_db = opts.db_name().unwrap_or_default().to_owned();
         let tgt = connect(&opts).await?;
         Ok(Verifier {
@@ -475,29 +531,43 @@ impl<'a> Verifier<'a> {
         if source == replica {
             return Ok((range, source.rows, Vec::new()));
         }
-        let mut diffs = Vec::new();
-        for attempt in 0..RECHECKS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-            }
-            diffs = self.compare_rows(pair, &range).await?;
-            if diffs.is_empty() {
-                break;
-            }
-        }
+        let diffs = self.settled_differences(pair, &range).await?;
         Ok((range, source.rows, diffs))
     }
 
+    /// The keys of `range` that differ on every one of `RECHECKS` row-by-row comparisons,
+    /// spaced out so that changes in flight have landed.
+    async fn settled_differences(
+        &mut self,
+        pair: &Pair,
+        range: &KeyRange,
+    ) -> Result<Diffs, ChunkError> {
+        let mut diffs = self.compare_rows(pair, range).await?;
+        for attempt in 1..RECHECKS {
+            if diffs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            let again = self.compare_rows(pair, range).await?;
+            diffs.retain(|(key, _)| again.iter().any(|(k, _)| k == key));
+        }
+        Ok(diffs)
+    }
+
     /// The source rows of `range` the mapping keeps, in the open consistent read.
-    async fn kept_rows(&mut self, pair: &Pair, range: &KeyRange) -> Result<Vec<RowHash>, ChunkError> {
+    async fn kept_rows(
+        &mut self,
+        pair: &Pair,
+        range: &KeyRange,
+    ) -> Result<Vec<RowHash>, ChunkError> {
         let rows = checksum::rows(&mut self.src, &pair.source, range).await?;
         let mut kept = Vec::with_capacity(rows.len());
         for r in rows {
             let keep = match &pair.projection.filter {
                 None => true,
-                Some(f) => f
-                    .matches(&pair.filter_names, &r.extra)
-                    .map_err(|e| ChunkError::Table(format!("its filter cannot be evaluated: {e}")))?,
+                Some(f) => f.matches(&pair.filter_names, &r.extra).map_err(|e| {
+                    ChunkError::Table(format!("its filter cannot be evaluated: {e}"))
+                })?,
             };
             if keep {
                 kept.push(r);
@@ -554,7 +624,12 @@ impl<'a> Verifier<'a> {
 
     /// Rewrites the differing keys of `range` from the source, the target frozen at its
     /// checkpoint meanwhile (see the module doc); returns how many are equal afterwards.
-    async fn repair(&mut self, pair: &Pair, range: &KeyRange, diffs: &Diffs) -> Result<u64, VerifyError> {
+    async fn repair(
+        &mut self,
+        pair: &Pair,
+        range: &KeyRange,
+        diffs: &Diffs,
+    ) -> Result<u64, VerifyError> {
         let mut last = None;
         for attempt in 0..3u32 {
             if attempt > 0 {
@@ -581,22 +656,29 @@ impl<'a> Verifier<'a> {
         if let Some(e) = last {
             return Err(e.into());
         }
-        let still = self.compare_rows(pair, range).await.map_err(ChunkError::fatal)?;
+        let still = self
+            .settled_differences(pair, range)
+            .await
+            .map_err(ChunkError::fatal)?;
         Ok(diffs
             .iter()
             .filter(|(k, _)| !still.iter().any(|(s, _)| s == k))
             .count() as u64)
     }
 
-    async fn repair_once(&mut self, pair: &Pair, range: &KeyRange, diffs: &Diffs) -> Result<(), VerifyError> {
+    async fn repair_once(
+        &mut self,
+        pair: &Pair,
+        range: &KeyRange,
+        diffs: &Diffs,
+    ) -> Result<(), VerifyError> {
         if self.writer.is_none() {
             self.writer = Some(RowWriter::new(&mut self.sink, 1000).await?);
         }
         let pipeline = &self.spec.pipeline;
         target::exec(&mut self.sink, "SET SESSION innodb_lock_wait_timeout = 5").await?;
         target::exec(&mut self.sink, "BEGIN").await?;
-        const FREEZE: &str =
-            "SELECT 1 FROM `rowsync_checkpoint` WHERE `pipeline` = ? FOR UPDATE";
+        const FREEZE: &str = "SELECT 1 FROM `rowsync_checkpoint` WHERE `pipeline` = ? FOR UPDATE";
         sqlx::query(FREEZE)
             .bind(pipeline)
             .execute(&mut self.sink)
@@ -624,7 +706,9 @@ impl<'a> Verifier<'a> {
                 continue;
             }
             seen.insert(encoded, ());
-            let keep = p.keeps(row).map_err(|e| SinkError::Checkpoint(e.to_string()))?;
+            let keep = p
+                .keeps(row)
+                .map_err(|e| SinkError::Checkpoint(e.to_string()))?;
             ops.push(match keep {
                 true => Op::Upsert(p.clone(), p.row(row)),
                 false => Op::Delete(p.clone(), key),

@@ -148,7 +148,11 @@ pub async fn load_with_phase(
     let offset: u64 = row.try_get(1).map_err(get)?;
     let gtid: Option<String> = row.try_get(2).map_err(get)?;
     let bad = |e: ParsePositionError| SinkError::Checkpoint(e.to_string());
-    let flavor: Flavor = row.try_get::<String, _>(3).map_err(get)?.parse().map_err(bad)?;
+    let flavor: Flavor = row
+        .try_get::<String, _>(3)
+        .map_err(get)?
+        .parse()
+        .map_err(bad)?;
     let gtid = gtid
         .map(|text| GtidSet::parse_for(flavor, &text))
         .transpose()

@@ -71,13 +71,10 @@ pub async fn records(
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
     rows.into_iter()
-        .map(|(replica, source, finished_at, chunks, rows, differing, repaired, complete, detail)| {
-            let (db, table) = source.split_once('.').ok_or_else(|| {
-                SinkError::Checkpoint(format!("bad table name `{source}` in rowsync_verify"))
-            })?;
-            Ok(VerifyRecord {
+        .map(
+            |(
                 replica,
-                source: TableName::new(db, table),
+                source,
                 finished_at,
                 chunks,
                 rows,
@@ -85,8 +82,23 @@ pub async fn records(
                 repaired,
                 complete,
                 detail,
-            })
-        })
+            )| {
+                let (db, table) = source.split_once('.').ok_or_else(|| {
+                    SinkError::Checkpoint(format!("bad table name `{source}` in rowsync_verify"))
+                })?;
+                Ok(VerifyRecord {
+                    replica,
+                    source: TableName::new(db, table),
+                    finished_at,
+                    chunks,
+                    rows,
+                    differing,
+                    repaired,
+                    complete,
+                    detail,
+                })
+            },
+        )
         .collect()
 }
 
@@ -96,7 +108,8 @@ pub async fn next_key(
     pipeline: &str,
     replica: &str,
 ) -> Result<Option<String>, SinkError> {
-    const SQL: &str = "SELECT `next_key` FROM `rowsync_verify` WHERE `pipeline` = ? AND `replica_table` = ?";
+    const SQL: &str =
+        "SELECT `next_key` FROM `rowsync_verify` WHERE `pipeline` = ? AND `replica_table` = ?";
     let row: Option<(Option<String>,)> = sqlx::query_as(SQL)
         .bind(pipeline)
         .bind(replica)
