@@ -344,6 +344,17 @@ mod tests {
                 deletes: 0,
             },
         );
+        status.set_verified(vec![crate::model::table::VerifyRecord {
+            replica: "t".into(),
+            source: TableName::new("p", "t"),
+            finished_at: 1,
+            chunks: 1,
+            rows: 1,
+            differing: 0,
+            repaired: 0,
+            complete: true,
+            detail: String::new(),
+        }]);
         let text = render(&[status.snapshot()], Some(true), (1, 0)).unwrap();
         text.lines()
             .filter(|l| !l.starts_with('#'))
