@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
-use crate::engine::status::Snapshot;
+use crate::engine::status::{Snapshot, State};
 
 /// One change made through the admin API.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
@@ -103,7 +103,11 @@ impl StateStore {
     /// Records `snapshot` for `pipeline`.
     pub async fn save(&self, pipeline: &str, snapshot: &Snapshot) -> Result<(), StateError> {
         let failure = snapshot.state.failure();
-        let error = failure.map(|f| f.message.clone());
+        // A standby's "error" is who holds the lock.
+        let error = match &snapshot.state {
+            State::Standby(holder) => Some(format!("the target's lock is held by {holder}")),
+            state => state.failure().map(|f| f.message.clone()),
+        };
         let class = failure.map(|f| f.class.as_str());
         sqlx::query(
             "INSERT INTO target_state (pipeline, target, state, error, error_class, binlog_position, gtid, lag_secs, rows_applied, transactions_applied, updated_at)

@@ -106,6 +106,9 @@ function targetCard(t) {
   if (t.error) {
     card.append(el("p", { class: "error" }, `${t.error.class} error: ${t.error.message}`));
   }
+  if (t.lock_holder) {
+    card.append(el("p", {}, `Standing by: the target's lock is held by ${t.lock_holder}; this process takes over when that one stops.`));
+  }
   const copying = t.copy.filter((c) => !c.done);
   if (copying.length) {
     card.append(el("h4", {}, "Copy progress"));

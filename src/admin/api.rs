@@ -339,6 +339,8 @@ pub struct TargetView {
     pub restarts: u64,
     /// The last `verify` result per replica table.
     pub verified: Vec<VerifiedView>,
+    /// While standing by: the process that holds the target's lock.
+    pub lock_holder: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -415,6 +417,10 @@ impl From<&Snapshot> for TargetView {
             errors_transient: s.errors_transient,
             errors_definite: s.errors_definite,
             restarts: s.runs.saturating_sub(1),
+            lock_holder: match &s.state {
+                crate::engine::status::State::Standby(holder) => Some(holder.clone()),
+                _ => None,
+            },
             verified: s
                 .verified
                 .iter()

@@ -22,6 +22,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mysql_async::Opts;
 use sqlx::mysql::MySqlConnection;
@@ -37,6 +38,7 @@ use crate::model::value::{decode_key, encode_key, Value};
 use crate::routing::mapping::{Projection, Router};
 use crate::routing::replicas;
 use crate::sink::writer::{Op, RowWriter};
+use crate::sink::lock::Fence;
 use crate::sink::{self, checkpoint, replica, target, Observer, SinkError};
 use crate::source::catalog;
 use crate::source::conn::connect;
@@ -57,6 +59,11 @@ pub struct CopyJob<'a> {
     pub batch_rows: usize,
     pub status: &'a TargetStatus,
     pub cancel: &'a CancellationToken,
+    /// Checked before each commit: the target's lock is still this process's.
+    pub fence: Option<&'a Fence>,
+    /// `wait_timeout` of the copy's target sessions, so a frozen process's open chunk
+    /// does not outlive its lock (see `sink::lock`).
+    pub session_timeout: Option<Duration>,
 }
 
 /// Copies what is left to copy and returns the position the stream starts from, or `None`
@@ -122,6 +129,17 @@ pub async fn run(
     Ok(Some(start))
 }
 
+impl CopyJob<'_> {
+    /// A target session for the copy's writes.
+    async fn connect(&self) -> Result<MySqlConnection, SinkError> {
+        let mut conn = target::connect(self.target).await?;
+        if let Some(timeout) = self.session_timeout {
+            target::set_wait_timeout(&mut conn, timeout).await?;
+        }
+        Ok(conn)
+    }
+}
+
 /// Copies tables from `queue` until it is empty; `false` when cancelled.
 async fn worker(
     mut snapshot: Snapshot,
@@ -130,7 +148,7 @@ async fn worker(
     progress: &[CopyProgress],
     start: &Checkpoint,
 ) -> Result<bool, PipelineError> {
-    let mut conn = target::connect(job.target).await?;
+    let mut conn = job.connect().await?;
     let mut writer = RowWriter::new(&mut conn, job.batch_rows).await?;
     loop {
         let next = queue.lock().ok().and_then(|mut q| q.pop_front());
@@ -342,7 +360,7 @@ async fn copy_chunks(
                 rows_estimated: estimate,
             };
             let records = replicas::records_for(job.router, &table.name);
-            sink::copy::start_table(conn, job.pipeline, &records, &fresh).await?;
+            sink::copy::start_table(conn, job.pipeline, &records, &fresh, job.fence).await?;
             fresh
         }
     };
@@ -442,7 +460,7 @@ async fn transfer(
     let (job, table, abort) = (lane.job, lane.table, &lane.abort);
     let mut extra = Vec::new();
     for _ in 1..job.copy.writers.max(1) {
-        let mut c = target::connect(job.target).await?;
+        let mut c = job.connect().await?;
         let w = RowWriter::new(&mut c, job.batch_rows).await?;
         extra.push((c, w));
     }
@@ -572,7 +590,7 @@ async fn write_chunks(
                     }
                 }
             }
-            sink::copy::commit_chunk(conn, job.pipeline, &chunk.progress).await?;
+            sink::copy::commit_chunk(conn, job.pipeline, &chunk.progress, job.fence).await?;
             turn.send_replace(chunk.seq + 1);
             job.status.copy_progress(&chunk.progress);
             if chunk.seq % 20 == 19 {

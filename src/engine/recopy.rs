@@ -22,7 +22,7 @@ use super::status::TargetStatus;
 use super::target::{PipelineError, TargetSpec};
 use crate::model::name::TableName;
 use crate::model::table::TableState;
-use crate::sink::{checkpoint, target, SinkError};
+use crate::sink::{checkpoint, lock, target, SinkError};
 use crate::source::conn::connect;
 use crate::source::info::SourceInfo;
 use crate::source::SourceError;
@@ -103,14 +103,11 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<Option<Recopied>, RecopyError> {
     let mut conn = open(spec, table).await?;
-    if checkpoint::lock_target(&mut conn, &spec.pipeline, spec.name(), 0)
-        .await
-        .is_err()
-    {
+    let Ok(fence) = lock::lock_target(&mut conn, &spec.pipeline, spec.name(), 0).await else {
         // A pipeline works on the target: it carries the re-copy out, streaming on.
         request(spec, table, "asked for by `rowsync resync`").await?;
         return wait_for_daemon(&mut conn, &spec.pipeline, table, cancel).await;
-    }
+    };
     if checkpoint::load(&mut conn, &spec.pipeline).await?.is_none() {
         return Err(RecopyError::NotStarted(spec.name().to_owned()));
     }
@@ -132,6 +129,8 @@ pub async fn run(
         batch_rows: spec.apply.batch_rows,
         status: &status,
         cancel,
+        fence: Some(&fence),
+        session_timeout: None,
     };
     let floor = match copy::recopy(&mut conn, &job, table).await? {
         copy::Recopy::Done(floor) => floor,

@@ -38,6 +38,9 @@ pub enum State {
     Streaming,
     /// Paused by a command; resumes from its checkpoint on `Resume`.
     Paused,
+    /// Another process holds the target's lock (who, as it named itself); this one takes
+    /// over when that one stops.
+    Standby(String),
     /// A transient error; the pipeline reconnects after a backoff.
     Retrying(Failure),
     /// A definite error; the target stays stopped until restarted (or reloaded).
@@ -53,6 +56,7 @@ impl State {
             State::Copying => "copying",
             State::Streaming => "streaming",
             State::Paused => "paused",
+            State::Standby(_) => "standby",
             State::Retrying(_) => "retrying",
             State::Stopped(_) => "stopped",
             State::ShutDown => "shut down",

@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::copy::{self, CopyJob};
 use super::status::{Failure, State, TargetStatus};
-use crate::config::{ApplyConfig, Config, CopyConfig, SourceConfig, TargetConfig, VerifyConfig};
+use crate::config::{
+    ApplyConfig, Config, CopyConfig, SourceConfig, StandbyConfig, TargetConfig, VerifyConfig,
+};
 use crate::model::definition::SourceDefinition;
 use crate::model::event::{event_channel, EventReceiver};
 use crate::model::name::TableName;
@@ -35,6 +37,7 @@ use crate::model::ErrorClass;
 use crate::routing::mapping::Router;
 use crate::routing::replicas::{self, ReplicaPlan};
 use crate::sink::apply::{Applier, ApplyExit, Command};
+use crate::sink::lock::{self, Acquired, Fence, TargetLock};
 use crate::sink::{checkpoint, replica, target, SinkError, SourceCatalog};
 use crate::source::conn::{configured_opts, connect};
 use crate::source::info::SourceInfo;
@@ -86,6 +89,7 @@ pub struct TargetSpec {
     pub apply: ApplyConfig,
     pub copy: CopyConfig,
     pub verify: VerifyConfig,
+    pub standby: StandbyConfig,
 }
 
 impl TargetSpec {
@@ -104,6 +108,7 @@ impl TargetSpec {
                 apply: config.apply.clone(),
                 copy: config.copy.clone(),
                 verify: config.verify.clone(),
+                standby: config.standby.clone(),
             })
             .collect()
     }
@@ -197,7 +202,82 @@ async fn run_once(
     status: &Arc<TargetStatus>,
     cancel: &CancellationToken,
 ) -> Result<Outcome, PipelineError> {
-    let mut p = prepare(spec).await?;
+    let Some(lock) = stand_by(spec, status, cancel).await? else {
+        return Ok(Outcome::Shutdown);
+    };
+    let fence = lock.fence();
+    let release = CancellationToken::new();
+    let mut keeper = tokio::spawn(lock.keep(release.clone()));
+    let attempt = cancel.child_token();
+    let pipeline = locked_run(spec, fence, status, &attempt);
+    tokio::pin!(pipeline);
+    tokio::select! {
+        result = &mut pipeline => {
+            release.cancel();
+            let _ = (&mut keeper).await;
+            result
+        }
+        kept = &mut keeper => {
+            // Lost: stop, and give up on anything still waiting on a dead connection. The
+            // fence keeps whatever is still in flight from committing.
+            attempt.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut pipeline).await;
+            let reason = match kept {
+                Ok(Err(reason)) => reason,
+                Ok(Ok(())) => "released".into(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(target = %spec.name(), %reason, "lost the target's lock; standing by again");
+            Err(SinkError::Fenced(format!("lost the target's lock: {reason}")).into())
+        }
+    }
+}
+
+/// Waits until this process holds the target's lock (`None`: cancelled meanwhile), showing
+/// who holds it in the status and the log while it stands by.
+async fn stand_by(
+    spec: &TargetSpec,
+    status: &TargetStatus,
+    cancel: &CancellationToken,
+) -> Result<Option<TargetLock>, PipelineError> {
+    let mut announced: Option<String> = None;
+    loop {
+        let attempt = lock::acquire(
+            &spec.target,
+            &spec.pipeline,
+            spec.standby.takeover,
+            Duration::from_secs(5),
+        );
+        let acquired = tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            acquired = attempt => acquired?,
+        };
+        match acquired {
+            Acquired::Held(lock) => {
+                if announced.is_some() {
+                    tracing::info!(target = %spec.name(), "took over the target's lock; this process is now active");
+                }
+                return Ok(Some(lock));
+            }
+            Acquired::Busy { holder } => {
+                if announced.as_ref() != Some(&holder) {
+                    tracing::info!(target = %spec.name(), %holder, "standing by: another rowsync process holds the target's lock; taking over when it stops");
+                }
+                status.set_state(State::Standby(holder.clone()));
+                announced = Some(holder);
+            }
+        }
+    }
+}
+
+/// One attempt with the target's lock held.
+async fn locked_run(
+    spec: &TargetSpec,
+    fence: Fence,
+    status: &Arc<TargetStatus>,
+    cancel: &CancellationToken,
+) -> Result<Outcome, PipelineError> {
+    let mut p = prepare(spec, fence).await?;
     make_replicas(&mut p).await?;
     request_copies(&mut p).await?;
     let Some(start) = resolve_start(&mut p, status, cancel).await? else {
@@ -212,6 +292,8 @@ async fn run_once(
 /// A target locked for this attempt, with its replicas planned.
 struct Prepared<'a> {
     spec: &'a TargetSpec,
+    /// Checked before every commit (see `sink::lock`).
+    fence: Fence,
     opts: Opts,
     conn: MySqlConnection,
     src: Option<Conn>,
@@ -244,6 +326,7 @@ fn copy_job<'b>(
     opts: &'b Opts,
     info: &'b SourceInfo,
     skip: &'b HashSet<TableName>,
+    fence: &'b Fence,
     status: &'b TargetStatus,
     cancel: &'b CancellationToken,
 ) -> CopyJob<'b> {
@@ -258,18 +341,21 @@ fn copy_job<'b>(
         batch_rows: spec.apply.batch_rows,
         status,
         cancel,
+        fence: Some(fence),
+        session_timeout: Some(spec.standby.takeover),
     }
 }
 
 /// Locks the target for this process, reads the source, and plans the replicas: which are
 /// copied, which conflict, which no mapping fills any more.
-async fn prepare(spec: &TargetSpec) -> Result<Prepared<'_>, PipelineError> {
+async fn prepare(spec: &TargetSpec, fence: Fence) -> Result<Prepared<'_>, PipelineError> {
     let opts = spec.source_opts()?;
     let pipeline = &spec.pipeline;
     let mut conn = target::connect(&spec.target).await?;
     checkpoint::ensure_tables(&mut conn).await?;
-    // One process at a time works on a target: this session holds the lock until it ends.
-    checkpoint::lock_target(&mut conn, pipeline, spec.name(), 10).await?;
+    // The lock is ours (`run_once`); a transaction of the process that held it before may
+    // still be ending: read the checkpoint it leaves.
+    checkpoint::settle(&mut conn, pipeline).await?;
     let mut skip: HashSet<_> = checkpoint::stopped_tables(&mut conn, pipeline)
         .await?
         .into_iter()
@@ -311,6 +397,7 @@ async fn prepare(spec: &TargetSpec) -> Result<Prepared<'_>, PipelineError> {
     }
     Ok(Prepared {
         spec,
+        fence,
         opts,
         conn,
         src: Some(src),
@@ -449,7 +536,7 @@ async fn resolve_start(
         None if copying => None,
         None => return new_target_start(p).await.map(Some),
     };
-    let job = copy_job(p.spec, &p.opts, &p.info, &p.skip, status, cancel);
+    let job = copy_job(p.spec, &p.opts, &p.info, &p.skip, &p.fence, status, cancel);
     copy::run(&mut p.conn, &job, resume).await
 }
 
@@ -475,7 +562,7 @@ async fn finish_recopies(
 ) -> Result<bool, PipelineError> {
     let pipeline = &p.spec.pipeline;
     let no_skip = HashSet::new();
-    let job = copy_job(p.spec, &p.opts, &p.info, &no_skip, status, cancel);
+    let job = copy_job(p.spec, &p.opts, &p.info, &no_skip, &p.fence, status, cancel);
     let mut waiting = Vec::new();
     for f in checkpoint::table_floors(&mut p.conn, pipeline).await? {
         if f.state != TableState::Copying {
@@ -546,11 +633,15 @@ async fn stream(
     status.started(&start, stopped);
     let Prepared {
         opts,
-        conn,
+        mut conn,
         info,
         skip,
+        fence,
         ..
     } = p;
+    // A frozen process's open group must not outlive its lock (see `sink::lock`); the
+    // writer pings while idle.
+    target::set_wait_timeout(&mut conn, spec.standby.takeover).await?;
 
     let router = Arc::new(spec.router.clone());
     let reader_cancel = cancel.child_token();
@@ -571,7 +662,8 @@ async fn stream(
     )
     .await?
     .with_commands(command_rx)
-    .with_source_time_zone(info.time_zone.clone());
+    .with_source_time_zone(info.time_zone.clone())
+    .with_fence(fence.clone(), spec.standby.takeover / 3);
     // The writer stops at a boundary when cancelled, or when a re-copy asks for a restart.
     let restart = cancel.child_token();
     let apply = async {
@@ -580,7 +672,7 @@ async fn stream(
         result
     };
     let no_skip = HashSet::new();
-    let job = copy_job(spec, &opts, &info, &no_skip, status, &restart);
+    let job = copy_job(spec, &opts, &info, &no_skip, &fence, status, &restart);
     let recopies = async {
         let result = serve_recopies(&job, &commands, &restart).await;
         restart.cancel();

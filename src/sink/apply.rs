@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint;
 use super::ddl;
+use super::lock::Fence;
 use super::replica;
 use super::writer::{changes_to_ops, Op, RowWriter};
 use super::{Observer, SinkError, SourceCatalog};
@@ -253,6 +254,10 @@ pub struct Applier {
     source_time_zone: String,
     /// Commands received inside a source transaction, for its end.
     deferred: Vec<Command>,
+    /// Checked before each commit and followed DDL (see `sink::lock`).
+    fence: Option<Fence>,
+    /// A ping after this long idle keeps the session within its `wait_timeout`.
+    keepalive: Option<Duration>,
 }
 
 impl Applier {
@@ -298,12 +303,21 @@ impl Applier {
             replayed: None,
             source_time_zone: "+00:00".into(),
             deferred: Vec::new(),
+            fence: None,
+            keepalive: None,
         })
     }
 
     /// The source server's own time zone, for statements that logged none.
     pub fn with_source_time_zone(mut self, zone: String) -> Self {
         self.source_time_zone = zone;
+        self
+    }
+
+    /// Commits only while `fence` holds, and pings after `keepalive` idle.
+    pub fn with_fence(mut self, fence: Fence, keepalive: Duration) -> Self {
+        self.fence = Some(fence);
+        self.keepalive = Some(keepalive.max(Duration::from_millis(500)));
         self
     }
 
@@ -397,6 +411,13 @@ impl Applier {
                             None => std::future::pending().await,
                         }
                     };
+                    let keepalive = self.keepalive;
+                    let idle = async {
+                        match keepalive {
+                            Some(after) => tokio::time::sleep(after).await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         biased;
                         _ = cancel.cancelled() => {
@@ -409,6 +430,10 @@ impl Applier {
                         }
                         _ = idle_store => {
                             self.commit_group().await?;
+                            continue;
+                        }
+                        _ = idle => {
+                            self.exec_plain("DO 0").await?;
                             continue;
                         }
                         event = rx.recv() => match event {
@@ -739,6 +764,9 @@ impl Applier {
         if self.has_writes() {
             self.commit_group().await?;
         }
+        if let Some(fence) = &self.fence {
+            fence.check(&mut self.conn).await?;
+        }
         // SYSTEM, logged or not, is the source server's own zone, not the target's.
         let zone = match clock.time_zone {
             Some(zone) if !zone.eq_ignore_ascii_case("SYSTEM") => zone,
@@ -1042,6 +1070,9 @@ impl Applier {
         }
         if self.pending.is_some() {
             checkpoint::store(&mut self.conn, &self.pipeline, &checkpoint).await?;
+        }
+        if let Some(fence) = &self.fence {
+            fence.check(&mut self.conn).await?;
         }
         let commit = Instant::now();
         self.exec_plain("COMMIT").await?;

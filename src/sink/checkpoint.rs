@@ -433,33 +433,18 @@ pub async fn reset_copy_progress(
     exec_for_table(conn, SQL, pipeline, table).await
 }
 
-/// Takes the target's lock for `pipeline`, held by this session until it ends, so that two
-/// rowsync processes (a `run` and a `resync`) never write one target at once.
-pub async fn lock_target(
-    conn: &mut MySqlConnection,
-    pipeline: &str,
-    target: &str,
-    wait_secs: u32,
-) -> Result<(), SinkError> {
-    const SQL: &str = "SELECT GET_LOCK(?, ?)";
-    // Lock names are server-wide and targets may share a server: name the target too.
-    let name: String = format!("rowsync:{pipeline}:{target}")
-        .chars()
-        .take(64)
-        .collect();
-    let (got,): (Option<i64>,) = sqlx::query_as(SQL)
-        .bind(&name)
-        .bind(wait_secs)
-        .fetch_one(&mut *conn)
+/// Waits until no transaction holds `pipeline`'s checkpoint row (a locking read): a process
+/// that just took the target's lock then reads the checkpoint an old holder's last
+/// transaction committed, or the one before it if that rolled back, never one in between.
+pub async fn settle(conn: &mut MySqlConnection, pipeline: &str) -> Result<(), SinkError> {
+    const SQL: &str =
+        "SELECT 1 FROM `rowsync_checkpoint` WHERE `pipeline` = ? LOCK IN SHARE MODE";
+    sqlx::query(SQL)
+        .bind(pipeline)
+        .execute(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
-    if got == Some(1) {
-        Ok(())
-    } else {
-        Err(SinkError::Busy(format!(
-            "another rowsync process (run or resync) is working on target `{target}` (lock `{name}` is held)"
-        )))
-    }
+    Ok(())
 }
 
 /// Tables whose re-copy was requested (by `rowsync resync` while `run` works on the target).

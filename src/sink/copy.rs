@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use sqlx::mysql::MySqlConnection;
 
+use super::lock::Fence;
 use super::target::exec;
 use super::writer::{Op, RowWriter};
 use super::{checkpoint, SinkError};
@@ -21,6 +22,7 @@ pub async fn start_table(
     pipeline: &str,
     records: &[ReplicaRecord],
     progress: &CopyProgress,
+    fence: Option<&Fence>,
 ) -> Result<(), SinkError> {
     exec(conn, "BEGIN").await?;
     let mut emptied = HashSet::new();
@@ -37,6 +39,14 @@ pub async fn start_table(
         checkpoint::record_replica(conn, pipeline, record).await?;
     }
     checkpoint::store_copy_progress(conn, pipeline, progress).await?;
+    fenced_commit(conn, fence).await
+}
+
+/// COMMIT, once `fence` says this process still holds the target's lock.
+async fn fenced_commit(conn: &mut MySqlConnection, fence: Option<&Fence>) -> Result<(), SinkError> {
+    if let Some(fence) = fence {
+        fence.check(conn).await?;
+    }
     exec(conn, "COMMIT").await
 }
 
@@ -55,9 +65,10 @@ pub async fn commit_chunk(
     conn: &mut MySqlConnection,
     pipeline: &str,
     progress: &CopyProgress,
+    fence: Option<&Fence>,
 ) -> Result<(), SinkError> {
     checkpoint::store_copy_progress(conn, pipeline, progress).await?;
-    exec(conn, "COMMIT").await
+    fenced_commit(conn, fence).await
 }
 
 /// Rolls back whatever chunk is open on `conn`.

@@ -20,6 +20,7 @@ pub mod apply;
 pub mod checkpoint;
 pub mod copy;
 pub mod ddl;
+pub mod lock;
 pub mod replica;
 pub mod target;
 pub mod verified;
@@ -88,6 +89,9 @@ pub enum SinkError {
     Checkpoint(String),
     #[error("{0}")]
     Busy(String),
+    /// The target's lock moved to another process: this one must not commit.
+    #[error("{0}")]
+    Fenced(String),
     #[error("holding a prepared XA branch in a temporary file: {source}")]
     Spill {
         #[source]
@@ -156,7 +160,7 @@ impl SinkError {
             },
             SinkError::Catalog { class, .. } => *class == ErrorClass::Transient,
             // The branch is read again from its floor after a restart.
-            SinkError::Busy(_) | SinkError::Spill { .. } => true,
+            SinkError::Busy(_) | SinkError::Fenced(_) | SinkError::Spill { .. } => true,
             _ => false,
         }
     }

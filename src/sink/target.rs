@@ -62,6 +62,19 @@ pub async fn set_sql_mode(conn: &mut MySqlConnection, mode: &str) -> Result<(), 
     Ok(())
 }
 
+/// Lets the server close `conn`'s session after `timeout` without a statement (see
+/// `sink::lock`: a frozen process's sessions must not outlive its lock for long).
+pub async fn set_wait_timeout(
+    conn: &mut MySqlConnection,
+    timeout: std::time::Duration,
+) -> Result<(), SinkError> {
+    exec(
+        conn,
+        &format!("SET SESSION wait_timeout = {}", timeout.as_secs().max(1)),
+    )
+    .await
+}
+
 /// Opens a session on `target` with rowsync's session settings.
 pub async fn connect(target: &TargetConfig) -> Result<MySqlConnection, SinkError> {
     let opts = connect_options(&target.url, target.tls.as_ref())?;
