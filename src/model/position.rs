@@ -192,6 +192,9 @@ impl FromStr for Sid {
     }
 }
 
+/// The largest MySQL transaction number (`GNO_END - 1`: numbers are signed 64-bit, from 1).
+pub const MAX_GNO: u64 = i64::MAX as u64;
+
 /// A GTID state: what a replica has executed.
 ///
 /// MariaDB keeps the last GTID per replication domain; MySQL keeps, per server uuid, the set
@@ -214,14 +217,17 @@ impl GtidSet {
     pub fn add_mysql(&mut self, sid: Sid, gno: u64) {
         let GtidSet::Mysql(sets) = self else { return };
         let intervals = sets.entry(sid).or_default();
-        let at = intervals.partition_point(|&(_, end)| end + 1 < gno);
+        // Saturating: a number at the very end of the range must not wrap and merge wrongly.
+        let at = intervals.partition_point(|&(_, end)| end.saturating_add(1) < gno);
         match intervals.get_mut(at) {
-            Some((start, end)) if *start <= gno + 1 && gno <= *end + 1 => {
+            Some((start, end))
+                if *start <= gno.saturating_add(1) && gno <= end.saturating_add(1) =>
+            {
                 *start = (*start).min(gno);
                 *end = (*end).max(gno);
                 // Merge with the next interval when the gap closed.
                 if let Some(&(next_start, next_end)) = intervals.get(at + 1) {
-                    if next_start <= intervals[at].1 + 1 {
+                    if next_start <= intervals[at].1.saturating_add(1) {
                         intervals[at].1 = intervals[at].1.max(next_end);
                         intervals.remove(at + 1);
                     }
@@ -272,7 +278,7 @@ impl GtidSet {
                         .map_err(|_| bad("MySQL GTID set", s, "interval is not numeric"))
                 };
                 let (a, b) = (num(a)?, num(b)?);
-                if a == 0 || b < a {
+                if a == 0 || b < a || b > MAX_GNO {
                     return Err(bad("MySQL GTID set", s, "bad interval"));
                 }
                 if let GtidSet::Mysql(sets) = &mut set {
@@ -282,7 +288,7 @@ impl GtidSet {
                     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
                     for &(s0, e0) in intervals.iter() {
                         match merged.last_mut() {
-                            Some(last) if s0 <= last.1 + 1 => last.1 = last.1.max(e0),
+                            Some(last) if s0 <= last.1.saturating_add(1) => last.1 = last.1.max(e0),
                             _ => merged.push((s0, e0)),
                         }
                     }
@@ -615,6 +621,24 @@ crate::model::serde_as_text!(Position, GtidSet, StartAt);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The end of MySQL's transaction number range neither overflows nor parses past it (the
+    /// fuzzing of the binlog reader found `add_mysql` overflowing on 2^64 − 1).
+    #[test]
+    fn mysql_gtid_numbers_at_the_end_of_the_range() {
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let mut set = GtidSet::parse_mysql(&format!("{uuid}:1-5")).unwrap();
+        let sid: Sid = uuid.parse().unwrap();
+        for gno in [MAX_GNO, MAX_GNO - 1, u64::MAX, u64::MAX] {
+            set.add_mysql(sid, gno);
+        }
+        assert_eq!(
+            set.to_string(),
+            format!("{uuid}:1-5:{}-{MAX_GNO}:{}", MAX_GNO - 1, u64::MAX)
+        );
+        assert!(GtidSet::parse_mysql(&format!("{uuid}:1-{MAX_GNO}")).is_ok());
+        assert!(GtidSet::parse_mysql(&format!("{uuid}:1-{}", MAX_GNO + 1)).is_err());
+    }
 
     #[test]
     fn binlog_file_keeps_padding() {

@@ -27,6 +27,7 @@ pub mod checksum;
 pub mod conn;
 pub mod info;
 pub mod mariadb;
+pub mod payload;
 pub mod reader;
 pub mod rows_event;
 pub mod schema;
@@ -70,6 +71,13 @@ pub enum SourceError {
     Unsupported { position: String, what: String },
     #[error("binlog protocol: {reason}")]
     Protocol { reason: String },
+    #[error("the compressed transaction (TRANSACTION_PAYLOAD event) at {position} cannot be read in full: {source}. rowsync stops here rather than skip its rows; inspect the event with `mysqlbinlog --start-position`")]
+    Payload {
+        position: String,
+        source: payload::PayloadError,
+    },
+    #[error("the binlog client library failed reading the event at {position} (a malformed or truncated event): {message}")]
+    ClientPanic { position: String, message: String },
     #[error("{reason}")]
     Config { reason: String },
     #[error(transparent)]

@@ -6,13 +6,24 @@
 //! standalone (DDL) group. Rows events of tables the selector does not select are skipped before
 //! decoding. The reader returns on the first error; the pipeline restarts it from the target's
 //! committed checkpoint, so nothing it sent of an unfinished transaction is ever committed.
+//!
+//! # Events the client library mishandles
+//! mysql_async reads, parses and decompresses each event inside its stream's `poll_next`.
+//! mysql_common panics there on some malformed events (an event shorter than its header says,
+//! one too short for its checksum, a TRANSACTION_PAYLOAD header with an unknown compression
+//! type), and it silently drops the events of a payload it cannot decompress. `next_event`
+//! turns such a panic into a definite `ClientPanic` error at the reader's position, and the
+//! state machine counts the events of every payload (`payload`), so a dropped one is a definite
+//! `Payload` error instead of a transaction skipped. The property tests in
+//! `reader_fuzz_tests.rs` replay mutated events of every kind through this path: the reader
+//! answers with events or an error, never a panic or an allocation the event does not justify.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use mysql_async::binlog::events::{Event, GtidEvent, RotateEvent};
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
@@ -24,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::catalog::{self, CatalogTable};
 use super::info::SourceInfo;
 use super::mariadb;
+use super::payload;
 use super::rows_event::{self, compressed_query, rows_event_type, RowsKind};
 use super::schema::{self, SchemaError};
 use super::statement::{classify, Statement};
@@ -34,7 +46,7 @@ use crate::model::event::{
 };
 use crate::model::name::TableName;
 use crate::model::position::{
-    BinlogFile, Checkpoint, Flavor, Floors, GroupId, GtidSet, Position, Sid,
+    BinlogFile, Checkpoint, Flavor, Floors, GroupId, GtidSet, Position, Sid, MAX_GNO,
 };
 use crate::model::schema::{ColumnFormat, TableSchema};
 
@@ -90,7 +102,7 @@ impl BinlogReader {
 
     /// Streams from `start` into `tx` until cancelled or an error occurs.
     pub async fn run(
-        self,
+        mut self,
         start: Checkpoint,
         tx: EventSender,
         cancel: CancellationToken,
@@ -164,10 +176,27 @@ impl BinlogReader {
             .map_err(|e| SourceError::from(e).explain_start(&start_text))?;
         tracing::info!(server_id = self.options.server_id, from = %start_text, "binlog stream open");
 
-        let mut state = StreamState::new(start, info, self.selects, self.skip);
-        if let Some(floors) = self.floors {
+        let skip = std::mem::take(&mut self.skip);
+        let mut state = StreamState::new(start, info, self.selects.clone(), skip);
+        if let Some(floors) = self.floors.take() {
             state.floors = floors;
         }
+        self.follow(&mut stream, &mut state, &tx, &cancel, &start_text)
+            .await
+    }
+
+    /// Turns the events of `stream` into batches for `tx` until cancelled or an error occurs.
+    async fn follow<S>(
+        &self,
+        stream: &mut S,
+        state: &mut StreamState,
+        tx: &EventSender,
+        cancel: &CancellationToken,
+        start_text: &str,
+    ) -> Result<(), SourceError>
+    where
+        S: Stream<Item = Result<Event, mysql_async::Error>> + Unpin,
+    {
         let read_timeout = self.options.read_timeout;
         // Second session for information_schema reads (the dump connection is busy).
         let mut catalog_conn: Option<Conn> = None;
@@ -175,7 +204,7 @@ impl BinlogReader {
         loop {
             // Events already received are taken without waiting. The batch goes downstream
             // before the reader waits on the network, so batching never holds an event back.
-            let ready = match stream.next().now_or_never() {
+            let ready = match next_event(stream).now_or_never() {
                 Some(next) if batch.len() < EVENT_BATCH => Some(next),
                 ready => {
                     if !batch.is_empty() {
@@ -189,18 +218,24 @@ impl BinlogReader {
                 Some(next) => Ok(next),
                 None => tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
-                    next = tokio::time::timeout(read_timeout, stream.next()) => next,
+                    next = tokio::time::timeout(read_timeout, next_event(stream)) => next,
                 },
             };
             let event = match next {
                 Err(_) => return Err(SourceError::ReadTimeout(read_timeout)),
-                Ok(None) => {
+                Ok(Err(message)) => {
+                    return Err(SourceError::ClientPanic {
+                        position: state.position().to_string(),
+                        message,
+                    })
+                }
+                Ok(Ok(None)) => {
                     return Err(SourceError::Protocol {
                         reason: "the source closed the binlog stream".into(),
                     })
                 }
-                Ok(Some(Err(e))) => return Err(SourceError::from(e).explain_start(&start_text)),
-                Ok(Some(Ok(event))) => event,
+                Ok(Ok(Some(Err(e)))) => return Err(SourceError::from(e).explain_start(start_text)),
+                Ok(Ok(Some(Ok(event)))) => event,
             };
             self.bytes_read.fetch_add(
                 u64::from(event.header().event_size()),
@@ -218,6 +253,35 @@ impl BinlogReader {
             state.handle_into(&event, &mut batch)?;
         }
     }
+}
+
+/// The next item of the binlog stream, or the message of a panic while reading it.
+///
+/// mysql_async reads, parses and (for TRANSACTION_PAYLOAD) decompresses each event inside the
+/// stream's `poll_next`, and mysql_common panics there on some malformed input: an event
+/// shorter than its header's size (`Event::read` unwraps its short read), an event too short
+/// for its checksum, a payload header with an unknown compression type or a field running
+/// past the event. Caught here, such a panic is a definite error at the reader's position
+/// instead of the end of the task. Asserting unwind safety is sound because a stream that
+/// panicked is never polled again: the reader returns, and drops it with its connection.
+fn next_event<S>(
+    stream: &mut S,
+) -> impl std::future::Future<Output = Result<Option<S::Item>, String>> + '_
+where
+    S: Stream + Unpin,
+{
+    std::panic::AssertUnwindSafe(stream.next())
+        .catch_unwind()
+        .map(|caught| caught.map_err(|panic| panic_message(panic.as_ref())))
+}
+
+/// The text of a panic's payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// A file/offset checkpoint is only valid on the server that wrote it.
@@ -316,6 +380,8 @@ struct StreamState {
     last_time: u32,
     /// The time zone the current QUERY event logged, if any.
     query_time_zone: Option<String>,
+    /// A TRANSACTION_PAYLOAD event whose inner events are still arriving.
+    payload: Option<payload::Pending>,
 }
 
 impl StreamState {
@@ -340,6 +406,7 @@ impl StreamState {
             group: Group::default(),
             last_time: start.source_time,
             query_time_zone: None,
+            payload: None,
         }
     }
 
@@ -427,6 +494,18 @@ impl StreamState {
         let header = event.header();
         let kind = header.event_type_raw();
         let event_start = self.position();
+        if let Some(pending) = &mut self.payload {
+            match pending.count(kind, u64::from(header.event_size())) {
+                Ok(false) => {}
+                Ok(true) => self.payload = None,
+                Err(source) => {
+                    return Err(SourceError::Payload {
+                        position: pending.at.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
         if kind != EventType::ROTATE_EVENT as u8 || header.log_pos() != 0 {
             self.verify_checksum(event)?;
         }
@@ -477,6 +556,14 @@ impl StreamState {
                 self.begin_group(true);
                 if k == EventType::GTID_EVENT as u8 {
                     let g: GtidEvent = event.read_event().map_err(io)?;
+                    if !(1..=MAX_GNO).contains(&g.gno()) {
+                        return Err(SourceError::Protocol {
+                            reason: format!(
+                                "malformed GTID event at {event_start}: transaction number {} out of range",
+                                g.gno()
+                            ),
+                        });
+                    }
                     self.group.mysql_gtid = Some((Sid(g.sid()), g.gno()));
                     self.group.id = Some(GroupId::Mysql(Sid(g.sid()), g.gno()));
                 } else {
@@ -571,7 +658,14 @@ impl StreamState {
                 return Err(self.unsupported("encrypted binlog (encrypt_binlog=ON)"));
             }
             k if k == EventType::TRANSACTION_PAYLOAD_EVENT as u8 => {
-                // Its inner events follow from the stream itself; nothing to do here.
+                // Its inner events follow from the stream itself; they are counted as they
+                // arrive, so a payload the client library dropped is an error (see `payload`).
+                let head =
+                    payload::parse_header(event.data()).map_err(|e| SourceError::Payload {
+                        position: event_start.to_string(),
+                        source: e.into(),
+                    })?;
+                self.payload = Some(payload::Pending::new(event_start, &head));
             }
             _ => {}
         }
@@ -958,6 +1052,14 @@ fn parse_rotate_name(name: &[u8], artificial: bool) -> Result<BinlogFile, Source
 #[cfg(test)]
 #[path = "reader_mysql_tests.rs"]
 mod mysql_tests;
+
+#[cfg(test)]
+#[path = "reader_stream_tests.rs"]
+mod stream_tests;
+
+#[cfg(test)]
+#[path = "reader_fuzz_tests.rs"]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

@@ -24,32 +24,32 @@ use crate::source::value::json_text;
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::FormatDescriptionEvent;
 
-const UUID: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
-const SERVER_ID: u32 = 1;
-const TIME: u32 = 1_700_000_000;
-const PRODUCT_ID: u64 = 84;
+pub(super) const UUID: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+pub(super) const SERVER_ID: u32 = 1;
+pub(super) const TIME: u32 = 1_700_000_000;
+pub(super) const PRODUCT_ID: u64 = 84;
 const OTHER_ID: u64 = 85;
 
 // Event type codes (libbinlogevents `Log_event_type`).
-const QUERY: u8 = 2;
-const FORMAT_DESCRIPTION: u8 = 15;
-const XID: u8 = 16;
-const TABLE_MAP: u8 = 19;
-const WRITE_ROWS_V2: u8 = 30;
-const UPDATE_ROWS_V2: u8 = 31;
-const GTID: u8 = 33;
+pub(super) const QUERY: u8 = 2;
+pub(super) const FORMAT_DESCRIPTION: u8 = 15;
+pub(super) const XID: u8 = 16;
+pub(super) const TABLE_MAP: u8 = 19;
+pub(super) const WRITE_ROWS_V2: u8 = 30;
+pub(super) const UPDATE_ROWS_V2: u8 = 31;
+pub(super) const GTID: u8 = 33;
 
 // Column type codes (`enum_field_types`).
-const T_LONGLONG: u8 = 8;
-const T_VARCHAR: u8 = 15;
-const T_JSON: u8 = 245;
+pub(super) const T_LONGLONG: u8 = 8;
+pub(super) const T_VARCHAR: u8 = 15;
+pub(super) const T_JSON: u8 = 245;
 
 // ---------------------------------------------------------------------------------------------
 // Little byte helpers
 // ---------------------------------------------------------------------------------------------
 
 /// A length-encoded integer (MySQL protocol `int<lenenc>`, also used by binlog bodies).
-fn lenenc(n: u64) -> Vec<u8> {
+pub(super) fn lenenc(n: u64) -> Vec<u8> {
     match n {
         0..=250 => vec![n as u8],
         251..=0xffff => [&[0xfc][..], &(n as u16).to_le_bytes()].concat(),
@@ -59,7 +59,7 @@ fn lenenc(n: u64) -> Vec<u8> {
 }
 
 /// The 6-byte little-endian table id of TABLE_MAP and rows events.
-fn table_id(id: u64) -> Vec<u8> {
+pub(super) fn table_id(id: u64) -> Vec<u8> {
     id.to_le_bytes()[..6].to_vec()
 }
 
@@ -102,7 +102,7 @@ fn post_header_lengths() -> Vec<u8> {
 
 /// One binlog file being written: frames bodies into events with the right sizes, end
 /// offsets and checksums, and reads them back with the file's format description.
-struct Binlog {
+pub(super) struct Binlog {
     fde: FormatDescriptionEvent<'static>,
     crc32: bool,
     /// Offset of the next event in the file.
@@ -112,7 +112,14 @@ struct Binlog {
 impl Binlog {
     /// Starts a file: its FORMAT_DESCRIPTION_EVENT at offset 4 (after the magic bytes), read
     /// as the dump client reads it; later events are read with its checksum footer.
-    fn start(crc32: bool) -> (Binlog, Event) {
+    pub(super) fn start(crc32: bool) -> (Binlog, Event) {
+        let (log, bytes) = Binlog::start_framed(crc32);
+        let event = log.read(&bytes);
+        (log, event)
+    }
+
+    /// `start`, with the FORMAT_DESCRIPTION_EVENT as the bytes the server sends.
+    pub(super) fn start_framed(crc32: bool) -> (Binlog, Vec<u8>) {
         let mut log = Binlog {
             fde: FormatDescriptionEvent::new(BinlogVersion::Version4),
             crc32,
@@ -129,17 +136,18 @@ impl Binlog {
         body.push(19);
         body.extend(post_header_lengths());
         body.push(u8::from(crc32));
-        let event = log.event(FORMAT_DESCRIPTION, &body);
+        let (bytes, _) = log.frame(FORMAT_DESCRIPTION, &body);
+        let event = log.read(&bytes);
         log.fde = event
             .read_event::<FormatDescriptionEvent<'_>>()
             .unwrap()
             .with_footer(event.footer())
             .into_owned();
-        (log, event)
+        (log, bytes)
     }
 
     /// The bytes of one event with `body`, ending at the returned offset.
-    fn frame(&mut self, kind: u8, body: &[u8]) -> (Vec<u8>, u32) {
+    pub(super) fn frame(&mut self, kind: u8, body: &[u8]) -> (Vec<u8>, u32) {
         let checksummed = self.crc32 || kind == FORMAT_DESCRIPTION;
         let size = 19 + body.len() as u32 + if checksummed { 4 } else { 0 };
         let end = self.next + size;
@@ -159,11 +167,11 @@ impl Binlog {
         (bytes, end)
     }
 
-    fn read(&self, bytes: &[u8]) -> Event {
+    pub(super) fn read(&self, bytes: &[u8]) -> Event {
         Event::read(&self.fde, bytes).unwrap()
     }
 
-    fn event(&mut self, kind: u8, body: &[u8]) -> Event {
+    pub(super) fn event(&mut self, kind: u8, body: &[u8]) -> Event {
         let (bytes, _) = self.frame(kind, body);
         self.read(&bytes)
     }
@@ -177,7 +185,7 @@ impl Binlog {
 /// code 2, last_committed i64, sequence_number i64, immediate_commit_timestamp 7 bytes
 /// (high bit clear: original = immediate), transaction_length lenenc,
 /// immediate_server_version u32 (high bit clear: original = immediate).
-fn gtid_body(gno: u64) -> Vec<u8> {
+pub(super) fn gtid_body(gno: u64) -> Vec<u8> {
     let mut b = vec![0x00];
     b.extend(sid());
     b.extend((gno as i64).to_le_bytes());
@@ -192,7 +200,7 @@ fn gtid_body(gno: u64) -> Vec<u8> {
 
 /// Query_event: thread_id u32, exec_time u32, db length u8, error_code u16, status-vars
 /// length u16, status vars, db, NUL, query text (to the end of the event).
-fn query_body(db: &str, sql: &str) -> Vec<u8> {
+pub(super) fn query_body(db: &str, sql: &str) -> Vec<u8> {
     // Status vars as a MySQL 8 server sends them for a plain session: Q_FLAGS2_CODE (0),
     // Q_SQL_MODE_CODE (1), Q_CATALOG_NZ_CODE (6), Q_CHARSET_CODE (4).
     let mut vars = vec![0];
@@ -218,20 +226,20 @@ fn query_body(db: &str, sql: &str) -> Vec<u8> {
 }
 
 /// One column of a TABLE_MAP.
-struct Col {
-    name: &'static str,
-    ty: u8,
-    meta: Vec<u8>,
-    nullable: bool,
-    unsigned: bool,
+pub(super) struct Col {
+    pub(super) name: &'static str,
+    pub(super) ty: u8,
+    pub(super) meta: Vec<u8>,
+    pub(super) nullable: bool,
+    pub(super) unsigned: bool,
 }
 
-fn is_numeric(ty: u8) -> bool {
+pub(super) fn is_numeric(ty: u8) -> bool {
     // TINY, SHORT, LONG, FLOAT, DOUBLE, LONGLONG, INT24, YEAR, DECIMAL, NEWDECIMAL
     matches!(ty, 0 | 1 | 2 | 3 | 4 | 5 | 8 | 9 | 13 | 246)
 }
 
-fn is_character(ty: u8) -> bool {
+pub(super) fn is_character(ty: u8) -> bool {
     // VARCHAR, BLOB/TEXT family, VAR_STRING, STRING
     matches!(ty, 15 | 249..=254)
 }
@@ -242,7 +250,7 @@ fn is_character(ty: u8) -> bool {
 /// `binlog_row_metadata=FULL`: SIGNEDNESS (1; one bit per numeric column, most significant
 /// bit first), DEFAULT_CHARSET (2; default collation lenenc, then non-default pairs),
 /// COLUMN_NAME (4; lenenc-prefixed names), SIMPLE_PRIMARY_KEY (8; lenenc column indexes).
-fn table_map_body(id: u64, db: &str, table: &str, cols: &[Col], pk: &[u64]) -> Vec<u8> {
+pub(super) fn table_map_body(id: u64, db: &str, table: &str, cols: &[Col], pk: &[u64]) -> Vec<u8> {
     let mut b = table_id(id);
     b.extend(1u16.to_le_bytes());
     for name in [db, table] {
@@ -295,7 +303,7 @@ fn table_map_body(id: u64, db: &str, table: &str, cols: &[Col], pk: &[u64]) -> V
 
 /// `shop.<table>` as `id BIGINT UNSIGNED NOT NULL PRIMARY KEY, name VARCHAR(40),
 /// doc JSON` in utf8mb4.
-fn product_map(id: u64, table: &str) -> Vec<u8> {
+pub(super) fn product_map(id: u64, table: &str) -> Vec<u8> {
     let cols = [
         Col {
             name: "id",
@@ -323,7 +331,7 @@ fn product_map(id: u64, table: &str) -> Vec<u8> {
 }
 
 /// One row image: a NULL bitmap over the image's columns, then each non-NULL value.
-fn row(values: &[Option<Vec<u8>>]) -> Vec<u8> {
+pub(super) fn row(values: &[Option<Vec<u8>>]) -> Vec<u8> {
     let mut nulls = vec![0u8; values.len().div_ceil(8)];
     for (i, v) in values.iter().enumerate() {
         if v.is_none() {
@@ -339,7 +347,7 @@ fn row(values: &[Option<Vec<u8>>]) -> Vec<u8> {
 
 /// A product row's column values as stored: BIGINT as 8 bytes LE, VARCHAR(≤255 bytes) with a
 /// 1-byte length, JSON with a 4-byte length and MySQL's binary JSON.
-fn product_row(id: u64, name: Option<&str>, doc: Option<&serde_json::Value>) -> Vec<u8> {
+pub(super) fn product_row(id: u64, name: Option<&str>, doc: Option<&serde_json::Value>) -> Vec<u8> {
     row(&[
         Some(id.to_le_bytes().to_vec()),
         name.map(|n| [&[n.len() as u8][..], n.as_bytes()].concat()),
@@ -353,7 +361,7 @@ fn product_row(id: u64, name: Option<&str>, doc: Option<&serde_json::Value>) -> 
 /// Rows_event v2: table_id 6 bytes, flags u16 (STMT_END_F = 1), extra-data length u16
 /// (counting itself; 2 = none), column count lenenc, columns-present bitmap (a second one
 /// for updates: after image), then the row images.
-fn rows_body(id: u64, columns: usize, update: bool, images: &[Vec<u8>]) -> Vec<u8> {
+pub(super) fn rows_body(id: u64, columns: usize, update: bool, images: &[Vec<u8>]) -> Vec<u8> {
     let mut b = table_id(id);
     b.extend(1u16.to_le_bytes());
     b.extend(2u16.to_le_bytes());
@@ -372,7 +380,7 @@ fn rows_body(id: u64, columns: usize, update: bool, images: &[Vec<u8>]) -> Vec<u
     b
 }
 
-fn xid_body(xid: u64) -> Vec<u8> {
+pub(super) fn xid_body(xid: u64) -> Vec<u8> {
     xid.to_le_bytes().to_vec()
 }
 
@@ -381,7 +389,7 @@ fn xid_body(xid: u64) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 
 /// A JSON document as MySQL stores it: a type byte, then the value.
-fn jsonb(v: &serde_json::Value) -> Vec<u8> {
+pub(super) fn jsonb(v: &serde_json::Value) -> Vec<u8> {
     let (t, body) = jsonb_value(v);
     [vec![t], body].concat()
 }
@@ -477,7 +485,7 @@ fn jsonb_container(keys: Option<&[&str]>, values: &[&serde_json::Value]) -> Vec<
 // Reader state
 // ---------------------------------------------------------------------------------------------
 
-fn identity() -> SourceIdentity {
+pub(super) fn identity() -> SourceIdentity {
     SourceIdentity {
         flavor: Flavor::Mysql,
         server_id: SERVER_ID,
@@ -486,7 +494,7 @@ fn identity() -> SourceIdentity {
     }
 }
 
-fn info(checksum: &str) -> SourceInfo {
+pub(super) fn info(checksum: &str) -> SourceInfo {
     SourceInfo {
         version: "8.0.36".into(),
         identity: identity(),
@@ -503,7 +511,7 @@ fn info(checksum: &str) -> SourceInfo {
 }
 
 /// A reader of `shop.product` resuming after `UUID:1-5`.
-fn state(crc32: bool) -> StreamState {
+pub(super) fn state(crc32: bool) -> StreamState {
     let start = Checkpoint {
         position: Position::new("binlog.000001".parse().unwrap(), 4),
         gtid: Some(GtidSet::parse_mysql(&format!("{UUID}:1-5")).unwrap()),
@@ -516,14 +524,14 @@ fn state(crc32: bool) -> StreamState {
 }
 
 /// Feeds `events` in order and collects everything the reader emits.
-fn feed(state: &mut StreamState, events: &[Event]) -> Vec<SourceEvent> {
+pub(super) fn feed(state: &mut StreamState, events: &[Event]) -> Vec<SourceEvent> {
     events
         .iter()
         .flat_map(|e| state.handle(e).expect("event handled"))
         .collect()
 }
 
-fn kinds(out: &[SourceEvent]) -> Vec<&'static str> {
+pub(super) fn kinds(out: &[SourceEvent]) -> Vec<&'static str> {
     out.iter()
         .map(|e| match e {
             SourceEvent::Begin => "Begin",
@@ -539,7 +547,7 @@ fn kinds(out: &[SourceEvent]) -> Vec<&'static str> {
         .collect()
 }
 
-fn product() -> TableName {
+pub(super) fn product() -> TableName {
     TableName::new("shop", "product")
 }
 

@@ -4,7 +4,8 @@
 //! One parser serves every flavour so the row decoder never cares how an event was framed.
 //! MariaDB's `log_bin_compress` keeps the event header and the rows-event head as they are and
 //! compresses the row bytes (or the query text): a header byte `0x8L` (L = bytes of length),
-//! the uncompressed length big-endian, then a zlib stream.
+//! the uncompressed length big-endian, then a zlib stream. The length is the input's word, so
+//! it bounds what is inflated but never what is reserved up front.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -68,7 +69,9 @@ pub fn rows_event_type(t: u8) -> Option<(RowsKind, bool, bool)> {
     })
 }
 
-fn packed_int(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
+/// A length-encoded ("packed") integer: one byte up to 250, else 0xfc, 0xfd or 0xfe and 2, 3 or
+/// 8 bytes little-endian.
+pub(super) fn packed_int(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
     let first = r.take(1)?[0];
     let n = match first {
         0..=250 => return Ok(u64::from(first)),
@@ -88,6 +91,14 @@ fn bitmap(r: &mut Reader<'_>, n: usize) -> Result<Vec<bool>, DecodeError> {
     Ok((0..n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect())
 }
 
+/// The most a compressed record may inflate to: as much as the largest event a server sends
+/// (`max_allowed_packet` and `slave_max_allowed_packet` top out at 1 GiB). The format's length
+/// field reaches 4 GiB; beyond this bound it is an error, not an allocation.
+const MAX_UNCOMPRESSED: u64 = 1 << 30;
+
+/// zlib's deflate cannot expand by more than about 1032:1.
+const MAX_ZLIB_RATIO: u64 = 1032;
+
 /// Inflates a MariaDB compressed record.
 pub fn uncompress(record: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let bad = |why: &str| DecodeError::Malformed("compressed event", why.to_string());
@@ -102,14 +113,23 @@ pub fn uncompress(record: &[u8]) -> Result<Vec<u8>, DecodeError> {
     if lenlen == 0 || lenlen > 4 || rest.len() < lenlen {
         return Err(bad("bad length field"));
     }
-    let len = rest[..lenlen]
-        .iter()
-        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-    let mut out = Vec::with_capacity(len);
-    flate2::read::ZlibDecoder::new(&rest[lenlen..])
+    let (len, stream) = rest.split_at(lenlen);
+    let len = len.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    if len > MAX_UNCOMPRESSED {
+        return Err(bad(&format!(
+            "declares {len} bytes uncompressed, more than an event can hold"
+        )));
+    }
+    // The declared length is the input's word: memory is reserved for at most what the
+    // compressed bytes can expand to, and the inflater stops one byte past the declared
+    // length, so neither a lying length field nor a zlib bomb allocates more than that.
+    let reserve = len.min((stream.len() as u64).saturating_mul(MAX_ZLIB_RATIO));
+    let mut out = Vec::with_capacity(reserve as usize);
+    flate2::read::ZlibDecoder::new(stream)
+        .take(len + 1)
         .read_to_end(&mut out)
         .map_err(|e| bad(&e.to_string()))?;
-    if out.len() != len {
+    if out.len() as u64 != len {
         return Err(bad("length does not match"));
     }
     Ok(out)
@@ -163,11 +183,12 @@ pub fn compressed_query(data: &[u8]) -> Result<(String, String), DecodeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::source) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn compress(data: &[u8]) -> Vec<u8> {
+    /// A MariaDB compressed record of `data`: header byte 0x82, a 2-byte length, zlib.
+    pub(in crate::source) fn compress(data: &[u8]) -> Vec<u8> {
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(data).unwrap();
         let body = z.finish().unwrap();

@@ -9,7 +9,9 @@
 //!
 //! The decoder is our own rather than mysql_common's `BinlogRow`: that one rebuilds column
 //! metadata for every row, renders YEAR 0 as 1900 and reads negative old-style TIME values as
-//! positive. We reuse its DECIMAL and MySQL binary-JSON readers, which are exact.
+//! positive. We reuse its MySQL binary-JSON reader, which is exact, after checking each
+//! document ourselves (`check_json_shape`): that reader and the conversions after it recurse once
+//! per nesting level without a limit, and its DECIMAL reader panics on malformed digits.
 
 use std::io;
 
@@ -169,6 +171,20 @@ pub fn timestamp_text(secs: u64, micros: u64, fsp: u8) -> CompactString {
 /// Bytes holding 0..=9 leftover decimal digits in the binary DECIMAL format.
 const DECIMAL_DIGIT_BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 
+/// 10^n for a group of n digits.
+const POW10: [u32; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
 /// Binary DECIMAL(precision, scale) straight to its text (`-12.340`), without an intermediate
 /// number: the hottest value of a typical product table, so written for speed.
 ///
@@ -206,10 +222,13 @@ fn decimal(r: &mut Reader<'_>, meta: [u8; 2]) -> Result<Value, DecodeError> {
         at += bytes;
         v
     };
-    // Digits as ASCII, integer part first, then the fraction.
+    // Digits as ASCII, integer part first, then the fraction. A group holding more than its
+    // digits cannot come from the server: the value is refused rather than printed wrong.
     let mut digits = [b'0'; 81];
     let mut n = 0;
+    let mut in_range = true;
     let mut put = |v: u32, width: usize, digits: &mut [u8; 81]| {
+        in_range &= v < POW10[width];
         let mut v = v;
         for i in (0..width).rev() {
             digits[n + i] = b'0' + (v % 10) as u8;
@@ -236,6 +255,12 @@ fn decimal(r: &mut Reader<'_>, meta: [u8; 2]) -> Result<Value, DecodeError> {
             frac_left,
             &mut digits,
         );
+    }
+    if !in_range {
+        return Err(DecodeError::Malformed(
+            "DECIMAL",
+            "a digit group out of range".into(),
+        ));
     }
     let (int_digits, frac_digits) = digits[..precision].split_at(intg);
     let int_digits = match int_digits.iter().position(|&d| d != b'0') {
@@ -464,6 +489,7 @@ pub fn json_text(bytes: &[u8]) -> Result<CompactString, DecodeError> {
         // An empty binary value is how MySQL logs a JSON NULL literal in some versions.
         return Ok("null".into());
     }
+    check_json_shape(bytes)?;
     let mut buf = mysql_common::io::ParseBuf(bytes);
     let value: mysql_common::binlog::jsonb::Value<'_> = buf
         .parse(())
@@ -482,6 +508,105 @@ pub fn json_text(bytes: &[u8]) -> Result<CompactString, DecodeError> {
         }
         Err(e) => Err(DecodeError::Malformed("JSON", e.to_string())),
     }
+}
+
+/// Containers nested deeper than this are refused. MySQL never writes more than 100
+/// (`JSON_DOCUMENT_MAX_DEPTH`); the conversions below recurse once per level, and a few hundred
+/// levels overflow a 2 MiB thread stack in a debug build, which aborts the whole process.
+const MAX_JSON_DEPTH: usize = 150;
+
+/// Checks that a binary JSON document is a tree of bounded depth before the recursive
+/// conversions walk it: containers nest at most `MAX_JSON_DEPTH` deep, and no more value
+/// entries are reachable than the document has bytes (entries pointing at a shared container
+/// would make any walk exponential); its DECIMALs are well formed. Everything else is left to
+/// mysql_common's parser.
+///
+/// Layout (MySQL's `json_binary.h`): a type byte, then the value. Objects (0x00 small, 0x01
+/// large) and arrays (0x02, 0x03) start with an element count and a byte size (2 bytes each
+/// when small, 4 when large), then for objects a key entry per element (offset, plus a 2-byte
+/// length), then a value entry per element: a type byte and an inline value or an offset from
+/// the container's start (2 bytes small, 4 large).
+fn check_json_shape(bytes: &[u8]) -> Result<(), DecodeError> {
+    let bad = |why: &str| DecodeError::Malformed("JSON", why.to_string());
+    let (&kind, body) = bytes.split_first().ok_or_else(|| bad("empty document"))?;
+    if kind == JSONB_OPAQUE {
+        return check_json_opaque(body);
+    }
+    if kind > 0x03 {
+        return Ok(());
+    }
+    let mut stack: Vec<(u8, &[u8], usize)> = vec![(kind, body, 1)];
+    let mut entries = 0usize;
+    while let Some((kind, container, depth)) = stack.pop() {
+        if depth > MAX_JSON_DEPTH {
+            return Err(bad(&format!(
+                "containers nested more than {MAX_JSON_DEPTH} deep"
+            )));
+        }
+        let large = kind & 1 == 1;
+        let object = kind < 0x02;
+        let width = if large { 4 } else { 2 };
+        let mut head = Reader::new(container);
+        let count = head.le(width)? as usize;
+        let size = head.le(width)? as usize;
+        let container = &container[..size.min(container.len())];
+        let mut r = Reader::new(container.get(2 * width..).unwrap_or_default());
+        if object {
+            r.take(count.saturating_mul(width + 2))?; // the key entries
+        }
+        for _ in 0..count {
+            entries += 1;
+            if entries > bytes.len() {
+                return Err(bad("value entries share containers"));
+            }
+            let entry_kind = r.take(1)?[0];
+            let offset = r.le(width)? as usize;
+            if entry_kind <= 0x03 || entry_kind == JSONB_OPAQUE {
+                let inner = container
+                    .get(offset..)
+                    .ok_or_else(|| bad("value offset past its container"))?;
+                if entry_kind == JSONB_OPAQUE {
+                    check_json_opaque(inner)?;
+                } else {
+                    stack.push((entry_kind, inner, depth + 1));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The type byte of an opaque JSON value (a DECIMAL, temporal or other MySQL value).
+const JSONB_OPAQUE: u8 = 0x0f;
+
+/// An opaque value (column type, variable-length size, data). A DECIMAL must be one
+/// mysql_common can read: its reader panics on a scale above the precision
+/// (`decimal_bin_size`) and on digit groups out of range (an `i32` overflow).
+fn check_json_opaque(value: &[u8]) -> Result<(), DecodeError> {
+    let mut r = Reader::new(value);
+    let ty = r.take(1)?[0];
+    // Variable-length size: 7 bits a byte, low bits first, at most 5 bytes.
+    let mut len = 0usize;
+    for i in 0..5 {
+        let b = r.take(1)?[0];
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+        if i == 4 {
+            return Err(DecodeError::Malformed(
+                "JSON",
+                "opaque size too long".into(),
+            ));
+        }
+    }
+    let data = r.take(len)?;
+    if ty == ColumnType::MYSQL_TYPE_NEWDECIMAL as u8 {
+        let mut r = Reader::new(data);
+        let meta = [r.take(1)?[0], r.take(1)?[0]];
+        decimal(&mut r, meta)?;
+    }
+    Ok(())
 }
 
 /// Compact JSON text of a parsed binary document, as `json_text` writes one without opaque
@@ -684,6 +809,88 @@ mod tests {
         let bytes = &stored.to_be_bytes()[2..];
         let c = col(ColumnType::MYSQL_TYPE_TIME2, [6, 0], false);
         assert_eq!(one(bytes, &c), Value::Temporal("-838:59:59.000000".into()));
+    }
+
+    /// Large arrays nested `depth` deep, each holding the next `fanout` times (the same bytes).
+    fn nested_arrays(depth: usize, fanout: u32) -> Vec<u8> {
+        let header = 8 + 5 * fanout;
+        let mut doc = vec![0x03];
+        for level in 0..depth {
+            let size = header * (depth - level) as u32 + 8;
+            doc.extend(fanout.to_le_bytes());
+            doc.extend(size.to_le_bytes());
+            for _ in 0..fanout {
+                doc.push(0x03);
+                doc.extend(header.to_le_bytes());
+            }
+        }
+        doc.extend([0u32.to_le_bytes(), 8u32.to_le_bytes()].concat());
+        doc
+    }
+
+    /// Small objects `{"k": …}` nested `depth` deep around an empty object.
+    fn nested_objects(depth: usize) -> Vec<u8> {
+        let mut inner: Vec<u8> = vec![0, 0, 4, 0];
+        for _ in 0..depth {
+            let size = 12 + inner.len() as u16;
+            let mut next = 1u16.to_le_bytes().to_vec();
+            next.extend(size.to_le_bytes());
+            next.extend(11u16.to_le_bytes()); // key at 11, 1 byte
+            next.extend(1u16.to_le_bytes());
+            next.push(0x00);
+            next.extend(12u16.to_le_bytes()); // value at 12
+            next.push(b'k');
+            next.extend(&inner);
+            inner = next;
+        }
+        [vec![0x00], inner].concat()
+    }
+
+    /// Reviewing the decode path while fuzzing it: the JSON conversions recurse once per
+    /// nesting level, and a document nested a few hundred deep overflowed a 2 MiB thread stack
+    /// (a tokio worker's), aborting the process. MySQL writes at most 100 levels; deeper
+    /// documents, and entries sharing one container (an exponential walk), are errors now.
+    #[test]
+    fn deeply_nested_json_is_an_error_not_a_stack_overflow() {
+        let run = |doc: Vec<u8>| {
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || json_text(&doc).map(|t| t.to_string()))
+                .unwrap()
+                .join()
+                .expect("no panic")
+        };
+        let arrays = run(nested_arrays(100, 1)).unwrap();
+        assert_eq!(arrays, format!("{}{}", "[".repeat(101), "]".repeat(101)));
+        let objects = run(nested_objects(100)).unwrap();
+        assert!(objects.starts_with(r#"{"k":{"k":"#), "{objects}");
+        for doc in [
+            nested_arrays(MAX_JSON_DEPTH, 1),
+            nested_arrays(100_000, 1),
+            nested_arrays(40, 2),
+        ] {
+            assert!(matches!(run(doc), Err(DecodeError::Malformed("JSON", _))));
+        }
+        assert!(run(nested_objects(MAX_JSON_DEPTH)).is_err());
+    }
+
+    /// Found by fuzzing `json_text`: mysql_common's DECIMAL reader, which renders the opaque
+    /// DECIMALs of a JSON document, panics on a scale above the precision (`precision -
+    /// scale` underflows in `decimal_bin_size`) and on a digit group out of range (an `i32`
+    /// overflow). Both are checked first, with rowsync's own decimal reader, which now refuses
+    /// such groups in row values too.
+    #[test]
+    fn malformed_json_decimals_are_errors() {
+        // Opaque (0x0f), NEWDECIMAL (246), 2 bytes: precision 0, scale 1.
+        assert!(json_text(&[0x0f, 246, 2, 0, 1]).is_err());
+        // DECIMAL(1,1) whose one digit group holds 127.
+        assert!(json_text(&[0x0f, 246, 3, 1, 1, 0xff]).is_err());
+        // The same inside an array: count 1, size 13, opaque entry at offset 7.
+        assert!(json_text(&[0x02, 1, 0, 13, 0, 0x0f, 7, 0, 246, 3, 1, 1, 0xff]).is_err());
+        // A good one still reads: DECIMAL(1,1) 0.5.
+        assert_eq!(json_text(&[0x0f, 246, 3, 1, 1, 0x85]).unwrap(), "0.5");
+        let c = col(ColumnType::MYSQL_TYPE_NEWDECIMAL, [1, 1], false);
+        assert!(decode_value(&mut Reader::new(&[0xff]), &c).is_err());
     }
 
     #[test]
