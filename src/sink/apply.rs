@@ -258,6 +258,9 @@ pub struct Applier {
     fence: Option<Fence>,
     /// A ping after this long idle keeps the session within its `wait_timeout`.
     keepalive: Option<Duration>,
+    /// The last commit or ping: events that write nothing (heartbeats, other tables'
+    /// transactions) keep the writer busy but its session idle.
+    last_ping: Instant,
 }
 
 impl Applier {
@@ -305,6 +308,7 @@ impl Applier {
             deferred: Vec::new(),
             fence: None,
             keepalive: None,
+            last_ping: Instant::now(),
         })
     }
 
@@ -411,10 +415,10 @@ impl Applier {
                             None => std::future::pending().await,
                         }
                     };
-                    let keepalive = self.keepalive;
+                    let ping_at = self.keepalive.map(|after| self.last_ping + after);
                     let idle = async {
-                        match keepalive {
-                            Some(after) => tokio::time::sleep(after).await,
+                        match ping_at {
+                            Some(at) => tokio::time::sleep_until(at.into()).await,
                             None => std::future::pending().await,
                         }
                     };
@@ -434,6 +438,7 @@ impl Applier {
                         }
                         _ = idle => {
                             self.exec_plain("DO 0").await?;
+                            self.last_ping = Instant::now();
                             continue;
                         }
                         event = rx.recv() => match event {
@@ -1084,6 +1089,7 @@ impl Applier {
         self.group_txns = 0;
         self.pending = None;
         self.last_store = Instant::now();
+        self.last_ping = self.last_store;
         Ok(true)
     }
 }

@@ -437,8 +437,7 @@ pub async fn reset_copy_progress(
 /// that just took the target's lock then reads the checkpoint an old holder's last
 /// transaction committed, or the one before it if that rolled back, never one in between.
 pub async fn settle(conn: &mut MySqlConnection, pipeline: &str) -> Result<(), SinkError> {
-    const SQL: &str =
-        "SELECT 1 FROM `rowsync_checkpoint` WHERE `pipeline` = ? LOCK IN SHARE MODE";
+    const SQL: &str = "SELECT 1 FROM `rowsync_checkpoint` WHERE `pipeline` = ? LOCK IN SHARE MODE";
     sqlx::query(SQL)
         .bind(pipeline)
         .execute(&mut *conn)

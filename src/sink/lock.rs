@@ -111,7 +111,9 @@ pub struct TargetLock {
 pub enum Acquired {
     Held(TargetLock),
     /// Another process holds the lock: who, as it recorded itself.
-    Busy { holder: String },
+    Busy {
+        holder: String,
+    },
 }
 
 /// Tries for `wait` to take the lock of `target` for `pipeline`; the session closes after
