@@ -82,7 +82,9 @@ pub async fn run(
         }
         None => {
             let start = first.checkpoint.clone();
+            job.fenced(conn).await?;
             checkpoint::store_phase(conn, job.pipeline, &start, Phase::Copying).await?;
+            target::exec(conn, "COMMIT").await?;
             tracing::info!(position = %start.position, gtid = ?start.gtid.as_ref().map(|g| g.to_string()), "initial copy starts at a consistent snapshot");
             start
         }
@@ -123,15 +125,35 @@ pub async fn run(
     if !finished {
         return Ok(None);
     }
+    job.check_fence(conn).await?;
     replica::add_deferred_keys(conn, job.pipeline).await?;
+    job.fenced(conn).await?;
     checkpoint::store_phase(conn, job.pipeline, &start, Phase::Streaming).await?;
+    target::exec(conn, "COMMIT").await?;
     tracing::info!("initial copy done; streaming from {}", start.position);
     Ok(Some(start))
 }
 
 impl CopyJob<'_> {
+    /// Fails when the target's lock is no longer this process's (before DDL, which commits
+    /// by itself).
+    async fn check_fence(&self, conn: &mut MySqlConnection) -> Result<(), SinkError> {
+        match self.fence {
+            Some(fence) => fence.check(conn).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Opens a transaction that writes only while the lock is this process's.
+    async fn fenced(&self, conn: &mut MySqlConnection) -> Result<(), SinkError> {
+        match self.fence {
+            Some(fence) => fence.begin(conn).await,
+            None => target::exec(conn, "BEGIN").await,
+        }
+    }
+
     /// A target session for the copy's writes.
-    async fn connect(&self) -> Result<MySqlConnection, SinkError> {
+    pub(super) async fn connect(&self) -> Result<MySqlConnection, SinkError> {
         let mut conn = target::connect(self.target).await?;
         if let Some(timeout) = self.session_timeout {
             target::set_wait_timeout(&mut conn, timeout).await?;
@@ -238,6 +260,7 @@ pub async fn recopy(
         CopyEnd::Stopped(reason) => return Ok(Recopy::Stopped(reason)),
     }
     snapshot.close().await?;
+    job.check_fence(conn).await?;
     replica::add_deferred_keys(conn, job.pipeline).await?;
     checkpoint::mark_table(
         conn,
@@ -434,6 +457,7 @@ async fn fit_replicas(
         // Forgotten first: a crash after the rebuild must not resume into the empty table.
         checkpoint::reset_copy_progress(conn, job.pipeline, &table.name).await?;
         for m in unfit {
+            job.check_fence(conn).await?;
             replica::rebuild(conn, &def, m, Some(job.pipeline)).await?;
         }
     }

@@ -218,10 +218,9 @@ async fn run_once(
             result
         }
         kept = &mut keeper => {
-            // Lost: stop, and give up on anything still waiting on a dead connection. The
-            // fence keeps whatever is still in flight from committing.
+            // Lost: drop the attempt at once (its sessions close, rolling back what is open);
+            // the fence kept it from committing anything since.
             attempt.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut pipeline).await;
             let reason = match kept {
                 Ok(Err(reason)) => reason,
                 Ok(Ok(())) => "released".into(),
@@ -548,7 +547,9 @@ async fn new_target_start(p: &mut Prepared<'_>) -> Result<Checkpoint, PipelineEr
     let c = p.info.resolve_start(&mut src, &p.spec.source.start).await?;
     // After the position is fixed, so a branch prepared before it shows.
     snapshot::check_no_prepared_xa(&mut src).await?;
+    p.fence.begin(&mut p.conn).await?;
     checkpoint::store(&mut p.conn, &p.spec.pipeline, &c).await?;
+    target::exec(&mut p.conn, "COMMIT").await?;
     tracing::info!(target = %p.spec.name(), position = %c.position, gtid = ?c.gtid.as_ref().map(|g| g.to_string()), "new target starts here");
     Ok(c)
 }
@@ -791,7 +792,7 @@ async fn serve_recopies(
     commands: &mpsc::Sender<Command>,
     stop: &CancellationToken,
 ) -> Result<bool, PipelineError> {
-    let mut conn = target::connect(job.target).await?;
+    let mut conn = job.connect().await?;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(false),

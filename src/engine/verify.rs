@@ -9,14 +9,18 @@
 //! checkpoint, once that checkpoint includes P: the replica then holds at least every change
 //! the chunk's read saw. A chunk whose checksums differ is compared row by row, and re-checked
 //! a few times with fresh reads, so a row that changed between the two reads (in flight) is
-//! not reported; only a key that differs every time is. Memory is one chunk's keys and hashes.
+//! not reported; only a key that differs every time is. Since the replica may be newer than
+//! the source read, each row comparison reads the source again after the replica and keeps
+//! only keys the source did not change in between (a hot row is not a drift). Memory is one
+//! chunk's keys and hashes.
 //!
 //! # Repairing consistently with the stream
 //! The hazard (DESIGN-NOTES §4) is writing a row read at one moment over a newer change the
 //! stream already applied. A repair therefore first locks the target's checkpoint row
 //! (`SELECT … FOR UPDATE`): the applier commits every group with that row, so the replica is
 //! frozen at its checkpoint C while the lock is held. Then it reads the differing keys' rows
-//! from the source *now* (at S ≥ C, since a target never passes its source) and writes them
+//! from the source in a consistent read whose position S includes C (checked: a binlog event
+//! may reach the stream before its transaction is visible to readers) and writes them
 //! (or deletes keys the source lacks) in that same target transaction. When it commits, the
 //! applier goes on from C and replays C..S: full row images make each replayed change an
 //! upsert or delete by key, so every repaired key converges to its source state, exactly as a
@@ -578,14 +582,35 @@ impl<'a> Verifier<'a> {
 
     /// Row-by-row comparison of `range`, the replica read once it has reached the source read.
     async fn compare_rows(&mut self, pair: &Pair, range: &KeyRange) -> Result<Diffs, ChunkError> {
-        let at = begin_read(&mut self.src, &self.info).await?;
-        let source = self.kept_rows(pair, range).await;
-        self.src.query_drop("COMMIT").await?;
-        let source = source?;
-        self.target_reached(&at).await?;
+        let before = self.source_rows(pair, range).await?;
+        self.target_reached(&before.0).await?;
         let replica = checksum::rows(&mut self.tgt, &pair.replica, range).await;
         self.tgt.query_drop("COMMIT").await?;
-        Ok(differences(source, replica?))
+        let diffs = differences(&before.1, replica?);
+        if diffs.is_empty() {
+            return Ok(diffs);
+        }
+        // The replica may be newer than the first source read: a key is only compared where
+        // the source did not change it around the replica's read (a hot row is not a drift).
+        let (_, after) = self.source_rows(pair, range).await?;
+        let state =
+            |rows: &[RowHash], key: &[Value]| rows.iter().find(|r| r.key == key).map(|r| r.hash);
+        Ok(diffs
+            .into_iter()
+            .filter(|(key, _)| state(&before.1, key) == state(&after, key))
+            .collect())
+    }
+
+    /// The source's kept rows of `range` in a consistent read, and where that read stands.
+    async fn source_rows(
+        &mut self,
+        pair: &Pair,
+        range: &KeyRange,
+    ) -> Result<(Checkpoint, Vec<RowHash>), ChunkError> {
+        let at = begin_read(&mut self.src, &self.info).await?;
+        let rows = self.kept_rows(pair, range).await;
+        self.src.query_drop("COMMIT").await?;
+        Ok((at, rows?))
     }
 
     /// Opens a consistent read of the target once its checkpoint includes `at`; the caller
@@ -677,13 +702,20 @@ impl<'a> Verifier<'a> {
         }
         let pipeline = &self.spec.pipeline;
         target::exec(&mut self.sink, "SET SESSION innodb_lock_wait_timeout = 5").await?;
+        // A verify that stops answering must not keep the stream frozen for long.
+        target::set_wait_timeout(&mut self.sink, self.spec.standby.takeover).await?;
         target::exec(&mut self.sink, "BEGIN").await?;
-        const FREEZE: &str = "SELECT 1 FROM `rowsync_checkpoint` WHERE `pipeline` = ? FOR UPDATE";
-        sqlx::query(FREEZE)
+        const FREEZE: &str = "SELECT `binlog_file`, `binlog_pos`, `gtid`, `flavor`, `server_id` FROM `rowsync_checkpoint` WHERE `pipeline` = ? FOR UPDATE";
+        let frozen: Option<(String, u64, Option<String>, String, u32)> = sqlx::query_as(FREEZE)
             .bind(pipeline)
-            .execute(&mut self.sink)
+            .fetch_optional(&mut self.sink)
             .await
             .map_err(|e| SinkError::db(FREEZE, e))?;
+        let Some(frozen) = frozen else {
+            target::exec(&mut self.sink, "ROLLBACK").await?;
+            return Err(VerifyError::NotStarted(self.spec.name().to_owned()));
+        };
+        let frozen = stored_checkpoint(frozen)?;
         let table = pair.source.table.clone();
         if let Some(state) = checkpoint::table_state(&mut self.sink, pipeline, &table).await? {
             tracing::info!(table = %table, %state, "not repairing: the table stopped streaming meanwhile");
@@ -694,7 +726,28 @@ impl<'a> Verifier<'a> {
             name: table,
             catalog: pair.source.catalog.clone(),
         };
-        let rows = read_rows(&mut self.src, &copy, range, None).await?;
+        // The rows as of a source read at or after the frozen checkpoint (a binlog event can
+        // reach the stream before its transaction is visible to readers): the stream's replay
+        // from the checkpoint then converges them.
+        let started = Instant::now();
+        let rows = loop {
+            let at = begin_read(&mut self.src, &self.info).await?;
+            if at.includes(&frozen) {
+                let rows = read_rows(&mut self.src, &copy, range, None).await;
+                self.src.query_drop("COMMIT").await?;
+                break rows?;
+            }
+            self.src.query_drop("COMMIT").await?;
+            if started.elapsed() > Duration::from_secs(5) {
+                target::exec(&mut self.sink, "ROLLBACK").await?;
+                return Err(VerifyError::Behind {
+                    target: self.spec.name().to_owned(),
+                    position: frozen.position.to_string(),
+                    waited: Duration::from_secs(5),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let wanted: HashMap<String, ()> = diffs.iter().map(|(k, _)| (encode_key(k), ())).collect();
         let p = &pair.projection;
         let mut ops = Vec::new();
@@ -719,6 +772,9 @@ impl<'a> Verifier<'a> {
                 ops.push(Op::Delete(p.clone(), key.clone()));
             }
         }
+        // Deletes first: under a case-insensitive key, 'A' (extra) and 'a' (missing) are one
+        // row, which the upsert of 'a' must write after 'A' is gone, not before.
+        ops.sort_by_key(|op| !matches!(op, Op::Delete(..)));
         if let Some(writer) = self.writer.as_mut() {
             writer.write(&mut self.sink, &ops).await?;
         }
@@ -772,10 +828,10 @@ fn stored_checkpoint(
 }
 
 /// The keys whose rows differ between `source` and `replica`.
-fn differences(source: Vec<RowHash>, replica: Vec<RowHash>) -> Diffs {
+fn differences(source: &[RowHash], replica: Vec<RowHash>) -> Diffs {
     let mut wanted: HashMap<String, (Vec<Value>, u64)> = source
-        .into_iter()
-        .map(|r| (encode_key(&r.key), (r.key, r.hash)))
+        .iter()
+        .map(|r| (encode_key(&r.key), (r.key.clone(), r.hash)))
         .collect();
     let mut out = Vec::new();
     for r in replica {
@@ -866,7 +922,7 @@ mod tests {
     fn differences_name_missing_extra_and_changed_keys() {
         let source = vec![row(1, 10), row(2, 20), row(3, 30)];
         let replica = vec![row(1, 10), row(3, 31), row(4, 40)];
-        let mut d = differences(source, replica);
+        let mut d = differences(&source, replica);
         d.sort_by_key(|(k, _)| encode_key(k));
         assert_eq!(
             d,

@@ -325,6 +325,14 @@ impl Applier {
         self
     }
 
+    /// Fails when the target's lock is no longer this process's (see `sink::lock`).
+    async fn check_fence(&mut self) -> Result<(), SinkError> {
+        match &self.fence {
+            Some(fence) => fence.check(&mut self.conn).await,
+            None => Ok(()),
+        }
+    }
+
     /// Lets the pipeline send commands.
     pub fn with_commands(mut self, commands: mpsc::Receiver<Command>) -> Self {
         self.commands = Some(commands);
@@ -347,6 +355,7 @@ impl Applier {
                     // Its floor no longer moves: the re-copy sets a new one.
                     self.catching.remove(&table);
                     self.pending_floors.remove(&table);
+                    self.check_fence().await?;
                     checkpoint::mark_table(
                         &mut self.conn,
                         &self.pipeline,
@@ -769,9 +778,7 @@ impl Applier {
         if self.has_writes() {
             self.commit_group().await?;
         }
-        if let Some(fence) = &self.fence {
-            fence.check(&mut self.conn).await?;
-        }
+        self.check_fence().await?;
         // SYSTEM, logged or not, is the source server's own zone, not the target's.
         let zone = match clock.time_zone {
             Some(zone) if !zone.eq_ignore_ascii_case("SYSTEM") => zone,
@@ -865,6 +872,8 @@ impl Applier {
         if self.recopying.contains(&table) {
             return Ok(());
         }
+        // It runs DDL, which commits by itself.
+        self.check_fence().await?;
         let mappings: Vec<Mapping> = self.router.mappings_for(&table).cloned().collect();
         let held = checkpoint::replicas(&mut self.conn, &self.pipeline).await?;
         // Per mapping: does its replica exist, and did rowsync fill it from this table?
@@ -1076,9 +1085,7 @@ impl Applier {
         if self.pending.is_some() {
             checkpoint::store(&mut self.conn, &self.pipeline, &checkpoint).await?;
         }
-        if let Some(fence) = &self.fence {
-            fence.check(&mut self.conn).await?;
-        }
+        self.check_fence().await?;
         let commit = Instant::now();
         self.exec_plain("COMMIT").await?;
         self.in_txn = false;

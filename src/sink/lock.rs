@@ -24,7 +24,9 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::Executor;
 use tokio_util::sync::CancellationToken;
 
-use super::target::{connect, set_wait_timeout};
+use sha2::{Digest, Sha256};
+
+use super::target::{connect, exec, set_wait_timeout};
 use super::SinkError;
 use crate::config::TargetConfig;
 
@@ -36,12 +38,17 @@ const CREATE_HOLDER: &str = "CREATE TABLE IF NOT EXISTS `rowsync_lock_holder` (
   PRIMARY KEY (`lock_name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
-/// The lock's name: named after the target too, since targets may share a server.
+/// The lock's name: named after the target too, since targets may share a server. Names
+/// are at most 64 characters: a longer one is shortened to a digest, never cut (two targets
+/// would share a lock).
 pub fn lock_name(pipeline: &str, target: &str) -> String {
-    format!("rowsync:{pipeline}:{target}")
-        .chars()
-        .take(64)
-        .collect()
+    let name = format!("rowsync:{pipeline}:{target}");
+    if name.chars().count() <= 64 {
+        return name;
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("rowsync:{}", &hex[..48])
 }
 
 /// What a write transaction checks before it commits.
@@ -54,16 +61,24 @@ pub struct Fence {
 
 impl Fence {
     /// Fails with `SinkError::Fenced` when the lock is no longer held by this process.
+    ///
+    /// Inside a transaction it also takes a shared lock on the lock's row in
+    /// `rowsync_lock_holder`, held until that transaction ends: a new holder's first
+    /// statement rewrites that row (`acquire`), so it waits until every transaction that
+    /// passed this check under the old holder has committed or rolled back, and reads the
+    /// target only after them.
     pub async fn check(&self, conn: &mut MySqlConnection) -> Result<(), SinkError> {
-        const SQL: &str = "SELECT IS_USED_LOCK(?)";
+        const SQL: &str = "SELECT IS_USED_LOCK(?), `connection_id` FROM `rowsync_lock_holder` WHERE `lock_name` = ? LOCK IN SHARE MODE";
         // The server says a signed INT.
-        let (owner,): (Option<i64>,) = sqlx::query_as(SQL)
+        let row: Option<(Option<i64>, u64)> = sqlx::query_as(SQL)
             .bind(&self.name)
-            .fetch_one(&mut *conn)
+            .bind(&self.name)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| SinkError::db(SQL, e))?;
+        let (owner, recorded) = row.unwrap_or((None, 0));
         let owner = owner.and_then(|o| u64::try_from(o).ok());
-        if owner == Some(self.holder) {
+        if owner == Some(self.holder) && recorded == self.holder {
             Ok(())
         } else {
             Err(SinkError::Fenced(format!(
@@ -73,16 +88,31 @@ impl Fence {
             )))
         }
     }
+
+    /// Opens a transaction on `conn` that may write only while the lock is this process's;
+    /// the caller writes and commits.
+    pub async fn begin(&self, conn: &mut MySqlConnection) -> Result<(), SinkError> {
+        exec(conn, "BEGIN").await?;
+        if let Err(e) = self.check(conn).await {
+            let _ = exec(conn, "ROLLBACK").await;
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
-/// Takes the target's lock in `conn`'s session, waiting up to `wait_secs`; the fence of
-/// writes made while it holds it. `SinkError::Busy` when another process holds it.
+/// Takes the target's lock in `conn`'s session, waiting up to `wait_secs`, and records this
+/// process as its holder; the fence of writes made while it holds it. `SinkError::Busy` when
+/// another process holds it.
 pub async fn lock_target(
     conn: &mut MySqlConnection,
     pipeline: &str,
     target: &str,
     wait_secs: u32,
 ) -> Result<Fence, SinkError> {
+    conn.execute(CREATE_HOLDER)
+        .await
+        .map_err(|e| SinkError::db(CREATE_HOLDER, e))?;
     let name = lock_name(pipeline, target);
     const SQL: &str = "SELECT GET_LOCK(?, ?), CONNECTION_ID()";
     let (got, holder): (Option<i64>, u64) = sqlx::query_as(SQL)
@@ -91,13 +121,21 @@ pub async fn lock_target(
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
-    if got == Some(1) {
-        Ok(Fence { name, holder })
-    } else {
-        Err(SinkError::Busy(format!(
+    if got != Some(1) {
+        return Err(SinkError::Busy(format!(
             "another rowsync process (run or resync) is working on target `{target}` (lock `{name}` is held)"
-        )))
+        )));
     }
+    // Waits for every transaction still fenced under the previous holder (see `Fence::check`).
+    const RECORD: &str = "REPLACE INTO `rowsync_lock_holder` (`lock_name`, `holder`, `connection_id`) VALUES (?, ?, ?)";
+    sqlx::query(RECORD)
+        .bind(&name)
+        .bind(whoami())
+        .bind(holder)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(RECORD, e))?;
+    Ok(Fence { name, holder })
 }
 
 /// The lock of one target held for a `rowsync run` attempt, in its own session.
@@ -126,26 +164,13 @@ pub async fn acquire(
 ) -> Result<Acquired, SinkError> {
     let mut conn = connect(target).await?;
     set_wait_timeout(&mut conn, takeover).await?;
-    conn.execute(CREATE_HOLDER)
-        .await
-        .map_err(|e| SinkError::db(CREATE_HOLDER, e))?;
     let wait_secs = wait.as_secs().clamp(0, u64::from(u32::MAX)) as u32;
     match lock_target(&mut conn, pipeline, &target.name, wait_secs).await {
-        Ok(fence) => {
-            const SQL: &str = "REPLACE INTO `rowsync_lock_holder` (`lock_name`, `holder`, `connection_id`) VALUES (?, ?, ?)";
-            sqlx::query(SQL)
-                .bind(&fence.name)
-                .bind(whoami())
-                .bind(fence.holder)
-                .execute(&mut conn)
-                .await
-                .map_err(|e| SinkError::db(SQL, e))?;
-            Ok(Acquired::Held(TargetLock {
-                conn,
-                fence,
-                takeover,
-            }))
-        }
+        Ok(fence) => Ok(Acquired::Held(TargetLock {
+            conn,
+            fence,
+            takeover,
+        })),
         Err(SinkError::Busy(_)) => {
             let holder = describe_holder(&mut conn, &lock_name(pipeline, &target.name)).await?;
             Ok(Acquired::Busy { holder })

@@ -3,14 +3,15 @@
 //! canonical text form and only hashes and keys cross the network.
 //!
 //! # The canonical form
-//! A row is hashed over the mapped columns, in mapping order, each as `n` (NULL) or `v` and
-//! its text: binary strings and spatial values as HEX of their bytes; character strings,
-//! ENUM, SET and JSON as HEX of their utf8mb4 text (so a replica in another character set
-//! compares by content, and separators inside values cannot shift columns); everything else
-//! as `CAST(… AS CHAR)`, whose text is fixed by the type, the session's time zone (UTC in
-//! every rowsync session, so TIMESTAMPs compare as instants) and nothing else. The row's hash
-//! is the first 64 bits of the MD5 of that text; a range's checksum is the row count and the
-//! XOR of its rows' hashes, which does not depend on the order rows are read in.
+//! A row is hashed over the mapped columns, in mapping order, each as `n` (NULL) or the MD5
+//! of its canonical value: binary strings and spatial values as their bytes; character
+//! strings, ENUM, SET and JSON as their utf8mb4 text (so a replica in another character set
+//! compares by content); everything else as `CAST(… AS CHAR)`, whose text is fixed by the
+//! type, the session's time zone (UTC in every rowsync session, so TIMESTAMPs compare as
+//! instants) and nothing else. Fixed-length digests cannot shift into each other across
+//! columns, and no intermediate string grows with the row. The row's hash is the first 64
+//! bits of the MD5 of those digests joined; a range's checksum is the row count and the XOR
+//! of its rows' hashes, which does not depend on the order rows are read in.
 //!
 //! A replica column must have its source column's type (rowsync creates it so, and checks an
 //! adopted one); then equal values give equal text on both sides.
@@ -91,7 +92,9 @@ impl HashSpec {
             .join(", ")
     }
 
-    /// The SQL of one row's 64-bit hash.
+    /// The SQL of one row's 64-bit hash: of the MD5s of its columns' canonical texts, so no
+    /// intermediate string grows past `max_allowed_packet` with the row (the server would
+    /// make it NULL). NULL only when a single value is that large; callers refuse it.
     fn row_hash(&self) -> String {
         let parts: Vec<String> = self
             .hashed
@@ -99,7 +102,7 @@ impl HashSpec {
             .map(|&i| {
                 let c = &self.catalog.columns[i];
                 let q = quote_ident(&c.name);
-                format!("IF({q} IS NULL, 'n', CONCAT('v', {}))", canonical(c))
+                format!("IF({q} IS NULL, 'n', MD5({}))", canonical(c))
             })
             .collect();
         format!(
@@ -124,22 +127,22 @@ impl HashSpec {
     }
 }
 
-/// The text of column `c` in the canonical form (see the module doc).
+/// The value of column `c` in the canonical form (see the module doc), as the input of MD5.
 fn canonical(c: &CatalogColumn) -> String {
     let q = quote_ident(&c.name);
     let binary = c.charset.as_deref().is_none_or(|cs| cs == "binary");
     match c.data_type.as_str() {
         "bit" => format!("CAST({q} + 0 AS CHAR)"),
-        "json" => format!("HEX(CONVERT(CAST({q} AS CHAR) USING utf8mb4))"),
+        "json" => format!("CONVERT(CAST({q} AS CHAR) USING utf8mb4)"),
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set"
             if !binary =>
         {
-            format!("HEX(CONVERT({q} USING utf8mb4))")
+            format!("CONVERT({q} USING utf8mb4)")
         }
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "char"
         | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "geometry" | "point"
         | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
-        | "geometrycollection" | "geomcollection" => format!("HEX({q})"),
+        | "geometrycollection" | "geomcollection" => q,
         _ => format!("CAST({q} AS CHAR)"),
     }
 }
@@ -155,6 +158,13 @@ impl Summary {
     pub fn add(&mut self, hash: u64) {
         self.rows += 1;
         self.xor ^= hash;
+    }
+}
+
+/// A row the server could not hash (its checksum came back NULL).
+fn unhashable(table: &TableName) -> SourceError {
+    SourceError::Protocol {
+        reason: format!("a row of {table} has no checksum: one of its values is larger than the server's max_allowed_packet; raise it to verify this table"),
     }
 }
 
@@ -200,12 +210,15 @@ pub async fn summary(
     let mut params = Vec::new();
     let filter = range.sql(&spec.key_columns(), &mut params);
     let sql = format!(
-        "SELECT COUNT(*), CAST(COALESCE(BIT_XOR({}), 0) AS UNSIGNED) FROM {}{filter}",
+        "SELECT COUNT(*), COUNT(h), CAST(COALESCE(BIT_XOR(h), 0) AS UNSIGNED) FROM (SELECT {} AS h FROM {}{filter}) AS chunk",
         spec.row_hash(),
         spec.table.quoted()
     );
-    let row: Option<(u64, u64)> = conn.exec_first(sql, params).await?;
-    let (rows, xor) = row.unwrap_or_default();
+    let row: Option<(u64, u64, u64)> = conn.exec_first(sql, params).await?;
+    let (rows, hashed, xor) = row.unwrap_or_default();
+    if hashed != rows {
+        return Err(unhashable(&spec.table));
+    }
     Ok(Summary { rows, xor })
 }
 
@@ -233,8 +246,10 @@ pub async fn rows(
             let hash = match values.pop() {
                 Some(MyValue::UInt(h)) => h,
                 Some(MyValue::Int(h)) => h as u64,
-                Some(MyValue::Bytes(b)) => String::from_utf8_lossy(&b).parse().unwrap_or(0),
-                _ => 0,
+                Some(MyValue::Bytes(b)) => String::from_utf8_lossy(&b)
+                    .parse()
+                    .map_err(|_| unhashable(&spec.table))?,
+                _ => return Err(unhashable(&spec.table)),
             };
             if values.len() != nk + ne {
                 return Err(SourceError::Protocol {
