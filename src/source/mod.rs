@@ -88,6 +88,10 @@ pub enum SourceError {
     Definition { table: TableName, reason: String },
     #[error("the pipeline stopped reading")]
     Closed,
+    /// The server ended the dump (it is shutting down, or the dump thread was killed):
+    /// reconnecting resumes from the checkpoint.
+    #[error("the source ended the binlog stream (a restart, or its dump thread was killed); reconnecting")]
+    StreamEnded,
 }
 
 impl SourceError {
@@ -108,7 +112,8 @@ impl SourceError {
             | SourceError::PreparedXa { .. }
             | SourceError::ConnectTimeout(_)
             | SourceError::Checksum { .. }
-            | SourceError::Closed => true,
+            | SourceError::Closed
+            | SourceError::StreamEnded => true,
             _ => false,
         }
     }

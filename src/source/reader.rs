@@ -229,11 +229,8 @@ impl BinlogReader {
                         message,
                     })
                 }
-                Ok(Ok(None)) => {
-                    return Err(SourceError::Protocol {
-                        reason: "the source closed the binlog stream".into(),
-                    })
-                }
+                // A server shutting down ends the stream without an error packet.
+                Ok(Ok(None)) => return Err(SourceError::StreamEnded),
                 Ok(Ok(Some(Err(e)))) => return Err(SourceError::from(e).explain_start(start_text)),
                 Ok(Ok(Some(Ok(event)))) => event,
             };
