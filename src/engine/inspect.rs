@@ -3,9 +3,9 @@
 //! tables, re-copies and copy progress. It only reads (SELECT): a target where rowsync never
 //! ran simply has no checkpoint yet.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
+use crate::config::{Config, TargetConfig};
 use crate::model::position::Checkpoint;
 use crate::model::table::{CopyProgress, Phase, StoppedTable, TableFloor, VerifyRecord};
 use crate::sink::{checkpoint, target, verified, SinkError};
@@ -47,17 +47,40 @@ async fn open_source(config: &Config) -> Result<mysql_async::Conn, SourceError> 
     connect(&configured_opts(&config.source)?).await
 }
 
-/// Builds the report; `Err` only when the source itself cannot be read.
+/// How long the report waits for one server. A server behind a network partition (packets
+/// vanish, nothing is refused) would otherwise hang the report for as long as it lasts.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds the report; `Err` only when the source itself cannot be read. Targets are read at
+/// the same time, each within `ANSWER_TIMEOUT` (one that does not answer is reported so).
 pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetReport>)> {
-    let head = source_head(config).await?;
+    let head = match tokio::time::timeout(ANSWER_TIMEOUT, source_head(config)).await {
+        Ok(head) => head?,
+        Err(_) => return Err(SourceError::ConnectTimeout(ANSWER_TIMEOUT).into()),
+    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut out = Vec::new();
-    for t in &config.targets {
-        let mut r = TargetReport {
-            target: t.name.clone(),
+    let reports = config.targets.iter().map(|t| async {
+        match tokio::time::timeout(ANSWER_TIMEOUT, report(config, t, &head, now)).await {
+            Ok(r) => r,
+            Err(_) => TargetReport {
+                error: Some(format!(
+                    "the target did not answer within {ANSWER_TIMEOUT:?}"
+                )),
+                ..TargetReport::new(&t.name)
+            },
+        }
+    });
+    let out = futures_util::future::join_all(reports).await;
+    Ok((head, out))
+}
+
+impl TargetReport {
+    fn new(target: &str) -> TargetReport {
+        TargetReport {
+            target: target.to_owned(),
             checkpoint: None,
             lag_secs: None,
             caught_up: false,
@@ -66,44 +89,50 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Checkpoint, Vec<TargetR
             copying: None,
             error: None,
             verified: Vec::new(),
-        };
-        match target::connect(t).await {
-            Err(e) => r.error = Some(e.to_string()),
-            Ok(mut conn) => {
-                let pipeline = &config.pipeline;
-                let loaded = async {
-                    let c = absent(checkpoint::load_with_phase(&mut conn, pipeline).await)?;
-                    let s = absent(checkpoint::stopped_tables(&mut conn, pipeline).await)?;
-                    let p = absent(checkpoint::copy_progress(&mut conn, pipeline).await)?;
-                    let f = absent(checkpoint::table_floors(&mut conn, pipeline).await)?;
-                    r.verified = absent(verified::records(&mut conn, pipeline).await)?;
-                    Ok::<_, SinkError>((c, s, p, f))
-                }
-                .await;
-                match loaded {
-                    Err(e) => r.error = Some(e.to_string()),
-                    Ok((c, s, progress, floors)) => {
-                        r.stopped = s;
-                        r.floors = floors;
-                        if let Some((_, Phase::Copying)) = &c {
-                            r.copying = Some(progress);
-                        }
-                        let c = c.map(|(c, _)| c);
-                        if let Some(c) = &c {
-                            r.caught_up = match (&c.gtid, &head.gtid) {
-                                (Some(a), Some(b)) => a == b,
-                                _ => c.position == head.position,
-                            };
-                            r.lag_secs = c.lag_secs(r.caught_up, now);
-                        }
-                        r.checkpoint = c;
-                    }
-                }
-            }
         }
-        out.push(r);
     }
-    Ok((head, out))
+}
+
+/// One target's report, against the source's `head`.
+async fn report(config: &Config, t: &TargetConfig, head: &Checkpoint, now: u64) -> TargetReport {
+    let mut r = TargetReport::new(&t.name);
+    let mut conn = match target::connect(t).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    let pipeline = &config.pipeline;
+    let loaded = async {
+        let c = absent(checkpoint::load_with_phase(&mut conn, pipeline).await)?;
+        let s = absent(checkpoint::stopped_tables(&mut conn, pipeline).await)?;
+        let p = absent(checkpoint::copy_progress(&mut conn, pipeline).await)?;
+        let f = absent(checkpoint::table_floors(&mut conn, pipeline).await)?;
+        r.verified = absent(verified::records(&mut conn, pipeline).await)?;
+        Ok::<_, SinkError>((c, s, p, f))
+    }
+    .await;
+    match loaded {
+        Err(e) => r.error = Some(e.to_string()),
+        Ok((c, s, progress, floors)) => {
+            r.stopped = s;
+            r.floors = floors;
+            if let Some((_, Phase::Copying)) = &c {
+                r.copying = Some(progress);
+            }
+            let c = c.map(|(c, _)| c);
+            if let Some(c) = &c {
+                r.caught_up = match (&c.gtid, &head.gtid) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => c.position == head.position,
+                };
+                r.lag_secs = c.lag_secs(r.caught_up, now);
+            }
+            r.checkpoint = c;
+        }
+    }
+    r
 }
 
 /// What a read of one of rowsync's tables gives, or nothing where the table does not exist
