@@ -7,6 +7,8 @@
 //! servers, unless a test says otherwise.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -453,7 +455,7 @@ impl Cluster {
     fn databases(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.cfg).unwrap_or_default();
         text.lines()
-            .filter_map(|l| l.strip_prefix("url = \"mysql://root@127.0.0.1:"))
+            .filter_map(|l| l.strip_prefix("url = \"mysql://"))
             .filter_map(|rest| rest.split_once('/'))
             .map(|(_, db)| db.trim_end_matches('"').to_string())
             .filter(|db| !db.is_empty())
@@ -464,6 +466,24 @@ impl Cluster {
     pub fn append_config(&self, text: &str) {
         let config = std::fs::read_to_string(&self.cfg).unwrap();
         std::fs::write(&self.cfg, format!("{config}{text}")).unwrap();
+    }
+
+    /// Points the config's URLs of `proxy`'s server (the source or a target) at the proxy.
+    pub fn route_through(&self, proxy: &proxy::Proxy) {
+        let config = std::fs::read_to_string(&self.cfg).unwrap();
+        let routed = proxy.route(&config);
+        assert_ne!(routed, config, "no URL of the proxy's server in the config");
+        std::fs::write(&self.cfg, routed).unwrap();
+    }
+
+    /// Replaces `from` by `to` in the config file (e.g. another account in a target URL).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let config = std::fs::read_to_string(&self.cfg).unwrap();
+        assert!(
+            config.contains(from),
+            "no `{from}` in the config:\n{config}"
+        );
+        std::fs::write(&self.cfg, config.replace(from, to)).unwrap();
     }
 
     /// A session on the source's `product` database.
@@ -541,6 +561,18 @@ impl Cluster {
             cfg,
         }
     }
+}
+
+/// The peak resident set size of process `pid` in MB (0 if unknown).
+pub fn peak_rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
 }
 
 /// A TCP port nobody listens on right now.
