@@ -221,3 +221,52 @@ async fn a_frozen_active_loses_the_lock_and_writes_nothing_after_it_resumes() {
     let status = status_text(&p.a);
     assert!(status.contains("daemon: target order STANDBY"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_between_the_active_and_the_target_hands_over_within_the_bound() {
+    let p = pair(5221).await;
+    let c = &p.cluster;
+    // The active reaches the target through a proxy that can drop every packet.
+    let proxy = proxy::Proxy::start(c.targets[0].port);
+    let text = std::fs::read_to_string(&p.a).unwrap();
+    std::fs::write(&p.a, proxy.route(&text)).unwrap();
+    let active = Rowsync::start(&p.a);
+    wait_started(&c.targets[0], "order_db", &active).await;
+    let mut rep = c.replica_conn(0).await;
+    for s in triggers("product", "applied") {
+        rep.query_drop(s).await.unwrap();
+    }
+    let standby = Rowsync::start(&p.b);
+    standby
+        .wait_log(
+            "standing by: another rowsync process holds the target's lock",
+            WAIT,
+        )
+        .await;
+    let load = workload(c.source.url("product"), 1, 1500);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.set_admit(proxy::Admit::Blackhole);
+    let cut = Instant::now();
+    standby
+        .wait_log(
+            "took over the target's lock; this process is now active",
+            WAIT,
+        )
+        .await;
+    assert!(
+        cut.elapsed() < Duration::from_secs(TAKEOVER_SECS * 3),
+        "takeover took {:?}",
+        cut.elapsed()
+    );
+    // The cut-off active notices within the bound too, and stops writing.
+    active
+        .wait_log(
+            "lost the target's lock",
+            Duration::from_secs(TAKEOVER_SECS * 3),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.heal();
+    load.await.unwrap();
+    assert_exactly_once(c).await;
+}
