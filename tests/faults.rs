@@ -127,13 +127,17 @@ async fn start_logged(c: &Cluster) -> (Rowsync, Conn) {
     (rowsync, src)
 }
 
-/// Waits until every replica equals the source and applied each change exactly once.
+/// Waits until every replica equals the source and applied each change exactly once, and
+/// `rowsync verify` agrees.
 async fn assert_replicas_right(c: &Cluster, src: &mut Conn) {
     for i in 0..c.targets.len() {
         let mut rep = c.replica_conn(i).await;
         wait_equal(src, &mut rep, "item", "id", WAIT).await;
         assert_applied_once(src, &mut rep, &format!("target {i}")).await;
     }
+    let (code, report) = rowsync_cmd(&["verify", "--config", c.cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "verify:\n{report}");
+    assert!(report.contains("product.item -> item") && report.contains(": equal"), "{report}");
 }
 
 /// A session at `url`, retried while the server is away (for up to `WAIT`).
