@@ -137,7 +137,10 @@ async fn assert_replicas_right(c: &Cluster, src: &mut Conn) {
     }
     let (code, report) = rowsync_cmd(&["verify", "--config", c.cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "verify:\n{report}");
-    assert!(report.contains("product.item -> item") && report.contains(": equal"), "{report}");
+    assert!(
+        report.contains("product.item -> item") && report.contains(": equal"),
+        "{report}"
+    );
 }
 
 /// A session at `url`, retried while the server is away (for up to `WAIT`).

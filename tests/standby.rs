@@ -157,8 +157,9 @@ async fn a_standby_shows_the_holder_and_takes_over_from_a_killed_active() {
             WAIT,
         )
         .await;
+    // The killed process's sessions close with it: the lock is free at once.
     assert!(
-        killed.elapsed() < Duration::from_secs(TAKEOVER_SECS + 5),
+        killed.elapsed() < Duration::from_secs(2),
         "takeover took {:?}",
         killed.elapsed()
     );

@@ -146,10 +146,9 @@ function targetCard(t) {
     card.append(el("table", { class: "list verified" },
       el("thead", {}, el("tr", {}, el("th", {}, "replica"), el("th", {}, "rows checked"), el("th", {}, "result"), el("th", {}, "when"))),
       el("tbody", {}, t.verified.map((v) => {
-        const left = v.differing - v.repaired;
-        const result = v.differing === 0 ? "equal"
-          : left <= 0 ? `${v.differing} differed, repaired`
-          : `${left} differ: ${v.detail}`;
+        const left = v.mismatched;
+        const result = left > 0 ? `${left} differ${v.detail ? ": " + v.detail : ""}`
+          : v.differing === 0 ? "equal" : `${v.differing} differed, repaired`;
         return el("tr", { class: left > 0 ? "error" : "" },
           el("td", { class: "mono" }, v.replica),
           el("td", {}, v.rows),

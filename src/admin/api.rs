@@ -316,7 +316,7 @@ pub struct CopyView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TargetView {
     pub name: String,
-    /// starting, copying, streaming, paused, retrying, stopped or shut down.
+    /// starting, standby, copying, streaming, paused, retrying, stopped or shut down.
     pub state: String,
     pub error: Option<ErrorView>,
     pub checkpoint: Option<PositionView>,
@@ -352,6 +352,9 @@ pub struct VerifiedView {
     pub rows: u64,
     /// Rows that differed from the source.
     pub differing: u64,
+    /// Rows known to differ now: after repairs, and at least what the last whole scheduled
+    /// pass found (the metric `rowsync_verify_mismatched_rows`).
+    pub mismatched: u64,
     pub repaired: u64,
     /// Whether the run covered the table (or its scheduled share) to the end.
     pub complete: bool,
@@ -430,6 +433,7 @@ impl From<&Snapshot> for TargetView {
                     finished_at: v.finished_at,
                     rows: v.rows,
                     differing: v.differing,
+                    mismatched: v.mismatched(),
                     repaired: v.repaired,
                     complete: v.complete,
                     detail: v.detail.clone(),

@@ -170,7 +170,7 @@ pub fn render(
             let labels = [t, v.replica.as_str()];
             mismatched
                 .with_label_values(&labels)
-                .set(v.differing.saturating_sub(v.repaired) as i64);
+                .set(v.mismatched() as i64);
             verified_at
                 .with_label_values(&labels)
                 .set(v.finished_at as i64);
@@ -354,6 +354,7 @@ mod tests {
             repaired: 0,
             complete: true,
             detail: String::new(),
+            last_pass: 0,
         }]);
         let text = render(&[status.snapshot()], Some(true), (1, 0)).unwrap();
         text.lines()

@@ -126,12 +126,20 @@ pub fn verified_line(v: &VerifyRecord) -> String {
         .unwrap_or(0);
     let ago = now.saturating_sub(v.finished_at);
     let verdict = match (v.differing, v.repaired) {
+        (0, _) if v.last_pass > 0 => format!(
+            "none yet in this pass; {} DIFFERED at the end of the last one",
+            v.last_pass
+        ),
         (0, _) => "equal".to_owned(),
         (d, r) if r >= d => format!("{d} differed, all repaired"),
         (d, 0) => format!("{d} DIFFER: {}", v.detail),
         (d, r) => format!("{d} DIFFER, {r} repaired: {}", v.detail),
     };
-    let share = if v.complete { "" } else { " (interrupted)" };
+    let share = if v.complete {
+        ""
+    } else {
+        " (not the whole table yet)"
+    };
     format!(
         "verified {} (from {}) {ago}s ago: {} rows checked{share}, {verdict}",
         v.replica, v.source, v.rows

@@ -226,6 +226,18 @@ impl TargetStatus {
         self.with(|s| s.runs += 1);
     }
 
+    /// Another process holds the target's lock: what this one knew of the target (position,
+    /// lag) is no longer its to report.
+    pub fn standing_by(&self, holder: String) {
+        self.with(|s| {
+            s.state = State::Standby(holder);
+            s.checkpoint = None;
+            s.caught_up = false;
+            s.stopped_tables.clear();
+            s.copy.clear();
+        });
+    }
+
     pub fn started(&self, checkpoint: &Checkpoint, stopped: Vec<StoppedTable>) {
         self.with(|s| {
             s.state = State::Streaming;

@@ -255,6 +255,7 @@ async fn stand_by(
             Acquired::Held(lock) => {
                 if announced.is_some() {
                     tracing::info!(target = %spec.name(), "took over the target's lock; this process is now active");
+                    status.set_state(State::Starting);
                 }
                 return Ok(Some(lock));
             }
@@ -262,7 +263,7 @@ async fn stand_by(
                 if announced.as_ref() != Some(&holder) {
                     tracing::info!(target = %spec.name(), %holder, "standing by: another rowsync process holds the target's lock; taking over when it stops");
                 }
-                status.set_state(State::Standby(holder.clone()));
+                status.standing_by(holder.clone());
                 announced = Some(holder);
             }
         }

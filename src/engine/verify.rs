@@ -53,7 +53,7 @@ use crate::sink::{checkpoint, target, verified, SinkError};
 use crate::source::checksum::{self, HashSpec, RowHash, Summary};
 use crate::source::conn::{connect, source_opts};
 use crate::source::info::SourceInfo;
-use crate::source::snapshot::{begin_read, read_rows, CopyTable, KeyRange};
+use crate::source::snapshot::{begin_read, begin_read_including, read_rows, CopyTable, KeyRange};
 use crate::source::{catalog, SourceError};
 
 /// Row-by-row comparisons of a differing chunk before its differences are reported.
@@ -162,6 +162,8 @@ pub enum VerifyError {
     },
     #[error("no mapping sends {table} to target `{target}`")]
     NotSelected { table: TableName, target: String },
+    #[error("verify was stopped")]
+    Cancelled,
 }
 
 impl From<SourceError> for VerifyError {
@@ -203,16 +205,34 @@ const REFRESH: Duration = Duration::from_secs(30);
 /// results kept in the target's status.
 pub async fn schedule(spec: Arc<TargetSpec>, status: Arc<TargetStatus>, cancel: CancellationToken) {
     let every = spec.verify.every;
-    let mut next_run = every.map(|e| Instant::now() + e);
+    let mut next_run: Option<Instant> = None;
     loop {
         if let Ok(mut conn) = target::connect(&spec.target).await {
             match verified::records(&mut conn, &spec.pipeline).await {
-                Ok(records) => status.set_verified(records),
+                Ok(records) => {
+                    // The first run is due `every` after the last recorded one, so restarts
+                    // more frequent than `every` do not postpone it for ever.
+                    if next_run.is_none() {
+                        let now = SystemTime::now()
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0);
+                        let last = records.iter().map(|r| r.finished_at).min().unwrap_or(now);
+                        next_run = every.map(|e| {
+                            let since = Duration::from_secs(now.saturating_sub(last));
+                            Instant::now() + e.saturating_sub(since)
+                        });
+                    }
+                    status.set_verified(records)
+                }
                 Err(e) if e.code() == Some(1146) => {}
                 Err(e) => {
                     tracing::debug!(target = %spec.name(), error = %e, "reading verify results")
                 }
             }
+        }
+        if next_run.is_none() {
+            next_run = every.map(|e| Instant::now() + e);
         }
         let due = next_run.filter(|at| *at <= Instant::now());
         if due.is_some() && status.snapshot().state == State::Streaming {
@@ -408,16 +428,25 @@ impl<'a> Verifier<'a> {
         let pipeline = self.spec.pipeline.clone();
         let estimate = self.estimate(table).await?;
         let settings = self.request.settings;
-        let (mut after, budget) = if self.request.scheduled {
+        // A scheduled run goes on with the pass the last one left (`next_key`), and its
+        // record adds up the pass so far; a pass that starts over keeps what the last whole
+        // pass found until it gets there again.
+        let (mut after, budget, earlier) = if self.request.scheduled {
             let next = verified::next_key(&mut self.sink, &pipeline, &replica_name).await?;
+            let earlier = verified::records(&mut self.sink, &pipeline)
+                .await?
+                .into_iter()
+                .find(|r| r.replica == replica_name);
             let budget = (estimate as f64 * settings.share).ceil() as u64;
             (
                 next.and_then(|k| decode_key(&k).ok()),
                 budget.max(settings.chunk_rows as u64),
+                earlier,
             )
         } else {
-            (None, u64::MAX)
+            (None, u64::MAX, None)
         };
+        let continuing = after.is_some();
         loop {
             let (range, rows, diffs) = match self.chunk(&pair, after.take()).await {
                 Ok(chunk) => chunk,
@@ -453,7 +482,7 @@ impl<'a> Verifier<'a> {
                 break;
             }
         }
-        let record = VerifyRecord {
+        let mut record = VerifyRecord {
             replica: replica_name.clone(),
             source: table.clone(),
             finished_at: SystemTime::now()
@@ -464,9 +493,24 @@ impl<'a> Verifier<'a> {
             rows: report.rows,
             differing: report.differing,
             repaired: report.repaired,
-            complete: report.complete || self.request.scheduled,
+            complete: report.complete,
             detail: detail(&report),
+            last_pass: 0,
         };
+        match earlier {
+            Some(e) if continuing => {
+                record.chunks += e.chunks;
+                record.rows += e.rows;
+                record.differing += e.differing;
+                record.repaired += e.repaired;
+                record.last_pass = e.last_pass;
+                if record.detail.is_empty() {
+                    record.detail = e.detail;
+                }
+            }
+            Some(e) => record.last_pass = e.differing.saturating_sub(e.repaired),
+            None => {}
+        }
         let next = after.as_deref().map(encode_key);
         verified::record(&mut self.sink, &pipeline, &record, next.as_deref()).await?;
         Ok(report)
@@ -636,6 +680,9 @@ impl<'a> Verifier<'a> {
                 return Ok(());
             }
             self.tgt.query_drop("COMMIT").await?;
+            if self.request.cancel.is_cancelled() {
+                return Err(VerifyError::Cancelled);
+            }
             if started.elapsed() > TARGET_WAIT {
                 return Err(VerifyError::Behind {
                     target: self.spec.name().to_owned(),
@@ -731,7 +778,7 @@ impl<'a> Verifier<'a> {
         // from the checkpoint then converges them.
         let started = Instant::now();
         let rows = loop {
-            let at = begin_read(&mut self.src, &self.info).await?;
+            let at = begin_read_including(&mut self.src, &self.info).await?;
             if at.includes(&frozen) {
                 let rows = read_rows(&mut self.src, &copy, range, None).await;
                 self.src.query_drop("COMMIT").await?;

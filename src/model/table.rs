@@ -141,8 +141,21 @@ pub struct VerifyRecord {
     pub differing: u64,
     /// Rows `--repair` rewrote.
     pub repaired: u64,
-    /// Whether the run covered the whole table (a scheduled run covers a share of it).
+    /// Whether the run (for the daemon's schedule: the pass so far, run by run) covered the
+    /// whole table.
     pub complete: bool,
     /// The first differing keys and key ranges, as text.
     pub detail: String,
+    /// Rows still differing at the end of the previous whole pass of the schedule, so a
+    /// difference stays visible while the next pass has not reached it yet.
+    pub last_pass: u64,
+}
+
+impl VerifyRecord {
+    /// Rows known to differ from the source (after repairs).
+    pub fn mismatched(&self) -> u64 {
+        self.differing
+            .saturating_sub(self.repaired)
+            .max(self.last_pass)
+    }
 }

@@ -21,6 +21,7 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS `rowsync_verify` (
   `complete` TINYINT NOT NULL,
   `detail` MEDIUMTEXT NOT NULL,
   `next_key` TEXT NULL,
+  `last_pass_differing` BIGINT UNSIGNED NOT NULL DEFAULT 0,
   PRIMARY KEY (`pipeline`, `replica_table`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
@@ -39,7 +40,7 @@ pub async fn record(
     record: &VerifyRecord,
     next_key: Option<&str>,
 ) -> Result<(), SinkError> {
-    const SQL: &str = "REPLACE INTO `rowsync_verify` (`pipeline`, `replica_table`, `source_table`, `finished_at`, `chunks`, `rows_checked`, `rows_differing`, `rows_repaired`, `complete`, `detail`, `next_key`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    const SQL: &str = "REPLACE INTO `rowsync_verify` (`pipeline`, `replica_table`, `source_table`, `finished_at`, `chunks`, `rows_checked`, `rows_differing`, `rows_repaired`, `complete`, `detail`, `next_key`, `last_pass_differing`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     sqlx::query(SQL)
         .bind(pipeline)
         .bind(&record.replica)
@@ -52,6 +53,7 @@ pub async fn record(
         .bind(record.complete)
         .bind(&record.detail)
         .bind(next_key)
+        .bind(record.last_pass)
         .execute(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
@@ -63,16 +65,21 @@ pub async fn records(
     conn: &mut MySqlConnection,
     pipeline: &str,
 ) -> Result<Vec<VerifyRecord>, SinkError> {
-    const SQL: &str = "SELECT `replica_table`, `source_table`, `finished_at`, `chunks`, `rows_checked`, `rows_differing`, `rows_repaired`, `complete`, `detail` FROM `rowsync_verify` WHERE `pipeline` = ? ORDER BY `replica_table`";
-    type Row = (String, String, u64, u64, u64, u64, u64, bool, String);
+    const SQL: &str = "SELECT `replica_table`, `source_table`, `finished_at`, `chunks`, `rows_checked`, `rows_differing`, `rows_repaired`, `complete`, `detail`, `last_pass_differing` FROM `rowsync_verify` WHERE `pipeline` = ? ORDER BY `replica_table`";
+    type Row = (String, String, u64, u64, u64, u64, u64, bool, String, u64);
     let rows: Vec<Row> = sqlx::query_as(SQL)
         .bind(pipeline)
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
     rows.into_iter()
-        .map(
-            |(
+        .map(|row| {
+            let (replica, source, finished_at, chunks, rows, differing, repaired) =
+                (row.0, row.1, row.2, row.3, row.4, row.5, row.6);
+            let source: TableName = source
+                .parse()
+                .map_err(|e| SinkError::Checkpoint(format!("{e} in rowsync_verify")))?;
+            Ok(VerifyRecord {
                 replica,
                 source,
                 finished_at,
@@ -80,25 +87,11 @@ pub async fn records(
                 rows,
                 differing,
                 repaired,
-                complete,
-                detail,
-            )| {
-                let (db, table) = source.split_once('.').ok_or_else(|| {
-                    SinkError::Checkpoint(format!("bad table name `{source}` in rowsync_verify"))
-                })?;
-                Ok(VerifyRecord {
-                    replica,
-                    source: TableName::new(db, table),
-                    finished_at,
-                    chunks,
-                    rows,
-                    differing,
-                    repaired,
-                    complete,
-                    detail,
-                })
-            },
-        )
+                complete: row.7,
+                detail: row.8,
+                last_pass: row.9,
+            })
+        })
         .collect()
 }
 

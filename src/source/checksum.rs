@@ -105,9 +105,11 @@ impl HashSpec {
                 format!("IF({q} IS NULL, 'n', MD5({}))", canonical(c))
             })
             .collect();
+        // CONCAT, not CONCAT_WS: a NULL digest must make the row's hash NULL (refused),
+        // not drop out of it.
         format!(
-            "CAST(CONV(LEFT(MD5(CONCAT_WS(',', {})), 16), 16, 10) AS UNSIGNED)",
-            parts.join(", ")
+            "CAST(CONV(LEFT(MD5(CONCAT({})), 16), 16, 10) AS UNSIGNED)",
+            parts.join(", ',', ")
         )
     }
 
@@ -163,8 +165,8 @@ impl Summary {
 
 /// A row the server could not hash (its checksum came back NULL).
 fn unhashable(table: &TableName) -> SourceError {
-    SourceError::Protocol {
-        reason: format!("a row of {table} has no checksum: one of its values is larger than the server's max_allowed_packet; raise it to verify this table"),
+    SourceError::Unhashable {
+        table: table.clone(),
     }
 }
 

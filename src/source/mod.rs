@@ -88,6 +88,8 @@ pub enum SourceError {
     Definition { table: TableName, reason: String },
     #[error("the pipeline stopped reading")]
     Closed,
+    #[error("a row of {table} has no checksum: one of its values is larger than the server's max_allowed_packet; raise it to verify this table")]
+    Unhashable { table: TableName },
     /// The server ended the dump (it is shutting down, or the dump thread was killed):
     /// reconnecting resumes from the checkpoint.
     #[error("the source ended the binlog stream (a restart, or its dump thread was killed); reconnecting")]

@@ -91,10 +91,10 @@ fn bitmap(r: &mut Reader<'_>, n: usize) -> Result<Vec<bool>, DecodeError> {
     Ok((0..n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect())
 }
 
-/// The most a compressed record may inflate to: as much as the largest event a server sends
-/// (`max_allowed_packet` and `slave_max_allowed_packet` top out at 1 GiB). The format's length
-/// field reaches 4 GiB; beyond this bound it is an error, not an allocation.
-const MAX_UNCOMPRESSED: u64 = 1 << 30;
+/// The most a compressed record may inflate to: what the format's length field can say
+/// (4 GiB; a 1 GiB compressed event may hold more than 1 GiB of rows). Memory is bounded
+/// by what the input can actually inflate to (`MAX_ZLIB_RATIO`), not by this.
+const MAX_UNCOMPRESSED: u64 = u32::MAX as u64;
 
 /// zlib's deflate cannot expand by more than about 1032:1.
 const MAX_ZLIB_RATIO: u64 = 1032;

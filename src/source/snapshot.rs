@@ -148,6 +148,22 @@ pub async fn begin_read(conn: &mut Conn, info: &SourceInfo) -> Result<Checkpoint
     })
 }
 
+/// Starts a consistent read on `conn` and says a position it includes: exactly on MariaDB,
+/// on MySQL a lower bound (the head read just before the read view), for a caller that must
+/// not read older than a position it knows.
+pub async fn begin_read_including(
+    conn: &mut Conn,
+    info: &SourceInfo,
+) -> Result<Checkpoint, SourceError> {
+    if info.flavor() == Flavor::Mariadb {
+        return begin_read(conn, info).await;
+    }
+    let head = info.head(conn).await?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await?;
+    Ok(head)
+}
+
 /// The rows of `table` in `range` (at most `limit`), in key order, each in source column
 /// order, read in `conn`'s current transaction (or now, outside one).
 pub async fn read_rows(
