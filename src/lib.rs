@@ -11,20 +11,22 @@
 //! 3. `routing`: which source tables go to which replica table of which target, with which
 //!    columns and rows (`mapping`), and what each replica must hold (`replicas`). Imports the
 //!    model and the configuration.
-//! 4. `source` (binlog reader, source catalog, snapshots for copies) and `sink` (target
-//!    writes, replica tables, checkpoints). Neither knows the other: the sink never opens a
+//! 4. `source` (binlog reader, source catalog, snapshots for copies, range checksums) and
+//!    `sink` (target writes, replica tables, checkpoints, the target's lock and its fence,
+//!    verify results). Neither knows the other: the sink never opens a
 //!    source connection; what it needs from the source (a table's definition) it is given by
 //!    its caller, and it reports progress through `sink::Observer`.
 //! 5. `engine`: the only module that joins source and sink. It owns the lifecycles: per target
-//!    the run loop (prepare, resolve the start, stream), the initial copy and re-copies, and
-//!    the live status. `Engine::start(config)` returns a `Handle` with every target's status
+//!    the run loop (stand by until the target's lock is this process's, prepare, resolve the
+//!    start, stream), the initial copy and re-copies, verify and repair (and their schedule),
+//!    and the live status. `Engine::start(config)` returns a `Handle` with every target's status
 //!    and a command sender (pause, resume, re-copy, reload as a diff).
 //! 6. `state` (the local SQLite store of what the daemon saw) and `commands` (`run`, `check`,
-//!    `status`, `resync`, `demo`, `bench`): they drive the engine or read the stores. `main.rs`
-//!    is the command line only. `local` starts throwaway MariaDB servers for the demo, the
-//!    bench and the tests.
-//!
-//! The admin API and UI (a later issue) will sit beside `commands`, on the engine's handle.
+//!    `status`, `resync`, `verify`, `demo`, `bench`): they drive the engine or read the
+//!    stores. `main.rs` is the command line only. `local` starts throwaway MariaDB servers for
+//!    the demo, the bench and the tests.
+//! 7. `admin`: the HTTP API, web UI and metrics, on the engine's handle; only `main.rs`
+//!    imports it and hands it to `run` and `demo`.
 
 pub mod admin;
 pub mod commands;
