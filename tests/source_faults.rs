@@ -147,6 +147,11 @@ async fn a_purged_start_position_is_a_clear_fatal_error() {
     let mut rowsync = Rowsync::start(&c.cfg);
     wait_started(order, "order_db", &rowsync).await;
     assert_eq!(rowsync.terminate(), Some(0));
+    let mut rep = order.conn("order_db").await;
+    let before = (
+        dump(&mut rep, "category", "id").await,
+        dump(&mut rep, "rowsync_checkpoint", "pipeline").await,
+    );
     let mut src = source.conn("product").await;
     exec(
         &mut src,
@@ -190,6 +195,12 @@ async fn a_purged_start_position_is_a_clear_fatal_error() {
         !log.contains("retrying"),
         "must be fatal, not retried: {log}"
     );
+    // The replica and its checkpoint are as they were.
+    let after = (
+        dump(&mut rep, "category", "id").await,
+        dump(&mut rep, "rowsync_checkpoint", "pipeline").await,
+    );
+    assert_eq!(after, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

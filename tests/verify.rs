@@ -322,10 +322,11 @@ async fn the_daemon_verifies_a_share_per_run_and_reports_differences() {
         "chunk_rows = 300\nevery = \"10s\"\nshare = 0.5",
     );
     let c = Cluster::start(SCHEMA, &["order"], &mappings, 5121).await;
+    let (token, token_hash) = rowsync::admin::auth::new_token();
     let port = c.enable_admin(&[Login::Token {
-        name: "scraper",
+        name: "viewer",
         role: "viewer",
-        token_hash: "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        token_hash: &token_hash,
     }]);
     let mut src = c.source_conn().await;
     fill(&mut src).await;
@@ -380,6 +381,25 @@ async fn the_daemon_verifies_a_share_per_run_and_reports_differences() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     mismatched_item_rows(port, 2).await;
+    // The admin API's status shows the same.
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = status["targets"][0]["verified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["replica"] == "item")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(item["mismatched"], 2, "{status:#}");
+    assert_eq!(item["source"], "product.item", "{status:#}");
     let log = rowsync.log_text();
     assert!(
         log.contains("verify: replica rows differ from the source"),

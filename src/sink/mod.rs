@@ -114,9 +114,12 @@ impl From<BadKey> for SinkError {
 }
 
 /// MySQL error numbers a retry can fix: deadlock, lock wait timeout, connection lost or
-/// killed, server shutting down or read-only for a while, too many connections.
+/// killed, server shutting down or read-only for a while, too many connections; and a
+/// privilege missing on the target (command, column or database access denied, a needed
+/// privilege), which a GRANT fixes: the target retries, showing the error, and resumes by
+/// itself once the grant is back.
 const RETRYABLE_CODES: &[u16] = &[
-    1213, 1205, 2006, 2013, 1053, 1927, 1290, 1040, 1317, 1159, 1161,
+    1213, 1205, 2006, 2013, 1053, 1927, 1290, 1040, 1317, 1159, 1161, 1142, 1143, 1044, 1227,
 ];
 
 impl SinkError {
