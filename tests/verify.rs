@@ -382,15 +382,7 @@ async fn the_daemon_verifies_a_share_per_run_and_reports_differences() {
     }
     mismatched_item_rows(port, 2).await;
     // The admin API's status shows the same.
-    let status: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/api/v1/status"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = api_status(port, &token).await;
     let item = status["targets"][0]["verified"]
         .as_array()
         .unwrap()

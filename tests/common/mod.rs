@@ -629,3 +629,17 @@ impl Cluster {
         port
     }
 }
+
+/// `GET /api/v1/status` of the admin API at `port`, with an API token.
+#[allow(dead_code)]
+pub async fn api_status(port: u16, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
