@@ -125,6 +125,14 @@ async fn a_standby_shows_the_holder_and_takes_over_from_a_killed_active() {
     for s in triggers("product", "applied") {
         rep.query_drop(s).await.unwrap();
     }
+    // The standby's admin API, to see it standing by there too.
+    let (token, token_hash) = rowsync::admin::auth::new_token();
+    let port = free_port();
+    let mut text = std::fs::read_to_string(&p.b).unwrap();
+    text.push_str(&format!(
+        "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n[[admin.tokens]]\nname = \"viewer\"\nrole = \"viewer\"\ntoken_hash = \"{token_hash}\"\n"
+    ));
+    std::fs::write(&p.b, text).unwrap();
     let standby = Rowsync::start(&p.b);
     standby
         .wait_log(
@@ -135,6 +143,16 @@ async fn a_standby_shows_the_holder_and_takes_over_from_a_killed_active() {
     let holder = format!("rowsync pid {}", active.pid());
     let log = standby.log_text();
     assert!(log.contains(&holder), "{log}");
+    let api = api_status(port, &token).await;
+    let target = &api["targets"][0];
+    assert_eq!(target["state"], "standby", "{api:#}");
+    assert!(
+        target["lock_holder"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&holder),
+        "{api:#}"
+    );
     // `status` of the standby's configuration shows it standing by, and who holds the lock.
     let deadline = Instant::now() + WAIT;
     loop {
