@@ -284,8 +284,17 @@ async fn a_network_cut_between_the_active_and_the_target_hands_over_within_the_b
             Duration::from_secs(TAKEOVER_SECS * 3),
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // While the cut lasts, its new connections time out rather than hang, and it says so.
+    active
+        .wait_log("did not answer within 10s", Duration::from_secs(30))
+        .await;
     proxy.heal();
+    active
+        .wait_log(
+            "standing by: another rowsync process holds the target's lock",
+            WAIT,
+        )
+        .await;
     load.await.unwrap();
     assert_exactly_once(c).await;
 }

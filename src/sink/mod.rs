@@ -89,6 +89,11 @@ pub enum SinkError {
     Checkpoint(String),
     #[error("{0}")]
     Busy(String),
+    #[error("target `{target}` did not answer within {after:?}")]
+    ConnectTimeout {
+        target: String,
+        after: std::time::Duration,
+    },
     /// The target's lock moved to another process: this one must not commit.
     #[error("{0}")]
     Fenced(String),
@@ -163,7 +168,10 @@ impl SinkError {
             },
             SinkError::Catalog { class, .. } => *class == ErrorClass::Transient,
             // The branch is read again from its floor after a restart.
-            SinkError::Busy(_) | SinkError::Fenced(_) | SinkError::Spill { .. } => true,
+            SinkError::Busy(_)
+            | SinkError::Fenced(_)
+            | SinkError::ConnectTimeout { .. }
+            | SinkError::Spill { .. } => true,
             _ => false,
         }
     }

@@ -75,12 +75,19 @@ pub async fn set_wait_timeout(
     .await
 }
 
-/// Opens a session on `target` with rowsync's session settings.
+/// How long opening a target session may take: behind a network partition (packets vanish,
+/// nothing is refused) a connect would otherwise wait for as long as it lasts.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens a session on `target` with rowsync's session settings, within `CONNECT_TIMEOUT`.
 pub async fn connect(target: &TargetConfig) -> Result<MySqlConnection, SinkError> {
     let opts = connect_options(&target.url, target.tls.as_ref())?;
-    let mut conn = opts
-        .connect()
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
         .await
+        .map_err(|_| SinkError::ConnectTimeout {
+            target: target.name.clone(),
+            after: CONNECT_TIMEOUT,
+        })?
         .map_err(|e| SinkError::db(format!("connect to target `{}`", target.name), e))?;
     let strict = format!("SET sql_mode = '{TARGET_SQL_MODE}'");
     for stmt in session_init().into_iter().chain([strict]) {
