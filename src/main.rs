@@ -153,12 +153,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             table,
         } => {
             let config = Config::load(&config)?;
-            let cancel = CancellationToken::new();
-            let stop = cancel.clone();
-            tokio::spawn(async move {
-                commands::shutdown_signal().await;
-                stop.cancel();
-            });
+            let cancel = commands::cancelled_on_signal();
             match commands::resync::run(&config, &target, &table, &cancel).await? {
                 Some(done) => {
                     println!(
@@ -182,12 +177,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             rows_per_second,
         } => {
             let config = Config::load(&config)?;
-            let cancel = CancellationToken::new();
-            let stop = cancel.clone();
-            tokio::spawn(async move {
-                commands::shutdown_signal().await;
-                stop.cancel();
-            });
+            let cancel = commands::cancelled_on_signal();
             let options = commands::verify::Options {
                 target,
                 table,

@@ -10,6 +10,17 @@ pub mod run;
 pub mod status;
 pub mod verify;
 
+/// A token cancelled on SIGTERM or SIGINT, for commands that stop cleanly where they are.
+pub fn cancelled_on_signal() -> tokio_util::sync::CancellationToken {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    cancel
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -127,11 +127,7 @@ impl TargetSpec {
 pub(super) async fn watch(task: tokio::task::JoinHandle<()>, status: Arc<TargetStatus>) {
     if let Err(e) = task.await {
         let error = match e.try_into_panic() {
-            Ok(panic) => panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic without a message".into()),
+            Ok(panic) => crate::model::panic_message(panic.as_ref()),
             Err(e) => e.to_string(),
         };
         tracing::error!(target = %status.snapshot().target, %error, "target pipeline crashed (a rowsync bug); restart rowsync");

@@ -39,6 +39,15 @@ pub use position::Checkpoint;
 pub use table::TableState;
 pub use value::Value;
 
+/// The text of a caught panic's payload (a bug's message, for the status and the log).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// Whether an error can heal by waiting and retrying (a network cut, a deadlock, a server
 /// restarting) or not (a purged binlog, a constraint the replica rejects, a bad setting).
 /// Kept from the error's origin up to the status, where operators and alerts read it.

@@ -269,16 +269,7 @@ where
 {
     std::panic::AssertUnwindSafe(stream.next())
         .catch_unwind()
-        .map(|caught| caught.map_err(|panic| panic_message(panic.as_ref())))
-}
-
-/// The text of a panic's payload.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a panic without a message".into())
+        .map(|caught| caught.map_err(|panic| crate::model::panic_message(panic.as_ref())))
 }
 
 /// A file/offset checkpoint is only valid on the server that wrote it.
