@@ -19,22 +19,6 @@ use rand::Rng;
 
 const CHANGES: usize = 50_000;
 
-fn triggers(table: &str, log: &str) -> Vec<String> {
-    vec![
-        format!("CREATE TABLE {log} (id BIGINT NOT NULL, version BIGINT NOT NULL, KEY (id, version)) ENGINE=InnoDB"),
-        format!("CREATE TRIGGER {table}_ai AFTER INSERT ON {table} FOR EACH ROW INSERT INTO {log} VALUES (NEW.id, NEW.version)"),
-        format!("CREATE TRIGGER {table}_au AFTER UPDATE ON {table} FOR EACH ROW INSERT INTO {log} VALUES (NEW.id, NEW.version)"),
-    ]
-}
-
-async fn log_of(conn: &mut mysql_async::Conn, log: &str) -> Vec<(i64, i64)> {
-    conn.query(format!(
-        "SELECT id, version FROM {log} ORDER BY id, version"
-    ))
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_ten_times_loses_and_repeats_nothing() {
     let c = Cluster::start(
@@ -51,7 +35,7 @@ async fn kill_9_ten_times_loses_and_repeats_nothing() {
     let mut targets = c.targets.into_iter();
     let (order, purchase) = (targets.next().unwrap(), targets.next().unwrap());
     let mut src = source.conn("product").await;
-    for s in triggers("product", "changes") {
+    for s in version_triggers("product", "changes") {
         src.query_drop(s).await.unwrap();
     }
     let mut rowsync = Rowsync::start(&cfg);
@@ -59,7 +43,7 @@ async fn kill_9_ten_times_loses_and_repeats_nothing() {
     wait_started(&purchase, "purchase_db", &rowsync).await;
     for (server, db) in [(&order, "order_db"), (&purchase, "purchase_db")] {
         let mut rep = server.conn(db).await;
-        for s in triggers("product", "applied") {
+        for s in version_triggers("product", "applied") {
             rep.query_drop(s).await.unwrap();
         }
     }
@@ -120,7 +104,7 @@ async fn kill_9_ten_times_loses_and_repeats_nothing() {
     let workload_done = Instant::now();
 
     let mut src = source.conn("product").await;
-    let expected_log = log_of(&mut src, "changes").await;
+    let expected_log = version_log(&mut src, "changes").await;
     assert!(
         expected_log.len() > CHANGES / 2,
         "workload too small: {}",
@@ -136,7 +120,7 @@ async fn kill_9_ten_times_loses_and_repeats_nothing() {
             Duration::from_secs(300),
         )
         .await;
-        let applied = log_of(&mut rep, "applied").await;
+        let applied = version_log(&mut rep, "applied").await;
         let mut dupes = applied.clone();
         dupes.dedup();
         assert_eq!(

@@ -115,6 +115,31 @@ async fn assert_applied_once(src: &mut Conn, rep: &mut Conn, name: &str) {
     );
 }
 
+/// Which server the proxy stands before.
+enum Through {
+    Source,
+    Purchase,
+}
+
+/// `product.item` into targets `order` and `purchase`, one server reached through a proxy,
+/// started with change logs (`start_logged`).
+async fn logged_through_proxy(server_id: u32, through: Through) -> (Cluster, Proxy, Rowsync, Conn) {
+    let c = Cluster::start(
+        ITEM_SCHEMA,
+        &["order", "purchase"],
+        &item_mapping(&["order", "purchase"]),
+        server_id,
+    )
+    .await;
+    let proxy = Proxy::start(match through {
+        Through::Source => c.source.port,
+        Through::Purchase => c.targets[1].port,
+    });
+    c.route_through(&proxy);
+    let (rowsync, src) = start_logged(&c).await;
+    (c, proxy, rowsync, src)
+}
+
 /// Starts rowsync on `c` with change logs on the source table and on every replica (added once
 /// the replicas exist, before any change). Returns rowsync and a source session.
 async fn start_logged(c: &Cluster) -> (Rowsync, Conn) {
@@ -339,16 +364,7 @@ async fn wait_status(cfg: &std::path::Path, needles: &[&str], rowsync: &Rowsync)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_cut_in_the_middle_of_a_big_transaction() {
-    let c = Cluster::start(
-        ITEM_SCHEMA,
-        &["order", "purchase"],
-        &item_mapping(&["order", "purchase"]),
-        6101,
-    )
-    .await;
-    let proxy = Proxy::start(c.source.port);
-    c.route_through(&proxy);
-    let (rowsync, mut src) = start_logged(&c).await;
+    let (c, proxy, rowsync, mut src) = logged_through_proxy(6101, Through::Source).await;
     workload_of(c.source.url("product"), 1_000_000, 300).await;
 
     // The binlog reaches rowsync at 3 MB/s, so the transaction (about 10 MB of events) is
@@ -469,16 +485,7 @@ async fn source_cut_in_the_middle_of_the_initial_copy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_flapping_then_partitioned_source_during_a_workload() {
-    let c = Cluster::start(
-        ITEM_SCHEMA,
-        &["order", "purchase"],
-        &item_mapping(&["order", "purchase"]),
-        6301,
-    )
-    .await;
-    let proxy = Proxy::start(c.source.port);
-    c.route_through(&proxy);
-    let (rowsync, mut src) = start_logged(&c).await;
+    let (c, proxy, rowsync, mut src) = logged_through_proxy(6301, Through::Source).await;
     proxy.set_latency(Duration::from_millis(5));
     proxy.set_rate(Some(200_000));
     let stop = CancellationToken::new();
@@ -530,16 +537,7 @@ async fn slow_flapping_then_partitioned_source_during_a_workload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_cut_mid_apply_and_dropping_repeatedly_spares_the_other() {
-    let c = Cluster::start(
-        ITEM_SCHEMA,
-        &["order", "purchase"],
-        &item_mapping(&["order", "purchase"]),
-        6401,
-    )
-    .await;
-    let proxy = Proxy::start(c.targets[1].port);
-    c.route_through(&proxy);
-    let (rowsync, mut src) = start_logged(&c).await;
+    let (c, proxy, rowsync, mut src) = logged_through_proxy(6401, Through::Purchase).await;
 
     // Writes to purchase go at 2 MB/s: the big transaction is applied for seconds.
     proxy.set_rate(Some(2_000_000));

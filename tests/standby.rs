@@ -19,22 +19,6 @@ use mysql_async::prelude::*;
 const WAIT: Duration = Duration::from_secs(90);
 const TAKEOVER_SECS: u64 = 5;
 
-fn triggers(table: &str, log: &str) -> Vec<String> {
-    vec![
-        format!("CREATE TABLE {log} (id BIGINT NOT NULL, version BIGINT NOT NULL, KEY (id, version)) ENGINE=InnoDB"),
-        format!("CREATE TRIGGER {table}_ai AFTER INSERT ON {table} FOR EACH ROW INSERT INTO {log} VALUES (NEW.id, NEW.version)"),
-        format!("CREATE TRIGGER {table}_au AFTER UPDATE ON {table} FOR EACH ROW INSERT INTO {log} VALUES (NEW.id, NEW.version)"),
-    ]
-}
-
-async fn log_of(conn: &mut mysql_async::Conn, log: &str) -> Vec<(i64, i64)> {
-    conn.query(format!(
-        "SELECT id, version FROM {log} ORDER BY id, version"
-    ))
-    .await
-    .unwrap()
-}
-
 /// A pair of configurations for one pipeline, differing only in their state stores.
 struct Pair {
     cluster: Cluster,
@@ -66,10 +50,32 @@ async fn pair(server_id: u32) -> Pair {
         .unwrap();
     }
     let mut src = cluster.source_conn().await;
-    for s in triggers("product", "changes") {
+    for s in version_triggers("product", "changes") {
         src.query_drop(s).await.unwrap();
     }
     Pair { cluster, a, b }
+}
+
+impl Pair {
+    /// Starts the active process (`a`), waits until it streams and logs the replica's
+    /// changes, then starts the standby (`b`) and waits until it stands by.
+    async fn start(&self) -> (Rowsync, Rowsync) {
+        let c = &self.cluster;
+        let active = Rowsync::start(&self.a);
+        wait_started(&c.targets[0], "order_db", &active).await;
+        let mut rep = c.replica_conn(0).await;
+        for s in version_triggers("product", "applied") {
+            rep.query_drop(s).await.unwrap();
+        }
+        let standby = Rowsync::start(&self.b);
+        standby
+            .wait_log(
+                "standing by: another rowsync process holds the target's lock",
+                WAIT,
+            )
+            .await;
+        (active, standby)
+    }
 }
 
 /// Inserts and updates with fresh versions, `n` transactions, a few ms apart.
@@ -105,8 +111,8 @@ async fn assert_exactly_once(c: &Cluster) {
     let mut src = c.source_conn().await;
     let mut rep = c.replica_conn(0).await;
     wait_equal(&mut src, &mut rep, "product", "id", WAIT).await;
-    let changes = log_of(&mut src, "changes").await;
-    let applied = log_of(&mut rep, "applied").await;
+    let changes = version_log(&mut src, "changes").await;
+    let applied = version_log(&mut rep, "applied").await;
     assert_eq!(
         applied.len(),
         changes.len(),
@@ -119,12 +125,6 @@ async fn assert_exactly_once(c: &Cluster) {
 async fn a_standby_shows_the_holder_and_takes_over_from_a_killed_active() {
     let p = pair(5201).await;
     let c = &p.cluster;
-    let mut active = Rowsync::start(&p.a);
-    wait_started(&c.targets[0], "order_db", &active).await;
-    let mut rep = c.replica_conn(0).await;
-    for s in triggers("product", "applied") {
-        rep.query_drop(s).await.unwrap();
-    }
     // The standby's admin API, to see it standing by there too.
     let (token, token_hash) = rowsync::admin::auth::new_token();
     let port = free_port();
@@ -133,13 +133,7 @@ async fn a_standby_shows_the_holder_and_takes_over_from_a_killed_active() {
         "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n[[admin.tokens]]\nname = \"viewer\"\nrole = \"viewer\"\ntoken_hash = \"{token_hash}\"\n"
     ));
     std::fs::write(&p.b, text).unwrap();
-    let standby = Rowsync::start(&p.b);
-    standby
-        .wait_log(
-            "standing by: another rowsync process holds the target's lock",
-            WAIT,
-        )
-        .await;
+    let (mut active, standby) = p.start().await;
     let holder = format!("rowsync pid {}", active.pid());
     let log = standby.log_text();
     assert!(log.contains(&holder), "{log}");
@@ -189,19 +183,7 @@ async fn a_standby_shows_the_holder_and_takes_over_from_a_killed_active() {
 async fn a_frozen_active_loses_the_lock_and_writes_nothing_after_it_resumes() {
     let p = pair(5211).await;
     let c = &p.cluster;
-    let active = Rowsync::start(&p.a);
-    wait_started(&c.targets[0], "order_db", &active).await;
-    let mut rep = c.replica_conn(0).await;
-    for s in triggers("product", "applied") {
-        rep.query_drop(s).await.unwrap();
-    }
-    let standby = Rowsync::start(&p.b);
-    standby
-        .wait_log(
-            "standing by: another rowsync process holds the target's lock",
-            WAIT,
-        )
-        .await;
+    let (active, standby) = p.start().await;
     // An idle stream keeps its sessions (and so its lock) alive past the takeover time.
     tokio::time::sleep(Duration::from_secs(TAKEOVER_SECS + 3)).await;
     assert!(
@@ -249,19 +231,7 @@ async fn a_network_cut_between_the_active_and_the_target_hands_over_within_the_b
     let proxy = proxy::Proxy::start(c.targets[0].port);
     let text = std::fs::read_to_string(&p.a).unwrap();
     std::fs::write(&p.a, proxy.route(&text)).unwrap();
-    let active = Rowsync::start(&p.a);
-    wait_started(&c.targets[0], "order_db", &active).await;
-    let mut rep = c.replica_conn(0).await;
-    for s in triggers("product", "applied") {
-        rep.query_drop(s).await.unwrap();
-    }
-    let standby = Rowsync::start(&p.b);
-    standby
-        .wait_log(
-            "standing by: another rowsync process holds the target's lock",
-            WAIT,
-        )
-        .await;
+    let (active, standby) = p.start().await;
     let load = workload(c.source.url("product"), 1, 1500);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.set_admit(proxy::Admit::Blackhole);

@@ -80,6 +80,17 @@ async fn fill(src: &mut mysql_async::Conn) {
     .await;
 }
 
+/// Fills the source, starts rowsync and waits until the replica of `item` equals it; returns
+/// rowsync and sessions on the source and the replica.
+async fn filled_and_running(c: &Cluster) -> (Rowsync, mysql_async::Conn, mysql_async::Conn) {
+    let mut src = c.source_conn().await;
+    fill(&mut src).await;
+    let rowsync = c.run().await;
+    let mut rep = c.replica_conn(0).await;
+    wait_equal(&mut src, &mut rep, "item", "id", WAIT).await;
+    (rowsync, src, rep)
+}
+
 /// Updates items all over the table (and flips them in and out of the filter) until `stop`.
 fn workload(source: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
@@ -167,11 +178,7 @@ fn listed(report: &serde_json::Value) -> Vec<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_hand_changed_keys_and_repair_fixes_them_under_load() {
     let c = Cluster::start(SCHEMA, &["order"], MAPPINGS, 5101).await;
-    let mut src = c.source_conn().await;
-    fill(&mut src).await;
-    let rowsync = c.run().await;
-    let mut rep = c.replica_conn(0).await;
-    wait_equal(&mut src, &mut rep, "item", "id", WAIT).await;
+    let (rowsync, mut src, mut rep) = filled_and_running(&c).await;
     wait_equal(&mut src, &mut rep, "batch", "product_id, batch_no", WAIT).await;
 
     // A workload in flight is never a difference.
@@ -261,11 +268,7 @@ async fn verify_names_hand_changed_keys_and_repair_fixes_them_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repair_killed_midway_leaves_nothing_worse_and_a_rerun_completes_it() {
     let c = Cluster::start(SCHEMA, &["order"], MAPPINGS, 5111).await;
-    let mut src = c.source_conn().await;
-    fill(&mut src).await;
-    let rowsync = c.run().await;
-    let mut rep = c.replica_conn(0).await;
-    wait_equal(&mut src, &mut rep, "item", "id", WAIT).await;
+    let (rowsync, mut src, mut rep) = filled_and_running(&c).await;
     // Every third row lost, and every seventh changed, all over the table.
     exec(
         &mut rep,
@@ -328,11 +331,7 @@ async fn the_daemon_verifies_a_share_per_run_and_reports_differences() {
         role: "viewer",
         token_hash: &token_hash,
     }]);
-    let mut src = c.source_conn().await;
-    fill(&mut src).await;
-    let rowsync = c.run().await;
-    let mut rep = c.replica_conn(0).await;
-    wait_equal(&mut src, &mut rep, "item", "id", WAIT).await;
+    let (rowsync, _src, mut rep) = filled_and_running(&c).await;
     exec(
         &mut rep,
         &[

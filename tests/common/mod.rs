@@ -643,3 +643,25 @@ pub async fn api_status(port: u16, token: &str) -> serde_json::Value {
         .await
         .unwrap()
 }
+
+/// A table `log` of (id, version) and triggers writing each row `table` inserts or updates
+/// into it: run on the source and on a replica, the two logs are equal exactly when every
+/// change was applied once.
+#[allow(dead_code)]
+pub fn version_triggers(table: &str, log: &str) -> Vec<String> {
+    vec![
+        format!("CREATE TABLE {log} (id BIGINT NOT NULL, version BIGINT NOT NULL, KEY (id, version)) ENGINE=InnoDB"),
+        format!("CREATE TRIGGER {table}_ai AFTER INSERT ON {table} FOR EACH ROW INSERT INTO {log} VALUES (NEW.id, NEW.version)"),
+        format!("CREATE TRIGGER {table}_au AFTER UPDATE ON {table} FOR EACH ROW INSERT INTO {log} VALUES (NEW.id, NEW.version)"),
+    ]
+}
+
+/// The rows of a `version_triggers` log, sorted.
+#[allow(dead_code)]
+pub async fn version_log(conn: &mut Conn, log: &str) -> Vec<(i64, i64)> {
+    conn.query(format!(
+        "SELECT id, version FROM {log} ORDER BY id, version"
+    ))
+    .await
+    .unwrap()
+}
