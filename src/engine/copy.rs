@@ -138,10 +138,7 @@ impl CopyJob<'_> {
     /// Fails when the target's lock is no longer this process's (before DDL, which commits
     /// by itself).
     async fn check_fence(&self, conn: &mut MySqlConnection) -> Result<(), SinkError> {
-        match self.fence {
-            Some(fence) => fence.check(conn).await,
-            None => Ok(()),
-        }
+        sink::lock::check(self.fence, conn).await
     }
 
     /// Opens a transaction that writes only while the lock is this process's.

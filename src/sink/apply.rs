@@ -327,10 +327,7 @@ impl Applier {
 
     /// Fails when the target's lock is no longer this process's (see `sink::lock`).
     async fn check_fence(&mut self) -> Result<(), SinkError> {
-        match &self.fence {
-            Some(fence) => fence.check(&mut self.conn).await,
-            None => Ok(()),
-        }
+        super::lock::check(self.fence.as_ref(), &mut self.conn).await
     }
 
     /// Lets the pipeline send commands.

@@ -44,9 +44,7 @@ pub async fn start_table(
 
 /// COMMIT, once `fence` says this process still holds the target's lock.
 async fn fenced_commit(conn: &mut MySqlConnection, fence: Option<&Fence>) -> Result<(), SinkError> {
-    if let Some(fence) = fence {
-        fence.check(conn).await?;
-    }
+    super::lock::check(fence, conn).await?;
     exec(conn, "COMMIT").await
 }
 

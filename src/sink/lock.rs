@@ -101,6 +101,15 @@ impl Fence {
     }
 }
 
+/// `fence.check`, when there is a fence: writers that run without one (`resync` with no
+/// daemon holds the lock itself, tests) commit unchecked.
+pub async fn check(fence: Option<&Fence>, conn: &mut MySqlConnection) -> Result<(), SinkError> {
+    match fence {
+        Some(fence) => fence.check(conn).await,
+        None => Ok(()),
+    }
+}
+
 /// Takes the target's lock in `conn`'s session, waiting up to `wait_secs`, and records this
 /// process as its holder; the fence of writes made while it holds it. `SinkError::Busy` when
 /// another process holds it.
