@@ -265,7 +265,13 @@ pub struct ApplyConfig {
     /// Events buffered between a target's binlog reader and its writer.
     #[serde(default = "default_queue")]
     pub queue_events: usize,
+    /// Target connections applying groups with disjoint keys at once (see `sink::lanes`).
+    #[serde(default = "default_lanes")]
+    pub lanes: usize,
 }
+
+/// Most `apply.lanes`: beyond this, the target's commit order, not its cores, is the limit.
+pub const MAX_LANES: usize = 16;
 
 fn default_group_txns() -> usize {
     5000
@@ -279,6 +285,9 @@ fn default_group_ms() -> u64 {
 fn default_queue() -> usize {
     256
 }
+fn default_lanes() -> usize {
+    4
+}
 
 impl Default for ApplyConfig {
     fn default() -> Self {
@@ -287,6 +296,7 @@ impl Default for ApplyConfig {
             batch_rows: default_batch_rows(),
             max_group_ms: default_group_ms(),
             queue_events: default_queue(),
+            lanes: default_lanes(),
         }
     }
 }
@@ -712,6 +722,9 @@ impl Config {
                 "standby.takeover_secs",
                 "must be between 5 and 3600: shorter would close the sessions of a busy but healthy process",
             ));
+        }
+        if !(1..=MAX_LANES).contains(&self.apply.lanes) {
+            return Err(self.invalid("apply.lanes", format!("must be between 1 and {MAX_LANES}")));
         }
         if self.copy.parallel_tables == 0 {
             return Err(self.invalid("copy.parallel_tables", "must be at least 1"));

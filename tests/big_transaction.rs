@@ -22,7 +22,7 @@ async fn one_million_rows_in_one_transaction() {
             "CREATE TABLE product.big (id INT PRIMARY KEY, code VARCHAR(40) NOT NULL, qty INT NOT NULL, note VARCHAR(100)) ENGINE=InnoDB",
         ],
         &["order"],
-        "[[mappings]]\nsource = \"product.big\"\ntargets = [\"order\"]\n",
+        "[[mappings]]\nsource = \"product.big\"\ntargets = [\"order\"]\n\n[apply]\nlanes = 4\n",
         5101,
     )
     .await;

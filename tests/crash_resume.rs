@@ -7,6 +7,9 @@
 //! trigger again (MariaDB fires AFTER UPDATE even for an unchanged row), so the replica's log
 //! equals the source's log exactly only if every change was applied once.
 //!
+//! It runs on four apply lanes (`sink::lanes`), so kills land between groups committed in
+//! order on different connections.
+//!
 //! Run: `cargo nextest run --test crash_resume`
 
 mod common;
@@ -27,7 +30,7 @@ async fn kill_9_ten_times_loses_and_repeats_nothing() {
             "CREATE TABLE product.product (id BIGINT PRIMARY KEY, code VARCHAR(40) NOT NULL, version BIGINT NOT NULL) ENGINE=InnoDB",
         ],
         &["order", "purchase"],
-        "[[mappings]]\nsource = \"product.product\"\ntargets = [\"order\", \"purchase\"]\n\n[apply]\nmax_group_transactions = 200\nbatch_rows = 300\n",
+        "[[mappings]]\nsource = \"product.product\"\ntargets = [\"order\", \"purchase\"]\n\n[apply]\nmax_group_transactions = 200\nbatch_rows = 300\nlanes = 4\n",
         4301,
     )
     .await;

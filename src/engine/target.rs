@@ -38,7 +38,7 @@ use crate::routing::mapping::Router;
 use crate::routing::replicas::{self, ReplicaPlan};
 use crate::sink::apply::{Applier, ApplyExit, Command};
 use crate::sink::lock::{self, Acquired, Fence, TargetLock};
-use crate::sink::{checkpoint, replica, target, SinkError, SourceCatalog};
+use crate::sink::{checkpoint, lanes, replica, target, SinkError, SourceCatalog};
 use crate::source::conn::{configured_opts, connect};
 use crate::source::info::SourceInfo;
 use crate::source::reader::{BinlogReader, ReaderOptions};
@@ -640,6 +640,7 @@ async fn stream(
     // A frozen process's open group must not outlive its lock (see `sink::lock`); the
     // writer pings while idle.
     target::set_wait_timeout(&mut conn, spec.standby.takeover).await?;
+    let lanes = open_lanes(spec).await?;
 
     let router = Arc::new(spec.router.clone());
     let reader_cancel = cancel.child_token();
@@ -661,7 +662,8 @@ async fn stream(
     .await?
     .with_commands(command_rx)
     .with_source_time_zone(info.time_zone.clone())
-    .with_fence(fence.clone(), spec.standby.takeover / 3);
+    .with_fence(fence.clone(), spec.standby.takeover / 3)
+    .with_lanes(lanes);
     // The writer stops at a boundary when cancelled, or when a re-copy asks for a restart.
     let restart = cancel.child_token();
     let apply = async {
@@ -694,6 +696,22 @@ async fn stream(
         (Ok(_), Err(e)) => Err(e.into()),
         (Ok(_), Ok(())) => Err(SourceError::Closed.into()),
     }
+}
+
+/// The writer's `apply.lanes` sessions (see `sink::lanes`), with the same `wait_timeout` as
+/// its own.
+async fn open_lanes(spec: &TargetSpec) -> Result<Vec<MySqlConnection>, SinkError> {
+    let mut conns = Vec::new();
+    for _ in 0..spec.apply.lanes {
+        let mut conn = target::connect(&spec.target).await?;
+        target::set_wait_timeout(&mut conn, spec.standby.takeover).await?;
+        if !lanes::prepare_session(&mut conn).await? {
+            tracing::warn!(target = %spec.target.name, "the target logs its binlog in STATEMENT format, which refuses row writes at READ COMMITTED: applying on one lane");
+            return Ok(vec![conn]);
+        }
+        conns.push(conn);
+    }
+    Ok(conns)
 }
 
 /// Starts the target's binlog reader from where every table has what it lacks.

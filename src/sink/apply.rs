@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint;
 use super::ddl;
+use super::lanes::{GroupEnd, LaneSettings, Lanes, WriteSet, XaChange};
 use super::lock::Fence;
 use super::replica;
 use super::writer::{changes_to_ops, Op, RowWriter};
@@ -196,14 +197,6 @@ fn change_bytes(change: &RowChange) -> usize {
     }
 }
 
-/// A change to the target's record of unresolved XA branches.
-#[derive(Debug)]
-enum XaChange {
-    /// Prepared, with the floor to read it again from (`None`: it holds no rows).
-    Prepared(String, Option<Checkpoint>),
-    Resolved(String),
-}
-
 /// Cached projections of one source table, valid for one schema.
 struct TableRoutes {
     schema: Arc<TableSchema>,
@@ -211,7 +204,12 @@ struct TableRoutes {
 }
 
 pub struct Applier {
+    /// The writer's own session: DDL, reads of the target's catalog, commands. Rows and
+    /// checkpoints go through the lanes.
     conn: MySqlConnection,
+    /// Sessions for the lanes, until `run` starts them.
+    lane_conns: Vec<MySqlConnection>,
+    lanes: Option<Lanes>,
     /// For reading source definitions when a selected table is created mid-stream.
     catalog: Arc<dyn SourceCatalog>,
     pipeline: String,
@@ -223,8 +221,8 @@ pub struct Applier {
     stopped: HashSet<TableName>,
     ops: Vec<Op>,
     ops_bytes: usize,
-    /// A target transaction is open.
-    in_txn: bool,
+    /// Row changes in the group being formed.
+    group_rows: usize,
     /// Between a source transaction's Begin and Commit.
     in_source_txn: bool,
     group_txns: usize,
@@ -258,8 +256,7 @@ pub struct Applier {
     fence: Option<Fence>,
     /// A ping after this long idle keeps the session within its `wait_timeout`.
     keepalive: Option<Duration>,
-    /// The last commit or ping: events that write nothing (heartbeats, other tables'
-    /// transactions) keep the writer busy but its session idle.
+    /// The last statement on the writer's own session, which lanes keep idle for long.
     last_ping: Instant,
 }
 
@@ -278,6 +275,8 @@ impl Applier {
         let writer = RowWriter::new(&mut conn, limits.batch_rows).await?;
         Ok(Applier {
             conn,
+            lane_conns: Vec::new(),
+            lanes: None,
             catalog,
             pipeline,
             router,
@@ -288,7 +287,7 @@ impl Applier {
             stopped,
             ops: Vec::new(),
             ops_bytes: 0,
-            in_txn: false,
+            group_rows: 0,
             in_source_txn: false,
             group_txns: 0,
             group_started: Instant::now(),
@@ -325,6 +324,25 @@ impl Applier {
         self
     }
 
+    /// Applies rows on these sessions (see `sink::lanes`; `lanes::prepare_session` set them up).
+    pub fn with_lanes(mut self, conns: Vec<MySqlConnection>) -> Self {
+        self.lane_conns = conns;
+        self
+    }
+
+    /// The lanes, once `run` started them.
+    fn lanes(&mut self) -> Result<&mut Lanes, SinkError> {
+        self.lanes
+            .as_mut()
+            .ok_or_else(|| SinkError::LaneEnded("the writer has no lanes".into()))
+    }
+
+    /// Waits until every group sent whole has committed: what follows on the writer's own
+    /// session (DDL, table states, reads of rowsync's tables) comes after them.
+    async fn barrier(&mut self) -> Result<(), SinkError> {
+        self.lanes()?.drain().await
+    }
+
     /// Fails when the target's lock is no longer this process's (see `sink::lock`).
     async fn check_fence(&mut self) -> Result<(), SinkError> {
         super::lock::check(self.fence.as_ref(), &mut self.conn).await
@@ -346,6 +364,7 @@ impl Applier {
                 Command::Recopy { table, ack } => {
                     // What is whole commits first; from here on the table is not applied.
                     self.commit_group().await?;
+                    self.barrier().await?;
                     self.stopped.insert(table.clone());
                     self.recopying.insert(table.clone());
                     self.routes.remove(&table);
@@ -375,13 +394,28 @@ impl Applier {
         rx: &mut EventReceiver,
         cancel: &CancellationToken,
     ) -> Result<ApplyExit, SinkError> {
-        let result = self.run_inner(rx, cancel).await;
-        if result.is_err() && self.in_txn {
-            // Best effort: the connection may be gone, and the server rolls back then anyway.
-            let _ = self.conn.execute("ROLLBACK").await;
-            self.in_txn = false;
+        if self.lanes.is_none() {
+            if self.lane_conns.is_empty() {
+                return Err(SinkError::LaneEnded("the writer was given no lanes".into()));
+            }
+            let settings = LaneSettings {
+                pipeline: self.pipeline.clone(),
+                fence: self.fence.clone(),
+                keepalive: self.keepalive.unwrap_or(Duration::from_secs(3600)),
+                observer: self.observer.clone(),
+            };
+            self.lanes = Some(Lanes::start(std::mem::take(&mut self.lane_conns), settings));
         }
-        result
+        let result = self.run_inner(rx, cancel).await;
+        // Groups sent whole commit (unless something failed); an open one rolls back. Only
+        // once every lane has ended may the checkpoint be read again.
+        let closed = match self.lanes.as_mut() {
+            Some(lanes) => lanes.close(result.is_ok()).await,
+            None => Ok(()),
+        };
+        let exit = result?;
+        closed?;
+        Ok(exit)
     }
 
     async fn run_inner(
@@ -392,6 +426,12 @@ impl Applier {
         loop {
             if !self.in_source_txn {
                 self.run_commands().await?;
+            }
+            if self
+                .keepalive
+                .is_some_and(|k| self.last_ping.elapsed() >= k)
+            {
+                self.exec_plain("DO 0").await?;
             }
             let event = match rx.try_recv() {
                 Ok(event) => event,
@@ -405,6 +445,7 @@ impl Applier {
                     if !self.in_source_txn && self.has_writes() && self.commit_group().await? {
                         continue;
                     }
+                    let lanes_stopped = self.lanes()?.stopped();
                     let waiting = (self.pending.is_some() || !self.pending_floors.is_empty())
                         && !self.in_source_txn;
                     let delay = IDLE_CHECKPOINT_DELAY.saturating_sub(self.last_store.elapsed());
@@ -434,6 +475,11 @@ impl Applier {
                             self.finish().await?;
                             return Ok(ApplyExit::Shutdown);
                         }
+                        // A lane's error ends the writer even while no event comes.
+                        _ = lanes_stopped.cancelled() => {
+                            self.lanes()?.check()?;
+                            continue;
+                        }
                         Some(cmd) = command => {
                             self.deferred.push(cmd);
                             continue;
@@ -444,7 +490,6 @@ impl Applier {
                         }
                         _ = idle => {
                             self.exec_plain("DO 0").await?;
-                            self.last_ping = Instant::now();
                             continue;
                         }
                         event = rx.recv() => match event {
@@ -468,17 +513,14 @@ impl Applier {
     /// Commits what is whole, rolls back a half-received source transaction.
     async fn finish(&mut self) -> Result<(), SinkError> {
         if self.in_source_txn {
-            if self.in_txn {
-                self.exec_plain("ROLLBACK").await?;
-                self.in_txn = false;
-            }
+            // The open group's lane rolls it back when the lanes close.
             self.ops.clear();
             self.ops_bytes = 0;
             self.pending_stops.clear();
             self.in_source_txn = false;
             return Ok(());
         }
-        if self.in_txn || self.pending.is_some() || !self.pending_floors.is_empty() {
+        if self.has_writes() || self.pending.is_some() {
             self.commit_group().await?;
         }
         Ok(())
@@ -544,8 +586,12 @@ impl Applier {
                 self.in_source_txn = false;
                 self.group_txns += 1;
                 self.advance_floors(&checkpoint, group.as_ref());
+                // With several lanes, groups end after about a batch of rows, so that the
+                // next group runs on another lane while this one commits.
+                let lanes = self.limits.lanes > 1;
                 if self.has_writes()
                     && (self.group_txns >= self.limits.max_group_transactions
+                        || (lanes && self.group_rows >= self.limits.batch_rows)
                         || self.group_started.elapsed()
                             >= Duration::from_millis(self.limits.max_group_ms))
                 {
@@ -603,6 +649,10 @@ impl Applier {
         let Some(branch) = self.held.remove(&xid) else {
             // Not held: prepared without selected rows (recorded without a floor), or applied
             // before a restart — else its rows were never read.
+            if commit {
+                // The record may be in a group not committed yet.
+                self.barrier().await?;
+            }
             if !commit || checkpoint::xa_recorded(&mut self.conn, &self.pipeline, &xid).await? {
                 return Ok(());
             }
@@ -657,7 +707,7 @@ impl Applier {
 
     /// Changes received but not committed yet.
     fn has_writes(&self) -> bool {
-        self.in_txn
+        self.lanes.as_ref().is_some_and(Lanes::is_open)
             || !self.ops.is_empty()
             || !self.pending_stops.is_empty()
             || !self.pending_floors.is_empty()
@@ -713,6 +763,7 @@ impl Applier {
 
     fn push(&mut self, op: Op) {
         self.ops_bytes += op.size();
+        self.group_rows += 1;
         self.ops.push(op);
     }
 
@@ -775,6 +826,7 @@ impl Applier {
         if self.has_writes() {
             self.commit_group().await?;
         }
+        self.barrier().await?;
         self.check_fence().await?;
         // SYSTEM, logged or not, is the source server's own zone, not the target's.
         let zone = match clock.time_zone {
@@ -900,6 +952,7 @@ impl Applier {
         if self.has_writes() {
             self.commit_group().await?;
         }
+        self.barrier().await?;
         let def = match SourceDefinition::from_create_statement(table.clone(), &statement) {
             Ok(def) => def,
             Err(why) => match self.catalog.definition(&table).await {
@@ -1013,35 +1066,35 @@ impl Applier {
             .execute(sql)
             .await
             .map_err(|e| SinkError::db(sql, e))?;
+        self.last_ping = Instant::now();
         Ok(())
     }
 
-    async fn ensure_txn(&mut self) -> Result<(), SinkError> {
-        if !self.in_txn {
-            self.exec_plain("BEGIN").await?;
-            self.in_txn = true;
+    /// Encodes the buffered changes and sends them to the open group's lane, in order.
+    async fn flush_ops(&mut self) -> Result<(), SinkError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut self.ops);
+        self.ops_bytes = 0;
+        let statements = self.writer.encode(&ops)?;
+        let keys = WriteSet::of(&ops);
+        drop(ops);
+        let lanes = self.lanes()?;
+        let opening = !lanes.is_open();
+        lanes.write(statements, keys).await?;
+        if opening {
             self.group_started = Instant::now();
         }
         Ok(())
     }
 
-    /// Writes the buffered changes into the open transaction, in order.
-    async fn flush_ops(&mut self) -> Result<(), SinkError> {
-        if self.ops.is_empty() {
-            return Ok(());
-        }
-        self.ensure_txn().await?;
-        let ops = std::mem::take(&mut self.ops);
-        self.ops_bytes = 0;
-        self.writer.write(&mut self.conn, &ops).await
-    }
-
-    /// Writes everything buffered plus the checkpoint, and commits; `false` when there was no
-    /// position to commit at (nothing whole yet).
+    /// Sends everything buffered and the group's end to its lane, which commits it after the
+    /// group before it; `false` when there was no position to commit at (nothing whole yet).
     async fn commit_group(&mut self) -> Result<bool, SinkError> {
         // The position this group ends at: the main checkpoint, or (while replaying history
         // only catching-up tables need) their new floor.
-        let Some(checkpoint) = self
+        let Some(at) = self
             .pending
             .clone()
             .or_else(|| self.pending_floors.values().flatten().next().cloned())
@@ -1050,50 +1103,21 @@ impl Applier {
             return Ok(false);
         };
         self.flush_ops().await?;
-        self.ensure_txn().await?;
-        for (table, floor) in std::mem::take(&mut self.pending_floors) {
-            checkpoint::set_floor(&mut self.conn, &self.pipeline, &table, floor.as_ref()).await?;
-            if floor.is_none() {
-                tracing::info!(table = %table, "table caught up after its re-copy");
-            }
-        }
-        for mut stop in std::mem::take(&mut self.pending_stops) {
-            stop.since = checkpoint.position.to_string();
-            checkpoint::stop_table(
-                &mut self.conn,
-                &self.pipeline,
-                &stop,
-                checkpoint.gtid.as_ref(),
-            )
-            .await?;
-            self.observer.table_stopped(stop);
-        }
-        for change in std::mem::take(&mut self.pending_xa) {
-            match change {
-                XaChange::Prepared(xid, floor) => {
-                    checkpoint::hold_xa(&mut self.conn, &self.pipeline, &xid, floor.as_ref())
-                        .await?
-                }
-                XaChange::Resolved(xid) => {
-                    checkpoint::resolve_xa(&mut self.conn, &self.pipeline, &xid).await?
-                }
-            }
-        }
-        if self.pending.is_some() {
-            checkpoint::store(&mut self.conn, &self.pipeline, &checkpoint).await?;
-        }
-        self.check_fence().await?;
-        let commit = Instant::now();
-        self.exec_plain("COMMIT").await?;
-        self.in_txn = false;
-        if self.pending.is_some() {
-            self.observer
-                .committed(&checkpoint, self.group_txns as u64, commit.elapsed());
-        }
+        let end = GroupEnd {
+            at,
+            store: self.pending.is_some(),
+            floors: std::mem::take(&mut self.pending_floors)
+                .into_iter()
+                .collect(),
+            stops: std::mem::take(&mut self.pending_stops),
+            xa: std::mem::take(&mut self.pending_xa),
+            transactions: self.group_txns as u64,
+        };
+        self.lanes()?.end(end).await?;
         self.group_txns = 0;
+        self.group_rows = 0;
         self.pending = None;
         self.last_store = Instant::now();
-        self.last_ping = self.last_store;
         Ok(true)
     }
 }

@@ -20,6 +20,7 @@ pub mod apply;
 pub mod checkpoint;
 pub mod copy;
 pub mod ddl;
+pub mod lanes;
 pub mod lock;
 pub mod replica;
 pub mod target;
@@ -102,6 +103,9 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    /// An apply lane ended without an error of its own: a bug, which no retry heals.
+    #[error("an apply lane failed: {0}")]
+    LaneEnded(String),
     #[error("XA COMMIT of branch {xid}, whose prepared part came before this target's start position, so its rows were never read; re-copy the target's tables")]
     UnknownXa { xid: String },
 }

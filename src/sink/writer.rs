@@ -35,7 +35,39 @@ impl Op {
     }
 }
 
-/// Builds and runs the write statements on one target connection.
+/// One encoded write: its text and its bound values.
+pub struct Statement {
+    sql: Arc<str>,
+    /// `None`: a statement without placeholders.
+    args: Option<MySqlArguments>,
+    /// Holds an ENUM's empty error value, which only the source sessions' mode accepts.
+    error_enum: bool,
+}
+
+impl Statement {
+    /// Runs the statement on `conn`, in the session's open transaction (or autocommit).
+    pub async fn run(self, conn: &mut MySqlConnection) -> Result<(), SinkError> {
+        let Some(args) = self.args else {
+            conn.execute(AssertSqlSafe(self.sql.to_string()))
+                .await
+                .map_err(|e| SinkError::db(self.sql.to_string(), e))?;
+            return Ok(());
+        };
+        if self.error_enum {
+            target::set_sql_mode(conn, SESSION_SQL_MODE).await?;
+        }
+        let written = sqlx::query_with(AssertSqlSafe(self.sql.clone()), args)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| SinkError::db(self.sql.to_string(), e));
+        if self.error_enum {
+            target::set_sql_mode(conn, target::TARGET_SQL_MODE).await?;
+        }
+        written.map(|_| ())
+    }
+}
+
+/// Builds the write statements for one target (see `Statement` for running them).
 pub struct RowWriter {
     /// Most rows in one statement.
     batch_rows: usize,
@@ -71,6 +103,16 @@ impl RowWriter {
 
     /// Writes `ops` in order into the session's open transaction (or autocommit).
     pub async fn write(&mut self, conn: &mut MySqlConnection, ops: &[Op]) -> Result<(), SinkError> {
+        for statement in self.encode(ops)? {
+            statement.run(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The statements that write `ops` in order, values bound: the CPU half of a write, so a
+    /// caller can encode the next statements while a connection runs the previous ones.
+    pub fn encode(&mut self, ops: &[Op]) -> Result<Vec<Statement>, SinkError> {
+        let mut out = Vec::new();
         let mut i = 0;
         while i < ops.len() {
             // A run of consecutive ops of one kind on one replica becomes one statement (or a
@@ -80,12 +122,11 @@ impl RowWriter {
                 j += 1;
             }
             match &ops[i] {
-                Op::Truncate(replica) => {
-                    let sql = format!("DELETE FROM {}", quote_ident(replica));
-                    conn.execute(AssertSqlSafe(sql.clone()))
-                        .await
-                        .map_err(|e| SinkError::db(sql, e))?;
-                }
+                Op::Truncate(replica) => out.push(Statement {
+                    sql: format!("DELETE FROM {}", quote_ident(replica)).into(),
+                    args: None,
+                    error_enum: false,
+                }),
                 Op::Upsert(p, _) | Op::Delete(p, _) => {
                     let p = p.clone();
                     let upsert = matches!(ops[i], Op::Upsert(..));
@@ -96,20 +137,20 @@ impl RowWriter {
                             Op::Truncate(_) => unreachable!("runs never mix kinds"),
                         })
                         .collect();
-                    self.write_rows(conn, &p, upsert, &rows).await?;
+                    self.encode_rows(&p, upsert, &rows, &mut out)?;
                 }
             }
             i = j;
         }
-        Ok(())
+        Ok(out)
     }
 
-    async fn write_rows(
+    fn encode_rows(
         &mut self,
-        conn: &mut MySqlConnection,
         p: &Projection,
         upsert: bool,
         rows: &[&Vec<Value>],
+        out: &mut Vec<Statement>,
     ) -> Result<(), SinkError> {
         let width = rows.first().map(|r| r.len()).unwrap_or(1).max(1);
         let max_rows = (MAX_PLACEHOLDERS / width).min(self.batch_rows.max(1));
@@ -141,17 +182,11 @@ impl RowWriter {
                         .map_err(|e| SinkError::db(sql.to_string(), sqlx::Error::Encode(e)))?;
                 }
             }
-            if error_enum {
-                target::set_sql_mode(conn, SESSION_SQL_MODE).await?;
-            }
-            let written = sqlx::query_with(AssertSqlSafe(sql.clone()), args)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| SinkError::db(sql.to_string(), e));
-            if error_enum {
-                target::set_sql_mode(conn, target::TARGET_SQL_MODE).await?;
-            }
-            written?;
+            out.push(Statement {
+                sql,
+                args: Some(args),
+                error_enum,
+            });
             start += n;
         }
         Ok(())

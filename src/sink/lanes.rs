@@ -1,0 +1,690 @@
+//! Parallel apply: the groups the writer (`sink::apply`) forms are written on `apply.lanes`
+//! target connections at once and committed in source order.
+//!
+//! The writer numbers its groups 1, 2, 3, … and sends group `n` to lane `n mod lanes`: first
+//! its encoded statements (while the lane runs them, the writer decodes and encodes what
+//! follows, so a connection never waits for rowsync), then its end — the checkpoint and the
+//! bookkeeping of table states and XA branches. A lane runs a group in one transaction: its
+//! rows, then the fence check (`sink::lock`), then it waits until group `n - 1` has
+//! committed, writes the checkpoint row and the bookkeeping, and commits.
+//!
+//! # Why this is exactly-once and order-preserving
+//! - **Commits are in source order.** Group `n` commits only after group `n - 1` did, so the
+//!   committed groups are always a prefix 1..k of the stream, and the checkpoint row, written
+//!   by each group after its predecessor committed, holds the end of group k: a restart
+//!   resumes exactly after the last committed group, whichever lane it ran on. A group is
+//!   whole source transactions, so no source transaction is split, and a reader on the
+//!   target never sees a later source transaction without every earlier one.
+//! - **Conflicting groups never overlap.** Before statements of group `n` are sent, their
+//!   write set — the replica keys they touch — is compared with the write sets of the groups
+//!   still in flight; on overlap the writer waits until the last overlapping group has
+//!   committed. Two groups in flight therefore write disjoint rows, and since each row's final
+//!   value depends only on the changes to its own key (full row images, upserts and deletes by
+//!   key), running them in either order or at once gives the same rows as running them one
+//!   after the other. The write set is exact: replicas have the source's primary key and no
+//!   unique secondary keys, foreign keys or triggers of rowsync's making, and keys are folded
+//!   coarser than any collation compares them (see `WriteSet`), so a false overlap only costs
+//!   a wait. A TRUNCATE conflicts with every key of its replica; DDL and re-copy boundaries
+//!   drain every lane first (`Lanes::drain`).
+//! - **Nothing waits in a circle.** The only lock two lanes can both want is the checkpoint
+//!   row (and the table-state and XA rows of the bookkeeping), and a group takes those only
+//!   after its predecessor committed, when no earlier group holds them. Target sessions use
+//!   READ COMMITTED, so disjoint keys cannot meet on gap locks. A later group may wait for an
+//!   earlier one's lock, never the reverse.
+//! - **A failure commits nothing after it.** A lane that fails records its error and cancels
+//!   every lane; a lane waiting for its predecessor then rolls back instead of committing, and
+//!   the writer returns the error. The engine restarts from the checkpoint, which the last
+//!   committed group wrote.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::mysql::MySqlConnection;
+use sqlx::Executor;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::checkpoint;
+use super::lock::{self, Fence};
+use super::writer::{Op, Statement};
+use super::{Observer, SinkError};
+use crate::model::name::TableName;
+use crate::model::position::Checkpoint;
+use crate::model::table::StoppedTable;
+use crate::model::value::Value;
+
+/// Keys a group's write set holds before it counts as touching everything: bounds the
+/// memory of a huge source transaction, whose successors then wait for it to commit.
+const MAX_WRITE_SET: usize = 100_000;
+
+/// Messages a lane's queue holds: enough to keep it busy, few enough to bound memory.
+const LANE_QUEUE: usize = 2;
+
+/// The replica rows a group writes, by key, folded so that keys a replica's collation could
+/// compare equal always fold equal.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    rows: HashSet<u64>,
+    /// Replicas with a row in `rows`.
+    replicas: HashSet<String>,
+    /// Replicas written as a whole (TRUNCATE, or a key that cannot be folded).
+    whole: HashSet<String>,
+    /// Conflicts with everything (too large to track).
+    all: bool,
+}
+
+impl WriteSet {
+    /// The write set of `ops`.
+    pub fn of(ops: &[Op]) -> WriteSet {
+        let mut set = WriteSet::default();
+        for op in ops {
+            match op {
+                Op::Truncate(replica) => {
+                    set.whole.insert(replica.clone());
+                }
+                Op::Upsert(p, row) => set.add(&p.replica, p.key.iter().map(|&k| &row[k])),
+                Op::Delete(p, key) => set.add(&p.replica, key.iter()),
+            }
+        }
+        set
+    }
+
+    fn add<'a>(&mut self, replica: &str, key: impl Iterator<Item = &'a Value>) {
+        let mut h = DefaultHasher::new();
+        replica.hash(&mut h);
+        for v in key {
+            if fold(v, &mut h).is_none() {
+                self.whole.insert(replica.to_string());
+                return;
+            }
+        }
+        self.rows.insert(h.finish());
+        if !self.replicas.contains(replica) {
+            self.replicas.insert(replica.to_string());
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len() + self.whole.len()
+    }
+
+    fn conflicts(&self, other: &WriteSet) -> bool {
+        self.all
+            || other.all
+            || self
+                .whole
+                .iter()
+                .any(|r| other.replicas.contains(r) || other.whole.contains(r))
+            || other.whole.iter().any(|r| self.replicas.contains(r))
+            || {
+                let (small, large) = if self.rows.len() <= other.rows.len() {
+                    (&self.rows, &other.rows)
+                } else {
+                    (&other.rows, &self.rows)
+                };
+                small.iter().any(|k| large.contains(k))
+            }
+    }
+
+    fn extend(&mut self, other: WriteSet) {
+        if self.all {
+            return;
+        }
+        if other.all || self.len() + other.len() > MAX_WRITE_SET {
+            *self = WriteSet {
+                all: true,
+                ..WriteSet::default()
+            };
+            return;
+        }
+        self.rows.extend(other.rows);
+        self.replicas.extend(other.replicas);
+        self.whole.extend(other.whole);
+    }
+}
+
+/// Feeds a key value to `h` in a form no coarser collation can tell apart: text is compared
+/// case-insensitively and without trailing spaces, and text beyond printable ASCII (where
+/// accents, ignorable characters and expansions make equality a collation's business) cannot
+/// be folded at all (`None`: the whole replica counts as written).
+fn fold(v: &Value, h: &mut DefaultHasher) -> Option<()> {
+    std::mem::discriminant(v).hash(h);
+    match v {
+        Value::Null => {}
+        Value::Int(i) => i.hash(h),
+        Value::UInt(u) | Value::Bit(u) | Value::Set(u) => u.hash(h),
+        // -0 and 0 are one key.
+        Value::Float(f) => (f + 0.0).to_bits().hash(h),
+        Value::Double(d) => (d + 0.0).to_bits().hash(h),
+        Value::Year(y) | Value::Enum(y) => y.hash(h),
+        Value::Decimal(s) | Value::Temporal(s) | Value::Json(s) => s.hash(h),
+        Value::Text(s) => fold_bytes(s.as_bytes(), h, false)?,
+        // BINARY(n) pads with zero bytes; character data carried raw may be case-insensitive.
+        Value::Bytes(b) => fold_bytes(b, h, true)?,
+    }
+    Some(())
+}
+
+fn fold_bytes(bytes: &[u8], h: &mut DefaultHasher, raw: bool) -> Option<()> {
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && !(raw && b == 0))
+        .map_or(0, |i| i + 1);
+    let bytes = &bytes[..end];
+    if !raw && !bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return None;
+    }
+    for b in bytes {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    bytes.len().hash(h);
+    Some(())
+}
+
+/// A change to the target's record of unresolved XA branches (see `sink::apply`).
+#[derive(Debug)]
+pub enum XaChange {
+    /// Prepared, with the floor to read it again from (`None`: it holds no rows).
+    Prepared(String, Option<Checkpoint>),
+    Resolved(String),
+}
+
+/// What a group writes besides its rows, after its predecessor committed.
+#[derive(Debug)]
+pub struct GroupEnd {
+    /// The position the group ends at.
+    pub at: Checkpoint,
+    /// Whether `at` is stored as the checkpoint (not while replaying history only tables
+    /// catching up need).
+    pub store: bool,
+    /// New floors of tables catching up after a re-copy (`None`: caught up).
+    pub floors: Vec<(TableName, Option<Checkpoint>)>,
+    pub stops: Vec<StoppedTable>,
+    pub xa: Vec<XaChange>,
+    /// Source transactions in the group.
+    pub transactions: u64,
+}
+
+impl GroupEnd {
+    async fn write(&mut self, conn: &mut MySqlConnection, pipeline: &str) -> Result<(), SinkError> {
+        for (table, floor) in &self.floors {
+            checkpoint::set_floor(conn, pipeline, table, floor.as_ref()).await?;
+            if floor.is_none() {
+                tracing::info!(table = %table, "table caught up after its re-copy");
+            }
+        }
+        for stop in &mut self.stops {
+            stop.since = self.at.position.to_string();
+            checkpoint::stop_table(conn, pipeline, stop, self.at.gtid.as_ref()).await?;
+        }
+        for change in &self.xa {
+            match change {
+                XaChange::Prepared(xid, floor) => {
+                    checkpoint::hold_xa(conn, pipeline, xid, floor.as_ref()).await?
+                }
+                XaChange::Resolved(xid) => checkpoint::resolve_xa(conn, pipeline, xid).await?,
+            }
+        }
+        if self.store {
+            checkpoint::store(conn, pipeline, &self.at).await?;
+        }
+        Ok(())
+    }
+}
+
+enum Msg {
+    Write(Vec<Statement>),
+    End(u64, Box<GroupEnd>),
+}
+
+/// What every lane and the writer share.
+struct Shared {
+    /// The number of the last committed group.
+    committed: watch::Sender<u64>,
+    /// The first error a lane met.
+    failure: Mutex<Option<SinkError>>,
+    /// Cancelled when a lane failed or the writer gave up: nothing commits any more.
+    stop: CancellationToken,
+    /// Nanoseconds each lane spent running statements and commits.
+    busy: Vec<AtomicU64>,
+}
+
+impl Shared {
+    fn fail(&self, e: SinkError) {
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert(e);
+        }
+        self.stop.cancel();
+    }
+}
+
+/// What a lane needs besides its connection.
+pub struct LaneSettings {
+    pub pipeline: String,
+    pub fence: Option<Fence>,
+    /// A lane pings after this long without a statement, so its session outlives no lock.
+    pub keepalive: Duration,
+    pub observer: Arc<dyn Observer>,
+}
+
+/// The group being sent (number `dispatched + 1`).
+struct Open {
+    keys: WriteSet,
+}
+
+/// The writer's side of the lanes.
+pub struct Lanes {
+    senders: Vec<mpsc::Sender<Msg>>,
+    tasks: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    /// The number of the last group whose end was sent.
+    dispatched: u64,
+    open: Option<Open>,
+    /// Groups sent whole, not known to be committed, oldest first.
+    in_flight: VecDeque<(u64, WriteSet)>,
+    started: Instant,
+}
+
+impl Lanes {
+    /// Starts one lane on each of `conns`, whose sessions `prepare_session` set up.
+    pub fn start(conns: Vec<MySqlConnection>, settings: LaneSettings) -> Lanes {
+        let (committed, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            committed,
+            failure: Mutex::new(None),
+            stop: CancellationToken::new(),
+            busy: conns.iter().map(|_| AtomicU64::new(0)).collect(),
+        });
+        let settings = Arc::new(settings);
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        for (index, conn) in conns.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(LANE_QUEUE);
+            senders.push(tx);
+            let shared = shared.clone();
+            let settings = settings.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lane = Lane {
+                    index,
+                    conn,
+                    in_txn: false,
+                    last: Instant::now(),
+                    shared: shared.clone(),
+                    settings,
+                };
+                let result = lane.run(rx).await;
+                if let Err(e) = result {
+                    shared.fail(e);
+                } else if lane.in_txn {
+                    // An unfinished group (a half-received source transaction) is dropped.
+                    let _ = lane.conn.execute("ROLLBACK").await;
+                }
+            }));
+        }
+        Lanes {
+            senders,
+            tasks,
+            shared,
+            dispatched: 0,
+            open: None,
+            in_flight: VecDeque::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// A group has statements sent but not its end.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// The error a lane failed with, if one did.
+    fn failure(&self) -> SinkError {
+        self.shared
+            .failure
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take())
+            .unwrap_or_else(|| SinkError::LaneEnded("an apply lane stopped".into()))
+    }
+
+    /// Cancelled once a lane has failed (or the lanes were stopped).
+    pub fn stopped(&self) -> CancellationToken {
+        self.shared.stop.clone()
+    }
+
+    /// The lanes' error, once one failed.
+    pub fn check(&self) -> Result<(), SinkError> {
+        if self.shared.stop.is_cancelled() {
+            return Err(self.failure());
+        }
+        Ok(())
+    }
+
+    /// Waits until group `seq` has committed.
+    async fn wait(&mut self, seq: u64) -> Result<(), SinkError> {
+        let mut committed = self.shared.committed.subscribe();
+        tokio::select! {
+            r = async { committed.wait_for(|&c| c >= seq).await.map(|_| ()) } => {
+                r.map_err(|_| SinkError::LaneEnded("the lanes' commit order ended".into()))?;
+            }
+            _ = self.shared.stop.cancelled() => return Err(self.failure()),
+        }
+        let done = *self.shared.committed.borrow();
+        while self.in_flight.front().is_some_and(|(s, _)| *s <= done) {
+            self.in_flight.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Sends statements of the open group (opening one), once no group in flight writes a
+    /// key they write.
+    pub async fn write(
+        &mut self,
+        statements: Vec<Statement>,
+        keys: WriteSet,
+    ) -> Result<(), SinkError> {
+        self.check()?;
+        let done = *self.shared.committed.borrow();
+        while self.in_flight.front().is_some_and(|(s, _)| *s <= done) {
+            self.in_flight.pop_front();
+        }
+        let last_conflict = self
+            .in_flight
+            .iter()
+            .rev()
+            .find(|(_, set)| set.conflicts(&keys))
+            .map(|(seq, _)| *seq);
+        if let Some(seq) = last_conflict {
+            self.wait(seq).await?;
+        }
+        let seq = self.open_seq();
+        if let Some(open) = self.open.as_mut() {
+            open.keys.extend(keys);
+        }
+        self.send(seq, Msg::Write(statements)).await
+    }
+
+    fn open_seq(&mut self) -> u64 {
+        let seq = self.dispatched + 1;
+        self.open.get_or_insert_with(|| Open {
+            keys: WriteSet::default(),
+        });
+        seq
+    }
+
+    /// Ends the open group (opening an empty one for bookkeeping alone) with `end`.
+    pub async fn end(&mut self, end: GroupEnd) -> Result<(), SinkError> {
+        self.check()?;
+        let seq = self.open_seq();
+        let keys = self.open.take().map(|o| o.keys).unwrap_or_default();
+        self.in_flight.push_back((seq, keys));
+        self.dispatched = seq;
+        self.send(seq, Msg::End(seq, Box::new(end))).await
+    }
+
+    async fn send(&mut self, seq: u64, msg: Msg) -> Result<(), SinkError> {
+        let lane = (seq % self.senders.len() as u64) as usize;
+        if self.senders[lane].send(msg).await.is_err() {
+            return Err(self.failure());
+        }
+        Ok(())
+    }
+
+    /// Waits until every group sent whole has committed.
+    pub async fn drain(&mut self) -> Result<(), SinkError> {
+        self.check()?;
+        self.wait(self.dispatched).await
+    }
+
+    /// Lets the lanes commit every group sent whole (`commit`) or cancels them, rolls back an
+    /// open group, and waits until every lane has ended: only then may anyone read the
+    /// checkpoint again.
+    pub async fn close(&mut self, commit: bool) -> Result<(), SinkError> {
+        if !commit {
+            self.shared.stop.cancel();
+        }
+        self.senders.clear();
+        for task in self.tasks.drain(..) {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    let message = crate::model::panic_message(&*e.into_panic());
+                    self.shared.fail(SinkError::LaneEnded(message));
+                }
+            }
+        }
+        self.report();
+        if commit {
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    /// Logs how busy each lane was.
+    fn report(&self) {
+        let wall = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
+        let busy: Vec<String> = self
+            .shared
+            .busy
+            .iter()
+            .map(|b| {
+                let secs = b.load(Ordering::Relaxed) as f64 / 1e9;
+                format!("{:.0}%", secs / wall * 100.0)
+            })
+            .collect();
+        tracing::debug!(groups = self.dispatched, busy = %busy.join(" "), "apply lanes ended");
+    }
+
+    /// Seconds each lane has spent running statements and commits so far.
+    pub fn busy_seconds(&self) -> Vec<f64> {
+        self.shared
+            .busy
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed) as f64 / 1e9)
+            .collect()
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        // Dropped without `close` (the writer's future was dropped): nothing commits any more.
+        self.shared.stop.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+struct Lane {
+    index: usize,
+    conn: MySqlConnection,
+    in_txn: bool,
+    /// The last statement on `conn`.
+    last: Instant,
+    shared: Arc<Shared>,
+    settings: Arc<LaneSettings>,
+}
+
+impl Lane {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Msg>) -> Result<(), SinkError> {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = self.shared.stop.cancelled() => return Ok(()),
+                msg = rx.recv() => msg,
+                _ = tokio::time::sleep_until((self.last + self.settings.keepalive).into()) => {
+                    self.exec("DO 0").await?;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { return Ok(()) };
+            match msg {
+                Msg::Write(statements) => {
+                    let began = Instant::now();
+                    self.begin().await?;
+                    for statement in statements {
+                        statement.run(&mut self.conn).await?;
+                    }
+                    self.count(began);
+                }
+                Msg::End(seq, end) => {
+                    if !self.commit(seq, *end).await? {
+                        return Ok(());
+                    }
+                }
+            }
+            self.last = Instant::now();
+        }
+    }
+
+    fn count(&self, since: Instant) {
+        self.shared.busy[self.index]
+            .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    async fn exec(&mut self, sql: &'static str) -> Result<(), SinkError> {
+        self.conn
+            .execute(sql)
+            .await
+            .map_err(|e| SinkError::db(sql, e))?;
+        self.last = Instant::now();
+        Ok(())
+    }
+
+    async fn begin(&mut self) -> Result<(), SinkError> {
+        if !self.in_txn {
+            self.exec("BEGIN").await?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Commits group `seq` after its predecessor; `false` when the lanes stopped first.
+    async fn commit(&mut self, seq: u64, mut end: GroupEnd) -> Result<bool, SinkError> {
+        let began = Instant::now();
+        self.begin().await?;
+        lock::check(self.settings.fence.as_ref(), &mut self.conn).await?;
+        self.count(began);
+        let mut committed = self.shared.committed.subscribe();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shared.stop.cancelled() => return Ok(false),
+                r = async { committed.wait_for(|&c| c + 1 >= seq).await.map(|_| ()) } => {
+                    if r.is_err() {
+                        return Ok(false);
+                    }
+                    break;
+                }
+                // A long wait must not let the session time out.
+                _ = tokio::time::sleep_until((self.last + self.settings.keepalive).into()) => {
+                    self.exec("DO 0").await?;
+                }
+            }
+        }
+        let began = Instant::now();
+        end.write(&mut self.conn, &self.settings.pipeline).await?;
+        let commit = Instant::now();
+        self.exec("COMMIT").await?;
+        self.in_txn = false;
+        self.shared.committed.send_replace(seq);
+        self.count(began);
+        let observer = &self.settings.observer;
+        if end.store {
+            observer.committed(&end.at, end.transactions, commit.elapsed());
+        }
+        for stop in end.stops {
+            observer.table_stopped(stop);
+        }
+        Ok(true)
+    }
+}
+
+/// Sets up a lane's session: READ COMMITTED, so that groups with disjoint keys take no gap
+/// locks that could make an earlier group wait for a later one. A target that logs its binlog
+/// in STATEMENT format refuses writes at that level; `false` then, and it gets one lane.
+pub async fn prepare_session(conn: &mut MySqlConnection) -> Result<bool, SinkError> {
+    const FORMAT: &str = "SELECT @@log_bin, @@binlog_format";
+    let (log_bin, format): (i64, String) = sqlx::query_as(FORMAT)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| SinkError::db(FORMAT, e))?;
+    if log_bin != 0 && format.eq_ignore_ascii_case("STATEMENT") {
+        return Ok(false);
+    }
+    const LEVEL: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
+    conn.execute(LEVEL)
+        .await
+        .map_err(|e| SinkError::db(LEVEL, e))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::name::TableName;
+    use crate::routing::mapping::{Mapping, Projection};
+
+    fn projection(replica: &str) -> Arc<Projection> {
+        let mapping = Mapping {
+            source: format!("db.{replica}").parse().expect("pattern"),
+            table: None,
+            columns: None,
+            filter: None,
+        };
+        Arc::new(
+            Projection::from_columns(
+                &mapping,
+                &TableName::new("db", replica),
+                vec!["id".into(), "v".into()],
+                &[0],
+            )
+            .expect("projection"),
+        )
+    }
+
+    fn upsert(p: &Arc<Projection>, key: Value) -> Op {
+        Op::Upsert(p.clone(), vec![key, Value::Int(0)])
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    #[test]
+    fn keys_fold_coarser_than_collations() {
+        let p = projection("t");
+        let a = WriteSet::of(&[upsert(&p, text("Abc  "))]);
+        let b = WriteSet::of(&[Op::Delete(p.clone(), vec![text("aBC")])]);
+        assert!(a.conflicts(&b), "case and trailing spaces");
+        let c = WriteSet::of(&[upsert(&p, text("abd"))]);
+        assert!(!a.conflicts(&c));
+        // Beyond printable ASCII the whole replica counts as written.
+        let accented = WriteSet::of(&[upsert(&p, text("é"))]);
+        assert!(accented.conflicts(&c) && c.conflicts(&accented));
+        let binary = WriteSet::of(&[upsert(&p, Value::Bytes(b"k\0\0".to_vec()))]);
+        let same = WriteSet::of(&[upsert(&p, Value::Bytes(b"k".to_vec()))]);
+        assert!(binary.conflicts(&same), "BINARY(n) padding");
+        let zero = WriteSet::of(&[upsert(&p, Value::Double(-0.0))]);
+        assert!(zero.conflicts(&WriteSet::of(&[upsert(&p, Value::Double(0.0))])));
+    }
+
+    #[test]
+    fn replicas_truncates_and_size_limit() {
+        let (p, q) = (projection("t"), projection("u"));
+        let one = WriteSet::of(&[upsert(&p, Value::Int(1))]);
+        assert!(!one.conflicts(&WriteSet::of(&[upsert(&q, Value::Int(1))])));
+        assert!(one.conflicts(&WriteSet::of(&[Op::Truncate("t".into())])));
+        assert!(!one.conflicts(&WriteSet::of(&[Op::Truncate("u".into())])));
+        let mut big = WriteSet::default();
+        for i in 0..=MAX_WRITE_SET as i64 {
+            big.extend(WriteSet::of(&[upsert(&q, Value::Int(i))]));
+        }
+        assert!(big.all && big.rows.is_empty());
+        assert!(big.conflicts(&one));
+    }
+}
