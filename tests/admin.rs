@@ -279,6 +279,13 @@ async fn the_admin_api_logs_in_reports_and_commands() {
         text.contains("rowsync_source_binlog_bytes_total{target=\"purchase\"}"),
         "{text}"
     );
+    // Every apply lane reports the time it was busy.
+    let lanes = scrape.samples.iter().filter(|s| {
+        s.metric == "rowsync_apply_lane_busy_seconds_total"
+            && s.labels.get("target") == Some("purchase")
+            && matches!(s.value, prometheus_parse::Value::Counter(n) if n > 0.0)
+    });
+    assert!(lanes.count() >= 1, "{text}");
     let purchase_view = api.wait_state("purchase", "streaming").await;
     assert!(
         purchase_view["applied"]

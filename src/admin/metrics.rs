@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{CounterVec, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use super::api::bearer;
 use super::Admin;
@@ -164,8 +164,21 @@ pub fn render(
         "When the last verify of a replica table ended",
         &["target", "replica"],
     )?;
+    let lane_busy = CounterVec::new(
+        Opts::new(
+            "rowsync_apply_lane_busy_seconds_total",
+            "Seconds each apply lane of a target spent running statements and commits; its rate is the lane's utilisation",
+        ),
+        &["target", "lane"],
+    )?;
+    r.register(Box::new(lane_busy.clone()))?;
     for s in snapshots {
         let t = s.target.as_str();
+        for (lane, busy) in s.lane_busy.iter().enumerate() {
+            lane_busy
+                .with_label_values(&[t, &lane.to_string()])
+                .inc_by(*busy);
+        }
         for v in &s.verified {
             let labels = [t, v.replica.as_str()];
             mismatched

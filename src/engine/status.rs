@@ -96,6 +96,8 @@ pub struct Snapshot {
     pub binlog_bytes: u64,
     /// How long target COMMITs took.
     pub commits: CommitTimes,
+    /// Seconds each apply lane spent running statements and commits.
+    pub lane_busy: Vec<f64>,
     /// The last `verify` result per replica table, as recorded in the target.
     pub verified: Vec<VerifyRecord>,
 }
@@ -162,6 +164,7 @@ impl TargetStatus {
                 pending_events: 0,
                 binlog_bytes: 0,
                 commits: CommitTimes::default(),
+                lane_busy: Vec::new(),
                 verified: Vec::new(),
             }),
             backlog: Mutex::new(None),
@@ -290,5 +293,14 @@ impl Observer for TargetStatus {
 
     fn table_resumed(&self, table: &TableName) {
         self.with(|s| s.stopped_tables.retain(|t| &t.table != table));
+    }
+
+    fn lane_busy(&self, lane: usize, busy: Duration) {
+        self.with(|s| {
+            if s.lane_busy.len() <= lane {
+                s.lane_busy.resize(lane + 1, 0.0);
+            }
+            s.lane_busy[lane] += busy.as_secs_f64();
+        });
     }
 }

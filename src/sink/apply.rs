@@ -1,6 +1,7 @@
-//! The writer of one target: applies the source transaction stream inside target
-//! transactions, batching row changes into multi-row statements and committing the checkpoint
-//! with the rows.
+//! The writer of one target: turns the source transaction stream into groups of target
+//! writes — multi-row statements, then the checkpoint and bookkeeping — that its lanes
+//! (`sink::lanes`) run and commit in source order; DDL and commands run on its own session
+//! once every lane has committed.
 //!
 //! A group (one target transaction) commits when the queue from the reader is drained, when it
 //! holds `max_group_transactions` source transactions, or after `max_group_ms` — always at a

@@ -15,6 +15,10 @@
 //!   resumes exactly after the last committed group, whichever lane it ran on. A group is
 //!   whole source transactions, so no source transaction is split, and a reader on the
 //!   target never sees a later source transaction without every earlier one.
+//!   There is one checkpoint row, not one per lane: a group writes it only after its
+//!   predecessor committed, so no lane ever waits for it, and it stays the one row that
+//!   verify's freeze, a standby's settle and `status` read. It costs one statement per group
+//!   inside the commit order.
 //! - **Conflicting groups never overlap.** Before statements of group `n` are sent, their
 //!   write set — the replica keys they touch — is compared with the write sets of the groups
 //!   still in flight; on overlap the writer waits until the last overlapping group has
@@ -39,7 +43,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -250,8 +253,6 @@ struct Shared {
     failure: Mutex<Option<SinkError>>,
     /// Cancelled when a lane failed or the writer gave up: nothing commits any more.
     stop: CancellationToken,
-    /// Nanoseconds each lane spent running statements and commits.
-    busy: Vec<AtomicU64>,
 }
 
 impl Shared {
@@ -287,7 +288,6 @@ pub struct Lanes {
     open: Option<Open>,
     /// Groups sent whole, not known to be committed, oldest first.
     in_flight: VecDeque<(u64, WriteSet)>,
-    started: Instant,
 }
 
 impl Lanes {
@@ -298,7 +298,6 @@ impl Lanes {
             committed,
             failure: Mutex::new(None),
             stop: CancellationToken::new(),
-            busy: conns.iter().map(|_| AtomicU64::new(0)).collect(),
         });
         let settings = Arc::new(settings);
         let mut senders = Vec::new();
@@ -333,7 +332,6 @@ impl Lanes {
             dispatched: 0,
             open: None,
             in_flight: VecDeque::new(),
-            started: Instant::now(),
         }
     }
 
@@ -457,35 +455,10 @@ impl Lanes {
                 }
             }
         }
-        self.report();
         if commit {
             self.check()?;
         }
         Ok(())
-    }
-
-    /// Logs how busy each lane was.
-    fn report(&self) {
-        let wall = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
-        let busy: Vec<String> = self
-            .shared
-            .busy
-            .iter()
-            .map(|b| {
-                let secs = b.load(Ordering::Relaxed) as f64 / 1e9;
-                format!("{:.0}%", secs / wall * 100.0)
-            })
-            .collect();
-        tracing::debug!(groups = self.dispatched, busy = %busy.join(" "), "apply lanes ended");
-    }
-
-    /// Seconds each lane has spent running statements and commits so far.
-    pub fn busy_seconds(&self) -> Vec<f64> {
-        self.shared
-            .busy
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed) as f64 / 1e9)
-            .collect()
     }
 }
 
@@ -542,8 +515,9 @@ impl Lane {
     }
 
     fn count(&self, since: Instant) {
-        self.shared.busy[self.index]
-            .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.settings
+            .observer
+            .lane_busy(self.index, since.elapsed());
     }
 
     async fn exec(&mut self, sql: &'static str) -> Result<(), SinkError> {

@@ -14,7 +14,8 @@
 //! transaction, consecutive changes of the same replica table and kind become one multi-row
 //! statement, so source order between conflicting rows is kept. Full row images make every
 //! write idempotent per key: upserts for inserts and updates, deletes by key, and an update
-//! that changes the key deletes the old key first.
+//! that changes the key deletes the old key first. Groups run on several target connections
+//! at once when their keys are disjoint, and commit in source order (`lanes`).
 
 pub mod apply;
 pub mod checkpoint;
@@ -54,6 +55,8 @@ pub trait Observer: Send + Sync {
     fn table_stopped(&self, table: StoppedTable);
     /// A stopped table streams again (it was created anew on the source).
     fn table_resumed(&self, table: &TableName);
+    /// Apply lane `lane` spent `busy` running statements and commits (see `sink::lanes`).
+    fn lane_busy(&self, lane: usize, busy: std::time::Duration);
 }
 
 /// What the sink needs to read of the source, given by its caller: the sink never opens a
