@@ -1,5 +1,6 @@
 //! A small run of `rowsync bench`, so the harness cannot rot: it must finish, check that every
-//! replica equals the source, and print its table. Timings are printed, never asserted.
+//! replica equals the source, and print its tables (catch-up and lag for W1 and W2). Timings
+//! are printed, never asserted.
 //!
 //! Run: `cargo nextest run --test bench_smoke`
 
@@ -40,9 +41,13 @@ fn bench_runs_small_and_checks_the_replicas() {
         "MariaDB replication, serial",
         "MariaDB replication, optimistic parallel x4",
         "apply floor",
+        "catch-up on W1 (narrow rows",
+        "catch-up on W2 (wide rows",
         "every replica equals the source (3000 rows",
         "one 20000-row source transaction: rowsync's peak RSS",
         "readers saw none or all of it",
+        "steady load on W1, ",
+        "steady load on W2, ",
         "into 2 durable targets: commit-to-visible lag p50",
         "both replicas equal the source",
         "initial copy of a 30000-row table: rowsync",

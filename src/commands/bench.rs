@@ -3,15 +3,17 @@
 //!
 //! - `decode`: rowsync's binlog reader alone on workload W1, beside `mariadb-binlog --raw`
 //!   (transfer only) and `mariadb-binlog -v` (decoding) reading the same binlog remotely.
-//! - `catchup`: W1 is written to the source before any replica starts — `products` inserts in
-//!   transactions of 100 rows, then `updates` updates in transactions of 10. Each contender
-//!   catches up on that same backlog into a durable server (`innodb_flush_log_at_trx_commit=1`,
+//! - `catchup`, per workload (W1 narrow rows, W2 wide rows; see [`workload`]): the workload is
+//!   written to the source before any of its replicas starts — `products` inserts in
+//!   transactions of 100 rows, then `updates` updates in transactions of 10, in a database of
+//!   its own, so each catch-up waits for its own backlog only. Each contender catches up on
+//!   that same backlog into a durable server (`innodb_flush_log_at_trx_commit=1`,
 //!   `sync_binlog=1`, binlog on): rowsync into one and into two targets; MariaDB replication
 //!   restricted to the same tables, serial and optimistic parallel ×4; and the apply floor —
 //!   the same rows as large multi-row upserts piped straight into a fresh server.
-//! - `lag`: a constant rate of row changes into two durable targets; each transaction inserts
-//!   a row carrying its write time in microseconds, and pollers on the targets measure when it
-//!   becomes visible.
+//! - `lag`, per workload: a constant rate of row changes into two durable targets; each
+//!   transaction updates nine rows of the workload's table and inserts a row carrying its
+//!   write time in microseconds, and pollers on the targets measure when it becomes visible.
 //! - `memory`: peak RSS of a `rowsync run` process applying one huge transaction.
 //! - `copy`: the initial copy of one big table beside `mariadb-dump | mariadb`.
 //!
@@ -38,6 +40,10 @@ use crate::routing::mapping::Router;
 use crate::source::conn::{connect, source_opts};
 use crate::source::info::SourceInfo;
 use crate::source::reader::{BinlogReader, ReaderOptions};
+
+mod workload;
+
+pub use workload::Workload;
 
 /// One part of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -73,11 +79,22 @@ pub struct BenchOptions {
     /// Run only these parts (comma-separated); all by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Part>,
+    /// Workloads of the catch-up and lag parts (comma-separated). The decode part reads W1
+    /// and runs only when W1 is one of them.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Workload::ALL)]
+    pub workloads: Vec<Workload>,
 }
 
 impl BenchOptions {
     fn runs(&self, part: Part) -> bool {
         self.only.is_empty() || self.only.contains(&part)
+    }
+
+    /// The chosen workloads, each once, W1 first.
+    fn workloads(&self) -> impl Iterator<Item = Workload> + '_ {
+        Workload::ALL
+            .into_iter()
+            .filter(|w| self.workloads.contains(w))
     }
 }
 
@@ -88,13 +105,11 @@ const DURABLE: &[&str] = &[
     "--innodb-buffer-pool-size=256M",
 ];
 
-const TABLE: &str = "CREATE TABLE product.product (id BIGINT UNSIGNED PRIMARY KEY, code VARCHAR(32) NOT NULL, model VARCHAR(100) NOT NULL, category_id INT NOT NULL, production_year YEAR NOT NULL, price DECIMAL(12,2) NOT NULL, version INT NOT NULL, KEY idx_category (category_id)) ENGINE=InnoDB";
-
 /// One contender's result.
 struct Figure {
     name: String,
     seconds: f64,
-    /// Row changes applied (twice W1 for two targets).
+    /// Row changes applied (twice the workload's for two targets).
     changes: u64,
     /// CPU seconds the target server(s) spent meanwhile.
     target_cpu: f64,
@@ -161,16 +176,16 @@ async fn conn(server: &LocalServer, db: &str) -> anyhow::Result<Conn> {
     Ok(Conn::new(Opts::from_url(&server.url(db))?).await?)
 }
 
-/// Writes W1 to the source; returns the number of row changes.
-async fn write_workload(src: &mut Conn, opts: &BenchOptions) -> anyhow::Result<u64> {
+/// Writes workload `w` to the source (`src` has its database as the current one); returns the
+/// number of row changes.
+async fn write_workload(src: &mut Conn, w: Workload, opts: &BenchOptions) -> anyhow::Result<u64> {
+    let db = w.database();
     let mut batch = Vec::new();
     let flush = |batch: &mut Vec<String>| std::mem::take(batch).join(";");
     let mut first = 1;
     while first <= opts.products {
         let last = (first + 99).min(opts.products);
-        batch.push(format!(
-            "INSERT INTO product SELECT seq, CONCAT('PRD-', seq), CONCAT('model ', seq % 97), 1 + seq % 12, 2015 + seq % 11, 10 + seq % 1000, 0 FROM seq_{first}_to_{last}"
-        ));
+        batch.push(w.insert(db, first, last));
         if batch.len() == 50 {
             src.query_drop(flush(&mut batch)).await?;
         }
@@ -182,9 +197,7 @@ async fn write_workload(src: &mut Conn, opts: &BenchOptions) -> anyhow::Result<u
         let last = (id + 9)
             .min(opts.products.max(1))
             .min(id + (opts.updates - done) - 1);
-        batch.push(format!(
-            "UPDATE product SET price = price + 1, version = version + 1 WHERE id BETWEEN {id} AND {last}"
-        ));
+        batch.push(w.update(db, id, last));
         done += last - id + 1;
         id = if last >= opts.products { 1 } else { last + 1 };
         if batch.len() == 200 {
@@ -197,11 +210,9 @@ async fn write_workload(src: &mut Conn, opts: &BenchOptions) -> anyhow::Result<u
     Ok(opts.products + opts.updates)
 }
 
-/// A fingerprint of the product table, equal on equal tables.
-async fn fingerprint(c: &mut Conn) -> anyhow::Result<(u64, String)> {
-    let row: Option<(u64, Option<String>)> = c
-        .query_first("SELECT COUNT(*), CAST(SUM(CRC32(CONCAT_WS('|', id, code, model, category_id, production_year, price, version))) AS CHAR) FROM product.product")
-        .await?;
+/// A fingerprint of `db.product` of workload `w`, equal on equal tables.
+async fn fingerprint(c: &mut Conn, w: Workload, db: &str) -> anyhow::Result<(u64, String)> {
+    let row: Option<(u64, Option<String>)> = c.query_first(w.fingerprint_sql(db)).await?;
     let (n, sum) = row.context("no fingerprint")?;
     Ok((n, sum.unwrap_or_default()))
 }
@@ -283,29 +294,31 @@ async fn wait_streaming(target: &LocalServer, db: &str, limit: Duration) -> anyh
     .await
 }
 
-/// rowsync catching up into every server of `targets` at once; returns the seconds until the
-/// last one has applied everything.
+/// rowsync catching up on backlog `b` of workload `w` into every server of `targets` at once;
+/// returns the seconds until the last one has applied everything.
 async fn rowsync_catch_up(
     source: &LocalServer,
     targets: &[&LocalServer],
-    start_gtid: &str,
-    head: &str,
+    w: Workload,
+    b: &Backlog,
     dir: &Path,
 ) -> anyhow::Result<f64> {
+    let db = w.database();
+    let name = w.dir(&format!("bench-{}", targets.len()));
     let text = replica_config(
         source,
-        4901,
-        Some(&format!("gtid:{start_gtid}")),
+        4901 + w.id_offset(),
+        Some(&format!("gtid:{}", b.start_gtid)),
         targets,
-        "product.*",
-        &dir.join(format!("bench-{}.state.db", targets.len())),
+        &format!("{db}.*"),
+        &dir.join(format!("{name}.state.db")),
     )
     .await?;
     let started = Instant::now();
-    let rowsync = spawn_rowsync(&text, dir, "bench.toml")?;
+    let rowsync = spawn_rowsync(&text, dir, &format!("{name}.toml"))?;
     for target in targets {
-        let mut t = conn(target, "product").await?;
-        let head = head.to_string();
+        let mut t = conn(target, db).await?;
+        let head = b.head.clone();
         wait_until(
             async || {
                 let g: Option<Option<String>> = t
@@ -323,16 +336,19 @@ async fn rowsync_catch_up(
     Ok(seconds)
 }
 
+/// MariaDB replication catching up on backlog `b` of workload `w` into `replica` (started
+/// with `replicate-wild-do-table` on the workload's database).
 async fn native_catch_up(
     source: &LocalServer,
     replica: &LocalServer,
-    start_gtid: &str,
-    head: &str,
+    w: Workload,
+    b: &Backlog,
 ) -> anyhow::Result<f64> {
+    let db = w.database();
     let mut r = conn(replica, "").await?;
-    r.query_drop("CREATE DATABASE product").await?;
-    r.query_drop(TABLE).await?;
-    r.exec_drop("SET GLOBAL gtid_slave_pos = ?", (start_gtid,))
+    r.query_drop(format!("CREATE DATABASE {db}")).await?;
+    r.query_drop(w.create_table(db)).await?;
+    r.exec_drop("SET GLOBAL gtid_slave_pos = ?", (&b.start_gtid,))
         .await?;
     r.query_drop(format!(
         "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = 'root', MASTER_PASSWORD = '', MASTER_USE_GTID = slave_pos",
@@ -341,7 +357,7 @@ async fn native_catch_up(
     .await?;
     let started = Instant::now();
     r.query_drop("START SLAVE").await?;
-    let head = head.to_string();
+    let head = b.head.clone();
     wait_until(
         async || {
             let pos: Option<String> = r.query_first("SELECT @@gtid_slave_pos").await?;
@@ -355,37 +371,42 @@ async fn native_catch_up(
     Ok(seconds)
 }
 
-/// The target server alone taking the final rows as large multi-row upserts.
-async fn apply_floor(server: &LocalServer, opts: &BenchOptions) -> anyhow::Result<f64> {
+/// The target server alone taking workload `w`'s rows as large multi-row statements: every
+/// row as inserted, then one upsert per row update, each carrying the row as it is after that
+/// update (so the last one leaves the source's final row) — the same row writes as the
+/// backlog, without replication.
+async fn apply_floor(
+    server: &LocalServer,
+    w: Workload,
+    opts: &BenchOptions,
+) -> anyhow::Result<f64> {
+    let db = w.database();
     let mut c = conn(server, "").await?;
-    c.query_drop("CREATE DATABASE product").await?;
-    c.query_drop(TABLE).await?;
-    let row = |id: u64, version: u64| {
-        format!(
-            "({id}, 'PRD-{id}', 'model {}', {}, {}, {}, {version})",
-            id % 97,
-            1 + id % 12,
-            2015 + id % 11,
-            10 + id % 1000 + version
-        )
-    };
+    c.query_drop(format!("CREATE DATABASE {db}")).await?;
+    c.query_drop(w.create_table(db)).await?;
     let mut statements = Vec::new();
     let ids: Vec<u64> = (1..=opts.products).collect();
     for chunk in ids.chunks(1000) {
-        let values: Vec<String> = chunk.iter().map(|&id| row(id, 0)).collect();
+        let values: Vec<String> = chunk.iter().map(|&id| w.floor_row(id, 0)).collect();
         statements.push(format!(
-            "INSERT INTO product.product VALUES {}",
+            "INSERT INTO {db}.product VALUES {}",
             values.join(",")
         ));
     }
-    let updated: Vec<u64> = (0..opts.updates)
-        .map(|i| i % opts.products.max(1) + 1)
+    // Updates go round the table: the i-th one is row i % products + 1's (i / products + 1)-th.
+    let products = opts.products.max(1);
+    let updated: Vec<(u64, u64)> = (0..opts.updates)
+        .map(|i| (i % products + 1, i / products + 1))
         .collect();
     for chunk in updated.chunks(1000) {
-        let values: Vec<String> = chunk.iter().map(|&id| row(id, 1)).collect();
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|&(id, version)| w.floor_row(id, version))
+            .collect();
         statements.push(format!(
-            "INSERT INTO product.product VALUES {} ON DUPLICATE KEY UPDATE price = VALUES(price), version = VALUES(version)",
-            values.join(",")
+            "INSERT INTO {db}.product VALUES {} ON DUPLICATE KEY UPDATE {}",
+            values.join(","),
+            w.floor_upsert()
         ));
     }
     let started = Instant::now();
@@ -494,16 +515,15 @@ async fn initial_copy(
     let mut src = conn(source, "").await?;
     src.query_drop("CREATE DATABASE copying").await?;
     src.query_drop("USE copying").await?;
-    src.query_drop(TABLE.replace("product.product", "copying.product"))
-        .await?;
+    src.query_drop(Workload::W1.create_table("copying")).await?;
     let mut first = 1;
     while first <= rows {
         let last = (first + 499_999).min(rows);
-        src.query_drop(format!("INSERT INTO product SELECT seq, CONCAT('PRD-', seq), CONCAT('model ', seq % 97), 1 + seq % 12, 2015 + seq % 11, 10 + seq % 1000, 0 FROM seq_{first}_to_{last}")).await?;
+        src.query_drop(Workload::W1.insert("copying", first, last))
+            .await?;
         first = last + 1;
     }
-    let fingerprint_sql = "SELECT COUNT(*), CAST(SUM(CRC32(CONCAT_WS('|', id, code, model, category_id, production_year, price, version))) AS CHAR) FROM copying.product";
-    let want: Option<(u64, Option<String>)> = src.query_first(fingerprint_sql).await?;
+    let want = fingerprint(&mut src, Workload::W1, "copying").await?;
 
     let ours = bench
         .server("copy-target", Role::Target, 9, DURABLE)
@@ -523,7 +543,7 @@ async fn initial_copy(
     let ours_secs = started.elapsed().as_secs_f64();
     rowsync.shutdown().await;
     let mut t = conn(&ours, "copying").await?;
-    let got: Option<(u64, Option<String>)> = t.query_first(fingerprint_sql).await?;
+    let got = fingerprint(&mut t, Workload::W1, "copying").await?;
     if got != want {
         bail!("rowsync's copy differs from the source: {got:?} vs {want:?}");
     }
@@ -556,7 +576,7 @@ async fn initial_copy(
         bail!("mariadb-dump | mariadb failed: {status}");
     }
     let mut d = conn(&dumped, "copying").await?;
-    let got: Option<(u64, Option<String>)> = d.query_first(fingerprint_sql).await?;
+    let got = fingerprint(&mut d, Workload::W1, "copying").await?;
     if got != want {
         bail!("the dump's copy differs from the source: {got:?} vs {want:?}");
     }
@@ -575,7 +595,7 @@ async fn has_secondary_key(c: &mut Conn, who: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// W1 as written to the source.
+/// A workload's backlog as written to the source.
 struct Backlog {
     start_gtid: String,
     head: String,
@@ -703,42 +723,48 @@ struct Lag {
     samples: Vec<f64>,
 }
 
-/// Runs `rate` row changes per second for `secs` seconds — transactions of 10: nine product
-/// updates and one insert of a row stamped with its write time in microseconds — with rowsync
-/// replicating into two durable targets, and measures when each stamped row becomes visible on
-/// each target (polled every 5 ms, so samples are up to 5 ms late).
+/// Runs `rate` row changes per second for `secs` seconds — transactions of 10: nine updates of
+/// rows of workload `w` (its table pre-filled with 10,000 rows in a database of its own) and
+/// one insert of a row stamped with its write time in microseconds — with rowsync replicating
+/// into two durable targets, and measures when each stamped row becomes visible on each target
+/// (polled every 5 ms, so samples are up to 5 ms late).
 async fn steady_lag(
     bench: &Bench,
     source: &LocalServer,
+    w: Workload,
     rate: u64,
     secs: u64,
 ) -> anyhow::Result<Lag> {
     const POLL: Duration = Duration::from_millis(5);
+    let db = w.steady_database();
     let mut src = conn(source, "").await?;
-    src.query_drop("CREATE DATABASE steady").await?;
-    src.query_drop("USE steady").await?;
-    src.query_drop(TABLE.replace("product.product", "steady.product"))
-        .await?;
-    src.query_drop("CREATE TABLE steady.tick (id BIGINT UNSIGNED PRIMARY KEY, written_us BIGINT NOT NULL) ENGINE=InnoDB").await?;
-    src.query_drop("INSERT INTO steady.product SELECT seq, CONCAT('PRD-', seq), CONCAT('model ', seq % 97), 1 + seq % 12, 2015 + seq % 11, 10 + seq % 1000, 0 FROM seq_1_to_10000").await?;
+    src.query_drop(format!("CREATE DATABASE {db}")).await?;
+    src.query_drop(format!("USE {db}")).await?;
+    src.query_drop(w.create_table(db)).await?;
+    src.query_drop("CREATE TABLE tick (id BIGINT UNSIGNED PRIMARY KEY, written_us BIGINT NOT NULL) ENGINE=InnoDB").await?;
+    src.query_drop(w.insert(db, 1, 10_000)).await?;
+    let server_id = |n: u32| n + w.id_offset();
     let targets = [
-        bench.server("lag-order", Role::Target, 11, DURABLE).await?,
         bench
-            .server("lag-purchase", Role::Target, 12, DURABLE)
+            .server(&w.dir("lag-order"), Role::Target, server_id(11), DURABLE)
+            .await?,
+        bench
+            .server(&w.dir("lag-purchase"), Role::Target, server_id(12), DURABLE)
             .await?,
     ];
+    let name = w.dir("lag");
     let text = replica_config(
         source,
-        4980,
+        server_id(4980),
         None,
         &[&targets[0], &targets[1]],
-        "steady.*",
-        &bench.dir.join("lag.state.db"),
+        &format!("{db}.*"),
+        &bench.dir.join(format!("{name}.state.db")),
     )
     .await?;
-    let rowsync = spawn_rowsync(&text, &bench.dir, "lag.toml")?;
+    let rowsync = spawn_rowsync(&text, &bench.dir, &format!("{name}.toml"))?;
     for target in &targets {
-        wait_streaming(target, "steady", Duration::from_secs(600)).await?;
+        wait_streaming(target, db, Duration::from_secs(600)).await?;
     }
     let now_us = || {
         SystemTime::now()
@@ -754,8 +780,8 @@ async fn steady_lag(
             tokio::time::sleep_until(began + every.mul_f64((id - 1) as f64)).await;
             let first = (id * 9) % 9_990 + 1;
             src.query_drop(format!(
-                "BEGIN; UPDATE steady.product SET version = version + 1 WHERE id BETWEEN {first} AND {}; INSERT INTO steady.tick VALUES ({id}, {}); COMMIT",
-                first + 8,
+                "BEGIN; {}; INSERT INTO {db}.tick VALUES ({id}, {}); COMMIT",
+                w.update(db, first, first + 8),
                 now_us()
             ))
             .await?;
@@ -763,7 +789,7 @@ async fn steady_lag(
         anyhow::Ok(transactions as f64 * 10.0 / began.elapsed().as_secs_f64())
     };
     let poll = |target: &LocalServer| {
-        let url = target.url("steady");
+        let url = target.url(db);
         async move {
             let mut t = Conn::new(Opts::from_url(&url)?).await?;
             let mut seen = 0u64;
@@ -794,14 +820,9 @@ async fn steady_lag(
     rowsync.shutdown().await;
     let mut samples = a?;
     samples.extend(b?);
-    let want: Option<(u64, Option<String>)> = src
-        .query_first("SELECT COUNT(*), CAST(SUM(version) AS CHAR) FROM steady.product")
-        .await?;
+    let want = fingerprint(&mut src, w, db).await?;
     for target in &targets {
-        let got: Option<(u64, Option<String>)> = conn(target, "steady")
-            .await?
-            .query_first("SELECT COUNT(*), CAST(SUM(version) AS CHAR) FROM steady.product")
-            .await?;
+        let got = fingerprint(&mut conn(target, db).await?, w, db).await?;
         if got != want {
             bail!("a steady-load replica differs from the source: {got:?} vs {want:?}");
         }
@@ -823,77 +844,109 @@ impl Lag {
     }
 }
 
-/// Writes W1 and measures the reader alone and the catch-up of every contender.
-async fn backlog_parts(
-    bench: &Bench,
+/// Writes workload `w`'s backlog to the source — its table created first, outside the backlog
+/// — and describes it in `out`.
+async fn write_backlog(
     source: &LocalServer,
+    w: Workload,
     opts: &BenchOptions,
     out: &mut String,
-) -> anyhow::Result<()> {
-    let mut src = conn(source, "product").await?;
+) -> anyhow::Result<Backlog> {
+    let db = w.database();
+    let mut src = conn(source, "").await?;
+    src.query_drop(format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .await?;
+    src.query_drop(format!("USE {db}")).await?;
+    src.query_drop(w.create_table(db)).await?;
     let start_gtid: String = src
         .query_first("SELECT @@gtid_binlog_pos")
         .await?
         .unwrap_or_default();
     let written = Instant::now();
-    let changes = write_workload(&mut src, opts).await?;
+    let changes = write_workload(&mut src, w, opts).await?;
     let write_secs = written.elapsed().as_secs_f64();
     let head: String = src
         .query_first("SELECT @@gtid_binlog_pos")
         .await?
         .unwrap_or_default();
-    let w1 = Backlog {
+    let row_bytes: Option<Option<u64>> = src
+        .query_first(format!(
+            "SELECT CAST(AVG(LENGTH({})) AS UNSIGNED) FROM {db}.product",
+            w.row_text()
+        ))
+        .await?;
+    let _ = writeln!(
+        out,
+        "{}{} ({}): {changes} row changes to {db}.product ({} inserts in transactions of 100, {} updates in transactions of 10; rows of {} bytes as text), written in {write_secs:.1}s",
+        if out.is_empty() { "" } else { "\n" },
+        w.name(),
+        w.kind(),
+        opts.products,
+        opts.updates,
+        row_bytes.flatten().unwrap_or(0)
+    );
+    Ok(Backlog {
         start_gtid,
         head,
         changes,
         inserts: opts.products,
-        fingerprint: fingerprint(&mut src).await?,
-    };
-    let _ = writeln!(out, "W1: {} row changes ({} inserts in transactions of 100, {} updates in transactions of 10), written in {write_secs:.1}s", changes, opts.products, opts.updates);
-
-    if opts.runs(Part::Decode) {
-        let [ours, raw, verbose] = decode(bench, source, &w1).await?;
-        let rate = |s: f64| changes as f64 / s;
-        let _ = writeln!(
-            out,
-            "\nbinlog read of W1 from the server          seconds     changes/s"
-        );
-        for (name, s) in [
-            ("rowsync reader (decoded, checksums checked)", ours),
-            ("mariadb-binlog --raw (transfer only)", raw),
-            ("mariadb-binlog -v (decoded, printed)", verbose),
-        ] {
-            let _ = writeln!(out, "{name:<44} {s:>7.2} {:>13.0}", rate(s));
-        }
-        let _ = writeln!(
-            out,
-            "rowsync reader: {:.2}x mariadb-binlog -v, {:.0}% of the raw transfer rate",
-            verbose / ours,
-            raw / ours * 100.0
-        );
-    }
-    if opts.runs(Part::Catchup) {
-        catch_up(bench, source, &w1, opts, out).await?;
-    }
-    Ok(())
+        fingerprint: fingerprint(&mut src, w, db).await?,
+    })
 }
 
-/// Every contender catching up on W1.
-async fn catch_up(
+/// The reader alone on W1's backlog, beside `mariadb-binlog`.
+async fn decode_part(
     bench: &Bench,
     source: &LocalServer,
     w1: &Backlog,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let [ours, raw, verbose] = decode(bench, source, w1).await?;
+    let rate = |s: f64| w1.changes as f64 / s;
+    let _ = writeln!(
+        out,
+        "\nbinlog read of W1 from the server          seconds     changes/s"
+    );
+    for (name, s) in [
+        ("rowsync reader (decoded, checksums checked)", ours),
+        ("mariadb-binlog --raw (transfer only)", raw),
+        ("mariadb-binlog -v (decoded, printed)", verbose),
+    ] {
+        let _ = writeln!(out, "{name:<44} {s:>7.2} {:>13.0}", rate(s));
+    }
+    let _ = writeln!(
+        out,
+        "rowsync reader: {:.2}x mariadb-binlog -v, {:.0}% of the raw transfer rate",
+        verbose / ours,
+        raw / ours * 100.0
+    );
+    Ok(())
+}
+
+/// Every contender catching up on backlog `b` of workload `w`.
+async fn catch_up(
+    bench: &Bench,
+    source: &LocalServer,
+    w: Workload,
+    b: &Backlog,
     opts: &BenchOptions,
     out: &mut String,
 ) -> anyhow::Result<()> {
-    let changes = w1.changes;
-    let want = &w1.fingerprint;
+    let db = w.database();
+    let server_id = |n: u32| n + w.id_offset();
+    let changes = b.changes;
+    let want = &b.fingerprint;
     let mut figures = Vec::new();
     let target = bench
-        .server("rowsync-target", Role::Target, 2, DURABLE)
+        .server(
+            &w.dir("rowsync-target"),
+            Role::Target,
+            server_id(2),
+            DURABLE,
+        )
         .await?;
     let cpu = cpu_seconds(&[&target]);
-    let secs = rowsync_catch_up(source, &[&target], &w1.start_gtid, &w1.head, &bench.dir).await?;
+    let secs = rowsync_catch_up(source, &[&target], w, b, &bench.dir).await?;
     figures.push(Figure {
         name: "rowsync, 1 durable target".into(),
         seconds: secs,
@@ -901,20 +954,18 @@ async fn catch_up(
         target_cpu: cpu_seconds(&[&target]) - cpu,
     });
     let order = bench
-        .server("rowsync-order", Role::Target, 6, DURABLE)
+        .server(&w.dir("rowsync-order"), Role::Target, server_id(6), DURABLE)
         .await?;
     let purchase = bench
-        .server("rowsync-purchase", Role::Target, 7, DURABLE)
+        .server(
+            &w.dir("rowsync-purchase"),
+            Role::Target,
+            server_id(7),
+            DURABLE,
+        )
         .await?;
     let cpu = cpu_seconds(&[&order, &purchase]);
-    let secs = rowsync_catch_up(
-        source,
-        &[&order, &purchase],
-        &w1.start_gtid,
-        &w1.head,
-        &bench.dir,
-    )
-    .await?;
+    let secs = rowsync_catch_up(source, &[&order, &purchase], w, b, &bench.dir).await?;
     figures.push(Figure {
         name: "rowsync, 2 durable targets (total)".into(),
         seconds: secs,
@@ -922,25 +973,20 @@ async fn catch_up(
         target_cpu: cpu_seconds(&[&order, &purchase]) - cpu,
     });
     for server in [&target, &order, &purchase] {
-        let got = fingerprint(&mut conn(server, "").await?).await?;
+        let got = fingerprint(&mut conn(server, "").await?, w, db).await?;
         if &got != want {
-            bail!("a rowsync replica differs from the source: {got:?} vs {want:?}");
+            bail!(
+                "a rowsync replica of {} differs from the source: {got:?} vs {want:?}",
+                w.name()
+            );
         }
     }
     drop((target, order, purchase));
+    let wild = format!("--replicate-wild-do-table={db}.%");
     let native = |threads: &'static str, mode: &'static str| {
-        [
-            DURABLE,
-            &[
-                "--log-slave-updates=ON",
-                "--replicate-wild-do-table=product.%",
-                threads,
-                mode,
-            ],
-        ]
-        .concat()
+        [DURABLE, &["--log-slave-updates=ON", &wild, threads, mode]].concat()
     };
-    for (name, dir, id, args) in [
+    for (name, dir, n, args) in [
         (
             "MariaDB replication, serial",
             "native-serial",
@@ -960,13 +1006,18 @@ async fn catch_up(
             ),
         ),
     ] {
-        let server = bench.server(dir, Role::Target, id, &args).await?;
+        let server = bench
+            .server(&w.dir(dir), Role::Target, server_id(n), &args)
+            .await?;
         let cpu = cpu_seconds(&[&server]);
-        let secs = native_catch_up(source, &server, &w1.start_gtid, &w1.head).await?;
+        let secs = native_catch_up(source, &server, w, b).await?;
         let target_cpu = cpu_seconds(&[&server]) - cpu;
-        let got = fingerprint(&mut conn(&server, "").await?).await?;
+        let got = fingerprint(&mut conn(&server, "").await?, w, db).await?;
         if &got != want {
-            bail!("{name}: the replica differs from the source: {got:?} vs {want:?}");
+            bail!(
+                "{name}: the replica of {} differs from the source: {got:?} vs {want:?}",
+                w.name()
+            );
         }
         figures.push(Figure {
             name: name.into(),
@@ -975,15 +1026,24 @@ async fn catch_up(
             target_cpu,
         });
     }
-    let floor = bench.server("floor", Role::Target, 5, DURABLE).await?;
+    let floor = bench
+        .server(&w.dir("floor"), Role::Target, server_id(5), DURABLE)
+        .await?;
     let cpu = cpu_seconds(&[&floor]);
-    let floor_secs = apply_floor(&floor, opts).await?;
+    let floor_secs = apply_floor(&floor, w, opts).await?;
     figures.push(Figure {
         name: "apply floor (multi-row upserts piped in)".into(),
         seconds: floor_secs,
         changes,
         target_cpu: cpu_seconds(&[&floor]) - cpu,
     });
+    let got = fingerprint(&mut conn(&floor, "").await?, w, db).await?;
+    if &got != want {
+        bail!(
+            "the apply floor's rows of {} differ from the source: {got:?} vs {want:?}",
+            w.name()
+        );
+    }
 
     // Compared as rates, so two targets count their total.
     let rate = |f: &Figure| f.changes as f64 / f.seconds;
@@ -995,8 +1055,15 @@ async fn catch_up(
     let floor_rate = changes as f64 / floor_secs;
     let _ = writeln!(
         out,
-        "\n{:<46} {:>9} {:>13} {:>11} {:>9} {:>11}",
-        "catch-up on W1", "seconds", "changes/s", "vs native", "of floor", "target CPU"
+        "\ncatch-up on {} ({})\n{:<46} {:>9} {:>13} {:>11} {:>9} {:>11}",
+        w.name(),
+        w.kind(),
+        "",
+        "seconds",
+        "changes/s",
+        "vs native",
+        "of floor",
+        "target CPU"
     );
     for f in &figures {
         let _ = writeln!(
@@ -1028,18 +1095,38 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
         dir: dir.path().to_owned(),
     };
     let mut source = bench.server("source", Role::Source, 1, &[]).await?;
-    let mut src = conn(&source, "").await?;
-    src.query_drop("CREATE DATABASE product").await?;
-    src.query_drop(TABLE).await?;
+    // The memory part's table lives there too.
+    conn(&source, "")
+        .await?
+        .query_drop("CREATE DATABASE product")
+        .await?;
     let mut out = String::new();
-    if opts.runs(Part::Decode) || opts.runs(Part::Catchup) {
-        backlog_parts(&bench, &source, &opts, &mut out).await?;
+    // Each workload's backlog is written right before its own measurements; decode reads W1's.
+    for w in opts.workloads() {
+        let decode = w == Workload::W1 && opts.runs(Part::Decode);
+        if !decode && !opts.runs(Part::Catchup) {
+            continue;
+        }
+        let backlog = write_backlog(&source, w, &opts, &mut out).await?;
+        if decode {
+            decode_part(&bench, &source, &backlog, &mut out).await?;
+        }
+        if opts.runs(Part::Catchup) {
+            catch_up(&bench, &source, w, &backlog, &opts, &mut out).await?;
+        }
     }
-    if opts.runs(Part::Lag) {
-        let lag = steady_lag(&bench, &source, opts.lag_rate, opts.lag_secs).await?;
+    if opts.runs(Part::Decode) && !opts.workloads.contains(&Workload::W1) {
         let _ = writeln!(
             out,
-            "\nsteady load, {:.0} row changes/s for {}s into 2 durable targets: commit-to-visible lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples); both replicas equal the source",
+            "decode skipped: it reads W1, which --workloads leaves out"
+        );
+    }
+    for w in opts.workloads().filter(|_| opts.runs(Part::Lag)) {
+        let lag = steady_lag(&bench, &source, w, opts.lag_rate, opts.lag_secs).await?;
+        let _ = writeln!(
+            out,
+            "\nsteady load on {}, {:.0} row changes/s for {}s into 2 durable targets: commit-to-visible lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples); both replicas equal the source",
+            w.name(),
             lag.rate,
             opts.lag_secs,
             lag.percentile(0.5),
