@@ -113,17 +113,27 @@ struct Figure {
     changes: u64,
     /// CPU seconds the target server(s) spent meanwhile.
     target_cpu: f64,
+    /// rowsync's own CPU and its lanes' utilisation.
+    note: Option<String>,
 }
 
 /// CPU seconds (user + system) `servers` have used so far.
 fn cpu_seconds(servers: &[&LocalServer]) -> f64 {
-    // /proc/PID/stat counts in USER_HZ, which Linux fixes at 100 for user space.
-    const TICKS_PER_SECOND: f64 = 100.0;
     servers
         .iter()
         .filter_map(|s| s.pid())
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
+        .map(|pid| process_cpu(&pid.to_string()))
+        .sum()
+}
+
+/// CPU seconds (user + system) of process `pid` (`self`: this one, where the bench runs
+/// rowsync's engine).
+fn process_cpu(pid: &str) -> f64 {
+    // /proc/PID/stat counts in USER_HZ, which Linux fixes at 100 for user space.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
             // Fields after the parenthesized command name; utime and stime are 14th and 15th.
             let rest = &stat[stat.rfind(')')? + 2..];
             let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -131,7 +141,7 @@ fn cpu_seconds(servers: &[&LocalServer]) -> f64 {
             let stime: f64 = fields.get(12)?.parse().ok()?;
             Some((utime + stime) / TICKS_PER_SECOND)
         })
-        .sum()
+        .unwrap_or(0.0)
 }
 
 /// Where the run's servers live.
@@ -295,14 +305,15 @@ async fn wait_streaming(target: &LocalServer, db: &str, limit: Duration) -> anyh
 }
 
 /// rowsync catching up on backlog `b` of workload `w` into every server of `targets` at once;
-/// returns the seconds until the last one has applied everything.
+/// returns the seconds until the last one has applied everything, and a note of rowsync's
+/// CPU and how busy its apply lanes were.
 async fn rowsync_catch_up(
     source: &LocalServer,
     targets: &[&LocalServer],
     w: Workload,
     b: &Backlog,
     dir: &Path,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, String)> {
     let db = w.database();
     let name = w.dir(&format!("bench-{}", targets.len()));
     let text = replica_config(
@@ -315,6 +326,7 @@ async fn rowsync_catch_up(
     )
     .await?;
     let started = Instant::now();
+    let cpu = process_cpu("self");
     let rowsync = spawn_rowsync(&text, dir, &format!("{name}.toml"))?;
     for target in targets {
         let mut t = conn(target, db).await?;
@@ -332,8 +344,25 @@ async fn rowsync_catch_up(
         .await?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = process_cpu("self") - cpu;
+    let lanes: Vec<String> = rowsync
+        .snapshots()
+        .iter()
+        .map(|s| {
+            let busy: Vec<String> = s
+                .lane_busy
+                .iter()
+                .map(|b| format!("{:.0}%", b / seconds * 100.0))
+                .collect();
+            format!("{} {}", s.target, busy.join(" "))
+        })
+        .collect();
     rowsync.shutdown().await;
-    Ok(seconds)
+    let note = format!(
+        "rowsync CPU {cpu:.2}s; lanes busy (of the wall time): {}",
+        lanes.join("; ")
+    );
+    Ok((seconds, note))
 }
 
 /// MariaDB replication catching up on backlog `b` of workload `w` into `replica` (started
@@ -946,12 +975,13 @@ async fn catch_up(
         )
         .await?;
     let cpu = cpu_seconds(&[&target]);
-    let secs = rowsync_catch_up(source, &[&target], w, b, &bench.dir).await?;
+    let (secs, note) = rowsync_catch_up(source, &[&target], w, b, &bench.dir).await?;
     figures.push(Figure {
         name: "rowsync, 1 durable target".into(),
         seconds: secs,
         changes,
         target_cpu: cpu_seconds(&[&target]) - cpu,
+        note: Some(note),
     });
     let order = bench
         .server(&w.dir("rowsync-order"), Role::Target, server_id(6), DURABLE)
@@ -965,12 +995,13 @@ async fn catch_up(
         )
         .await?;
     let cpu = cpu_seconds(&[&order, &purchase]);
-    let secs = rowsync_catch_up(source, &[&order, &purchase], w, b, &bench.dir).await?;
+    let (secs, note) = rowsync_catch_up(source, &[&order, &purchase], w, b, &bench.dir).await?;
     figures.push(Figure {
         name: "rowsync, 2 durable targets (total)".into(),
         seconds: secs,
         changes: 2 * changes,
         target_cpu: cpu_seconds(&[&order, &purchase]) - cpu,
+        note: Some(note),
     });
     for server in [&target, &order, &purchase] {
         let got = fingerprint(&mut conn(server, "").await?, w, db).await?;
@@ -1024,6 +1055,7 @@ async fn catch_up(
             seconds: secs,
             changes,
             target_cpu,
+            note: None,
         });
     }
     let floor = bench
@@ -1036,6 +1068,7 @@ async fn catch_up(
         seconds: floor_secs,
         changes,
         target_cpu: cpu_seconds(&[&floor]) - cpu,
+        note: None,
     });
     let got = fingerprint(&mut conn(&floor, "").await?, w, db).await?;
     if &got != want {
@@ -1076,6 +1109,11 @@ async fn catch_up(
             rate(f) / floor_rate * 100.0,
             f.target_cpu
         );
+    }
+    for f in &figures {
+        if let Some(note) = &f.note {
+            let _ = writeln!(out, "{}: {note}", f.name);
+        }
     }
     let _ = writeln!(
         out,
