@@ -83,6 +83,9 @@ pub struct BenchOptions {
     /// and runs only when W1 is one of them.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Workload::ALL)]
     pub workloads: Vec<Workload>,
+    /// rowsync's `apply.lanes` (its default when not given).
+    #[arg(long)]
+    pub lanes: Option<usize>,
 }
 
 impl BenchOptions {
@@ -148,6 +151,8 @@ fn process_cpu(pid: &str) -> f64 {
 struct Bench {
     bins: Binaries,
     dir: PathBuf,
+    /// Appended to every rowsync configuration (`--lanes`).
+    rowsync_extra: String,
 }
 
 impl Bench {
@@ -312,8 +317,9 @@ async fn rowsync_catch_up(
     targets: &[&LocalServer],
     w: Workload,
     b: &Backlog,
-    dir: &Path,
+    bench: &Bench,
 ) -> anyhow::Result<(f64, String)> {
+    let dir = bench.dir.as_path();
     let db = w.database();
     let name = w.dir(&format!("bench-{}", targets.len()));
     let text = replica_config(
@@ -325,6 +331,7 @@ async fn rowsync_catch_up(
         &dir.join(format!("{name}.state.db")),
     )
     .await?;
+    let text = text + &bench.rowsync_extra;
     let started = Instant::now();
     let cpu = process_cpu("self");
     let rowsync = spawn_rowsync(&text, dir, &format!("{name}.toml"))?;
@@ -790,7 +797,8 @@ async fn steady_lag(
         &format!("{db}.*"),
         &bench.dir.join(format!("{name}.state.db")),
     )
-    .await?;
+    .await?
+        + &bench.rowsync_extra;
     let rowsync = spawn_rowsync(&text, &bench.dir, &format!("{name}.toml"))?;
     for target in &targets {
         wait_streaming(target, db, Duration::from_secs(600)).await?;
@@ -975,7 +983,7 @@ async fn catch_up(
         )
         .await?;
     let cpu = cpu_seconds(&[&target]);
-    let (secs, note) = rowsync_catch_up(source, &[&target], w, b, &bench.dir).await?;
+    let (secs, note) = rowsync_catch_up(source, &[&target], w, b, bench).await?;
     figures.push(Figure {
         name: "rowsync, 1 durable target".into(),
         seconds: secs,
@@ -995,7 +1003,7 @@ async fn catch_up(
         )
         .await?;
     let cpu = cpu_seconds(&[&order, &purchase]);
-    let (secs, note) = rowsync_catch_up(source, &[&order, &purchase], w, b, &bench.dir).await?;
+    let (secs, note) = rowsync_catch_up(source, &[&order, &purchase], w, b, bench).await?;
     figures.push(Figure {
         name: "rowsync, 2 durable targets (total)".into(),
         seconds: secs,
@@ -1131,6 +1139,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
     let bench = Bench {
         bins: Binaries::find()?,
         dir: dir.path().to_owned(),
+        rowsync_extra: opts
+            .lanes
+            .map(|n| format!("\n[apply]\nlanes = {n}\n"))
+            .unwrap_or_default(),
     };
     let mut source = bench.server("source", Role::Source, 1, &[]).await?;
     // The memory part's table lives there too.

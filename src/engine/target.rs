@@ -54,6 +54,11 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
+    /// A lock wait timeout or deadlock on the target.
+    fn is_lock_conflict(&self) -> bool {
+        matches!(self, PipelineError::Sink(e) if matches!(e.code(), Some(1205 | 1213)))
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             PipelineError::Source(e) => e.is_retryable(),
@@ -147,10 +152,20 @@ pub(super) async fn run_target(
 ) {
     let name = spec.name();
     let mut backoff = Duration::from_millis(500);
+    // Lanes for the next attempt: one after lanes met on a lock (see `sink::lanes`).
+    let mut lanes = spec.apply.lanes;
     loop {
         let started = Instant::now();
         status.attempt();
-        match run_once(&spec, &status, &cancel).await {
+        let result = run_once(&spec, &status, &cancel, lanes).await;
+        lanes = match &result {
+            Err(e) if e.is_lock_conflict() && lanes > 1 => {
+                tracing::warn!(target = %name, error = %e, "the apply lanes met on a lock the write sets did not foresee (a replica with unique keys or triggers of its own?); the next attempt applies on one lane");
+                1
+            }
+            _ => spec.apply.lanes,
+        };
+        match result {
             Ok(Outcome::Restart) => {
                 tracing::info!(target = %name, "restarting the target's stream from its floors");
                 backoff = Duration::from_millis(500);
@@ -197,6 +212,7 @@ async fn run_once(
     spec: &TargetSpec,
     status: &Arc<TargetStatus>,
     cancel: &CancellationToken,
+    lanes: usize,
 ) -> Result<Outcome, PipelineError> {
     let Some(lock) = stand_by(spec, status, cancel).await? else {
         return Ok(Outcome::Shutdown);
@@ -205,7 +221,7 @@ async fn run_once(
     let release = CancellationToken::new();
     let mut keeper = tokio::spawn(lock.keep(release.clone()));
     let attempt = cancel.child_token();
-    let pipeline = locked_run(spec, fence, status, &attempt);
+    let pipeline = locked_run(spec, fence, status, &attempt, lanes);
     tokio::pin!(pipeline);
     tokio::select! {
         result = &mut pipeline => {
@@ -272,6 +288,7 @@ async fn locked_run(
     fence: Fence,
     status: &Arc<TargetStatus>,
     cancel: &CancellationToken,
+    lanes: usize,
 ) -> Result<Outcome, PipelineError> {
     let mut p = prepare(spec, fence).await?;
     make_replicas(&mut p).await?;
@@ -282,7 +299,7 @@ async fn locked_run(
     if !finish_recopies(&mut p, status, cancel).await? {
         return Ok(Outcome::Shutdown);
     }
-    stream(p, start, status, cancel).await
+    stream(p, start, status, cancel, lanes).await
 }
 
 /// A target locked for this attempt, with its replicas planned.
@@ -622,6 +639,7 @@ async fn stream(
     start: Checkpoint,
     status: &Arc<TargetStatus>,
     cancel: &CancellationToken,
+    lanes: usize,
 ) -> Result<Outcome, PipelineError> {
     let spec = p.spec;
     // Tables whose copy (initial or re-copy) stopped are skipped like every stopped table.
@@ -631,16 +649,14 @@ async fn stream(
     status.started(&start, stopped);
     let Prepared {
         opts,
-        mut conn,
+        conn,
         info,
         skip,
         fence,
         ..
     } = p;
-    // A frozen process's open group must not outlive its lock (see `sink::lock`); the
-    // writer pings while idle.
-    target::set_wait_timeout(&mut conn, spec.standby.takeover).await?;
-    let lanes = open_lanes(spec).await?;
+    // The writer's own session holds no transaction (lanes do), and may wait long for them.
+    let lanes = open_lanes(spec, lanes).await?;
 
     let router = Arc::new(spec.router.clone());
     let reader_cancel = cancel.child_token();
@@ -698,11 +714,12 @@ async fn stream(
     }
 }
 
-/// The writer's `apply.lanes` sessions (see `sink::lanes`), with the same `wait_timeout` as
-/// its own.
-async fn open_lanes(spec: &TargetSpec) -> Result<Vec<MySqlConnection>, SinkError> {
+/// The writer's `lanes` sessions (see `sink::lanes`), whose open groups must not outlive the
+/// lock of a frozen process (see `sink::lock`): `wait_timeout` is the takeover time, and lanes
+/// ping while idle.
+async fn open_lanes(spec: &TargetSpec, lanes: usize) -> Result<Vec<MySqlConnection>, SinkError> {
     let mut conns = Vec::new();
-    for _ in 0..spec.apply.lanes {
+    for _ in 0..lanes {
         let mut conn = target::connect(&spec.target).await?;
         target::set_wait_timeout(&mut conn, spec.standby.takeover).await?;
         if !lanes::prepare_session(&mut conn).await? {

@@ -259,6 +259,8 @@ pub struct Applier {
     keepalive: Option<Duration>,
     /// The last statement on the writer's own session, which lanes keep idle for long.
     last_ping: Instant,
+    /// The reader caught up; not reported until what came before it has committed.
+    caught_up: bool,
 }
 
 impl Applier {
@@ -309,6 +311,7 @@ impl Applier {
             fence: None,
             keepalive: None,
             last_ping: Instant::now(),
+            caught_up: false,
         })
     }
 
@@ -434,6 +437,10 @@ impl Applier {
             {
                 self.exec_plain("DO 0").await?;
             }
+            if self.caught_up && !self.has_writes() && self.lanes()?.all_committed() {
+                self.caught_up = false;
+                self.observer.caught_up();
+            }
             let event = match rx.try_recv() {
                 Ok(event) => event,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -441,12 +448,18 @@ impl Applier {
                     return Ok(ApplyExit::SourceEnded);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    // Drained: a finished group commits now rather than wait for more.
-                    // (Writes with no position to commit them at wait for the next group.)
-                    if !self.in_source_txn && self.has_writes() && self.commit_group().await? {
+                    // Drained: a finished group commits now rather than wait for more, once
+                    // a lane can take it (see `Lanes::can_take`). (Writes with no position to
+                    // commit them at wait for the next group.)
+                    if !self.in_source_txn
+                        && self.has_writes()
+                        && self.lanes()?.can_take()
+                        && self.commit_group().await?
+                    {
                         continue;
                     }
                     let lanes_stopped = self.lanes()?.stopped();
+                    let mut commits = self.lanes()?.commits();
                     let waiting = (self.pending.is_some() || !self.pending_floors.is_empty())
                         && !self.in_source_txn;
                     let delay = IDLE_CHECKPOINT_DELAY.saturating_sub(self.last_store.elapsed());
@@ -481,6 +494,8 @@ impl Applier {
                             self.lanes()?.check()?;
                             continue;
                         }
+                        // A lane is free again: a group held back may end now.
+                        Ok(()) = commits.changed() => continue,
                         Some(cmd) = command => {
                             self.deferred.push(cmd);
                             continue;
@@ -607,7 +622,8 @@ impl Applier {
             SourceEvent::XaEnd { xid, commit, group } => {
                 self.end_branch(xid, commit, group).await?
             }
-            SourceEvent::CaughtUp => self.observer.caught_up(),
+            // Reported once the lanes have committed everything before it.
+            SourceEvent::CaughtUp => self.caught_up = true,
         }
         Ok(())
     }

@@ -31,10 +31,15 @@
 //!   a wait. A TRUNCATE conflicts with every key of its replica; DDL and re-copy boundaries
 //!   drain every lane first (`Lanes::drain`).
 //! - **Nothing waits in a circle.** The only lock two lanes can both want is the checkpoint
-//!   row (and the table-state and XA rows of the bookkeeping), and a group takes those only
-//!   after its predecessor committed, when no earlier group holds them. Target sessions use
-//!   READ COMMITTED, so disjoint keys cannot meet on gap locks. A later group may wait for an
-//!   earlier one's lock, never the reverse.
+//!   row (and the table-state and XA rows of the bookkeeping), and a group takes those, and the
+//!   fence's shared lock, only after its predecessor committed, when no earlier group holds
+//!   them. Row writes touch only their own keys: upserts by primary key, and deletes through a
+//!   join on the keys, which runs as primary key lookups (`WHERE k IN (…)` may become a full
+//!   scan that waits for every row's lock). Target sessions use READ COMMITTED, so disjoint
+//!   keys cannot meet on gap locks. A later group may wait for an earlier one's lock, never the
+//!   reverse. Should a replica still make them meet (one adopted with unique keys or triggers
+//!   of its own), lanes give up after a 15 s lock wait and the engine's next attempt applies on
+//!   one lane.
 //! - **A failure commits nothing after it.** A lane that fails records its error and cancels
 //!   every lane; a lane waiting for its predecessor then rolls back instead of committing, and
 //!   the writer returns the error. The engine restarts from the checkpoint, which the last
@@ -179,7 +184,18 @@ fn fold_bytes(bytes: &[u8], h: &mut DefaultHasher, raw: bool) -> Option<()> {
         .rposition(|&b| b != b' ' && !(raw && b == 0))
         .map_or(0, |i| i + 1);
     let bytes = &bytes[..end];
-    if !raw && !bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+    // Raw bytes may be text in a charset rowsync does not decode, where even some ASCII
+    // punctuation is a letter (swe7's `[` is Ä, equal to `{`, ä): only letters, digits and a
+    // few signs every such charset keeps are folded. (Binary keys with other bytes, such as
+    // BINARY(16) UUIDs, therefore count as their whole replica.)
+    let folds = |b: &u8| {
+        if raw {
+            b.is_ascii_alphanumeric() || b" -_.:/+".contains(b)
+        } else {
+            (0x20..0x7f).contains(b)
+        }
+    };
+    if !bytes.iter().all(folds) {
         return None;
     }
     for b in bytes {
@@ -316,13 +332,18 @@ impl Lanes {
                     shared: shared.clone(),
                     settings,
                 };
-                let result = lane.run(rx).await;
+                let guard = PanicGuard(shared.clone());
+                let mut rx = rx;
+                let result = lane.run(&mut rx).await;
                 if let Err(e) = result {
+                    // Recorded before the queue closes, so a writer whose send fails finds it.
                     shared.fail(e);
                 } else if lane.in_txn {
                     // An unfinished group (a half-received source transaction) is dropped.
                     let _ = lane.conn.execute("ROLLBACK").await;
                 }
+                drop(rx);
+                std::mem::forget(guard);
             }));
         }
         Lanes {
@@ -350,6 +371,21 @@ impl Lanes {
             .unwrap_or_else(|| SinkError::LaneEnded("an apply lane stopped".into()))
     }
 
+    /// Whether a group ended now would start at once: fewer groups are in flight than can
+    /// overlap usefully (one committing, one running). While lanes are busy, a writer that
+    /// has drained its queue keeps adding to its open group instead, so under a steady load
+    /// groups grow with the commit time, as one connection's would, rather than each source
+    /// transaction paying a commit of its own.
+    pub fn can_take(&self) -> bool {
+        let committed = *self.shared.committed.borrow();
+        self.dispatched - committed < self.senders.len().min(2) as u64
+    }
+
+    /// A receiver that sees each commit.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.shared.committed.subscribe()
+    }
+
     /// Cancelled once a lane has failed (or the lanes were stopped).
     pub fn stopped(&self) -> CancellationToken {
         self.shared.stop.clone()
@@ -372,11 +408,21 @@ impl Lanes {
             }
             _ = self.shared.stop.cancelled() => return Err(self.failure()),
         }
+        self.prune();
+        Ok(())
+    }
+
+    /// Forgets the write sets of committed groups.
+    fn prune(&mut self) {
         let done = *self.shared.committed.borrow();
         while self.in_flight.front().is_some_and(|(s, _)| *s <= done) {
             self.in_flight.pop_front();
         }
-        Ok(())
+    }
+
+    /// Every group ended so far has committed.
+    pub fn all_committed(&self) -> bool {
+        self.open.is_none() && *self.shared.committed.borrow() >= self.dispatched
     }
 
     /// Sends statements of the open group (opening one), once no group in flight writes a
@@ -387,10 +433,7 @@ impl Lanes {
         keys: WriteSet,
     ) -> Result<(), SinkError> {
         self.check()?;
-        let done = *self.shared.committed.borrow();
-        while self.in_flight.front().is_some_and(|(s, _)| *s <= done) {
-            self.in_flight.pop_front();
-        }
+        self.prune();
         let last_conflict = self
             .in_flight
             .iter()
@@ -420,7 +463,11 @@ impl Lanes {
         self.check()?;
         let seq = self.open_seq();
         let keys = self.open.take().map(|o| o.keys).unwrap_or_default();
-        self.in_flight.push_back((seq, keys));
+        self.prune();
+        // A group without rows conflicts with none.
+        if keys.all || keys.len() > 0 {
+            self.in_flight.push_back((seq, keys));
+        }
         self.dispatched = seq;
         self.send(seq, Msg::End(seq, Box::new(end))).await
     }
@@ -428,6 +475,9 @@ impl Lanes {
     async fn send(&mut self, seq: u64, msg: Msg) -> Result<(), SinkError> {
         let lane = (seq % self.senders.len() as u64) as usize;
         if self.senders[lane].send(msg).await.is_err() {
+            // The lane ended; its error is recorded as it ends (or it panicked).
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), self.shared.stop.cancelled()).await;
             return Err(self.failure());
         }
         Ok(())
@@ -447,8 +497,9 @@ impl Lanes {
             self.shared.stop.cancel();
         }
         self.senders.clear();
-        for task in self.tasks.drain(..) {
-            if let Err(e) = task.await {
+        let tasks: Vec<JoinHandle<()>> = self.tasks.drain(..).collect();
+        for joined in futures_util::future::join_all(tasks).await {
+            if let Err(e) = joined {
                 if e.is_panic() {
                     let message = crate::model::panic_message(&*e.into_panic());
                     self.shared.fail(SinkError::LaneEnded(message));
@@ -472,6 +523,17 @@ impl Drop for Lanes {
     }
 }
 
+/// Stops every lane when a lane task panics (dropped while unwinding): the lanes after it
+/// would otherwise wait for its commit forever.
+struct PanicGuard(Arc<Shared>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        self.0
+            .fail(SinkError::LaneEnded("an apply lane panicked".into()));
+    }
+}
+
 struct Lane {
     index: usize,
     conn: MySqlConnection,
@@ -483,7 +545,7 @@ struct Lane {
 }
 
 impl Lane {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Msg>) -> Result<(), SinkError> {
+    async fn run(&mut self, rx: &mut mpsc::Receiver<Msg>) -> Result<(), SinkError> {
         loop {
             let msg = tokio::select! {
                 biased;
@@ -539,10 +601,7 @@ impl Lane {
 
     /// Commits group `seq` after its predecessor; `false` when the lanes stopped first.
     async fn commit(&mut self, seq: u64, mut end: GroupEnd) -> Result<bool, SinkError> {
-        let began = Instant::now();
         self.begin().await?;
-        lock::check(self.settings.fence.as_ref(), &mut self.conn).await?;
-        self.count(began);
         let mut committed = self.shared.committed.subscribe();
         loop {
             tokio::select! {
@@ -561,6 +620,9 @@ impl Lane {
             }
         }
         let began = Instant::now();
+        // Checked only now: a group waiting for its predecessor holds no lock a new holder
+        // of the target's lock would wait for.
+        lock::check(self.settings.fence.as_ref(), &mut self.conn).await?;
         end.write(&mut self.conn, &self.settings.pipeline).await?;
         let commit = Instant::now();
         self.exec("COMMIT").await?;
@@ -590,6 +652,13 @@ pub async fn prepare_session(conn: &mut MySqlConnection) -> Result<bool, SinkErr
     if log_bin != 0 && format.eq_ignore_ascii_case("STATEMENT") {
         return Ok(false);
     }
+    // A wait the write sets did not foresee (a replica with unique keys or triggers of its
+    // own) may be a later group waiting for an earlier one that waits for its commit: it ends
+    // soon, and the engine's next attempt applies on one lane.
+    const WAIT: &str = "SET SESSION innodb_lock_wait_timeout = 15";
+    conn.execute(WAIT)
+        .await
+        .map_err(|e| SinkError::db(WAIT, e))?;
     const LEVEL: &str = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
     conn.execute(LEVEL)
         .await
@@ -640,6 +709,9 @@ mod tests {
         // Beyond printable ASCII the whole replica counts as written.
         let accented = WriteSet::of(&[upsert(&p, text("é"))]);
         assert!(accented.conflicts(&c) && c.conflicts(&accented));
+        // swe7: `[` and `{` are Ä and ä.
+        let swe7 = WriteSet::of(&[upsert(&p, Value::Bytes(b"[".to_vec()))]);
+        assert!(swe7.conflicts(&WriteSet::of(&[upsert(&p, Value::Bytes(b"{".to_vec()))])));
         let binary = WriteSet::of(&[upsert(&p, Value::Bytes(b"k\0\0".to_vec()))]);
         let same = WriteSet::of(&[upsert(&p, Value::Bytes(b"k".to_vec()))]);
         assert!(binary.conflicts(&same), "BINARY(n) padding");

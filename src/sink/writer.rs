@@ -19,6 +19,9 @@ use crate::routing::mapping::Projection;
 /// Most placeholders one prepared statement may carry.
 const MAX_PLACEHOLDERS: usize = 65_535;
 
+/// Most keys one DELETE joins (each is a SELECT of a UNION the server parses).
+const MAX_DELETE_KEYS: usize = 256;
+
 /// One replica write, in source order.
 pub enum Op {
     Upsert(Arc<Projection>, Vec<Value>),
@@ -153,7 +156,12 @@ impl RowWriter {
         out: &mut Vec<Statement>,
     ) -> Result<(), SinkError> {
         let width = rows.first().map(|r| r.len()).unwrap_or(1).max(1);
-        let max_rows = (MAX_PLACEHOLDERS / width).min(self.batch_rows.max(1));
+        let most = if upsert {
+            self.batch_rows
+        } else {
+            MAX_DELETE_KEYS
+        };
+        let max_rows = (MAX_PLACEHOLDERS / width).min(most.max(1));
         let mut start = 0;
         while start < rows.len() {
             // Statement sizes are powers of two so few distinct statements get prepared.
@@ -219,22 +227,26 @@ impl RowWriter {
                 cols.join(","),
                 vec![one; n].join(",")
             )
-        } else if p.key.len() == 1 {
-            format!(
-                "DELETE FROM {table} WHERE {} IN ({})",
-                quote_ident(&p.names[p.key[0]]),
-                vec!["?"; n].join(",")
-            )
         } else {
-            let one = format!(
-                "({})",
-                p.key
-                    .iter()
-                    .map(|&k| format!("{}=?", quote_ident(&p.names[k])))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
-            );
-            format!("DELETE FROM {table} WHERE {}", vec![one; n].join(" OR "))
+            // Keys are joined from a derived table, which always runs as primary key lookups:
+            // `WHERE k IN (…)` becomes a full scan once the keys are a good share of the table,
+            // and a scan waits for the row locks of every other lane's rows (`sink::lanes`).
+            let names: Vec<String> = p.key.iter().map(|&k| quote_ident(&p.names[k])).collect();
+            let first = names
+                .iter()
+                .map(|c| format!("? AS {c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let rest = format!(" UNION ALL SELECT {}", vec!["?"; names.len()].join(", "));
+            let on = names
+                .iter()
+                .map(|c| format!("{table}.{c} = `rowsync_keys`.{c}"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            format!(
+                "DELETE {table} FROM (SELECT {first}{}) AS `rowsync_keys` STRAIGHT_JOIN {table} ON {on}",
+                rest.repeat(n - 1)
+            )
         };
         let sql: Arc<str> = sql.into();
         self.sql_cache.insert(key, sql.clone());
