@@ -286,7 +286,7 @@ fn default_queue() -> usize {
     256
 }
 fn default_lanes() -> usize {
-    4
+    2
 }
 
 impl Default for ApplyConfig {
