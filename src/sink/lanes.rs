@@ -121,6 +121,11 @@ impl WriteSet {
         self.rows.len() + self.whole.len()
     }
 
+    /// Conflicts with nothing.
+    fn is_empty(&self) -> bool {
+        !self.all && self.len() == 0
+    }
+
     fn conflicts(&self, other: &WriteSet) -> bool {
         self.all
             || other.all
@@ -289,11 +294,6 @@ pub struct LaneSettings {
     pub observer: Arc<dyn Observer>,
 }
 
-/// The group being sent (number `dispatched + 1`).
-struct Open {
-    keys: WriteSet,
-}
-
 /// The writer's side of the lanes.
 pub struct Lanes {
     senders: Vec<mpsc::Sender<Msg>>,
@@ -301,7 +301,8 @@ pub struct Lanes {
     shared: Arc<Shared>,
     /// The number of the last group whose end was sent.
     dispatched: u64,
-    open: Option<Open>,
+    /// The write set of the group being sent (number `dispatched + 1`), once it has rows.
+    open: Option<WriteSet>,
     /// Groups sent whole, not known to be committed, oldest first.
     in_flight: VecDeque<(u64, WriteSet)>,
 }
@@ -443,29 +444,18 @@ impl Lanes {
         if let Some(seq) = last_conflict {
             self.wait(seq).await?;
         }
-        let seq = self.open_seq();
-        if let Some(open) = self.open.as_mut() {
-            open.keys.extend(keys);
-        }
-        self.send(seq, Msg::Write(statements)).await
-    }
-
-    fn open_seq(&mut self) -> u64 {
-        let seq = self.dispatched + 1;
-        self.open.get_or_insert_with(|| Open {
-            keys: WriteSet::default(),
-        });
-        seq
+        self.open.get_or_insert_with(WriteSet::default).extend(keys);
+        self.send(self.dispatched + 1, Msg::Write(statements)).await
     }
 
     /// Ends the open group (opening an empty one for bookkeeping alone) with `end`.
     pub async fn end(&mut self, end: GroupEnd) -> Result<(), SinkError> {
         self.check()?;
-        let seq = self.open_seq();
-        let keys = self.open.take().map(|o| o.keys).unwrap_or_default();
+        let seq = self.dispatched + 1;
+        let keys = self.open.take().unwrap_or_default();
         self.prune();
         // A group without rows conflicts with none.
-        if keys.all || keys.len() > 0 {
+        if !keys.is_empty() {
             self.in_flight.push_back((seq, keys));
         }
         self.dispatched = seq;

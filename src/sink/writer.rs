@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::mysql::{MySqlArguments, MySqlConnection};
-use sqlx::{Arguments, AssertSqlSafe, Executor};
+use sqlx::{Arguments, AssertSqlSafe};
 
 use super::{target, SinkError};
 use crate::model::event::RowChange;
@@ -51,10 +51,7 @@ impl Statement {
     /// Runs the statement on `conn`, in the session's open transaction (or autocommit).
     pub async fn run(self, conn: &mut MySqlConnection) -> Result<(), SinkError> {
         let Some(args) = self.args else {
-            conn.execute(AssertSqlSafe(self.sql.to_string()))
-                .await
-                .map_err(|e| SinkError::db(self.sql.to_string(), e))?;
-            return Ok(());
+            return target::exec(conn, &self.sql).await;
         };
         if self.error_enum {
             target::set_sql_mode(conn, SESSION_SQL_MODE).await?;
