@@ -17,7 +17,9 @@
 //! - `memory`: peak RSS of a `rowsync run` process applying one huge transaction.
 //! - `copy`: the initial copy of one big table beside `mariadb-dump | mariadb`.
 //!
-//! Every replica must equal the source afterwards, or no figure is reported.
+//! Every replica must equal the source afterwards, or no figure is reported. Each contender's
+//! clock starts only once the machine is idle, and the previous contender's server is
+//! stopped by then, so no one pays for another's purge or page flushing.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -145,6 +147,45 @@ fn process_cpu(pid: &str) -> f64 {
             Some((utime + stime) / TICKS_PER_SECOND)
         })
         .unwrap_or(0.0)
+}
+
+/// Waits, at most a minute, until the machine's CPUs are idle (under 10 % busy over half a
+/// second, waiting on I/O counted as busy): the source's purge and page flushing after a
+/// backlog, or a previous contender's, must not run on the next contender's clock.
+async fn settle() {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = cpu_ticks();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = cpu_ticks();
+        match (last, now) {
+            (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
+                if ((busy1 - busy0) as f64) < 0.1 * (total1 - total0) as f64 {
+                    return;
+                }
+            }
+            // No /proc/stat: nothing to wait for.
+            _ => return,
+        }
+        last = now;
+    }
+    tracing::warn!("the machine stayed busy for a minute before a bench contender");
+}
+
+/// `(busy, total)` CPU ticks of the whole machine since boot, from `/proc/stat`.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // cpu user nice system idle iowait irq softirq steal …
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    Some((total - ticks.get(3)?, total))
 }
 
 /// Where the run's servers live.
@@ -332,6 +373,7 @@ async fn rowsync_catch_up(
     )
     .await?;
     let text = text + &bench.rowsync_extra;
+    settle().await;
     let started = Instant::now();
     let cpu = process_cpu("self");
     let rowsync = spawn_rowsync(&text, dir, &format!("{name}.toml"))?;
@@ -372,6 +414,22 @@ async fn rowsync_catch_up(
     Ok((seconds, note))
 }
 
+/// Fails unless rowsync's replica on `server` holds workload `w`'s rows as `want`.
+async fn check_replica(
+    server: &LocalServer,
+    w: Workload,
+    want: &(u64, String),
+) -> anyhow::Result<()> {
+    let got = fingerprint(&mut conn(server, "").await?, w, w.database()).await?;
+    if &got != want {
+        bail!(
+            "a rowsync replica of {} differs from the source: {got:?} vs {want:?}",
+            w.name()
+        );
+    }
+    Ok(())
+}
+
 /// MariaDB replication catching up on backlog `b` of workload `w` into `replica` (started
 /// with `replicate-wild-do-table` on the workload's database).
 async fn native_catch_up(
@@ -391,6 +449,7 @@ async fn native_catch_up(
         source.port
     ))
     .await?;
+    settle().await;
     let started = Instant::now();
     r.query_drop("START SLAVE").await?;
     let head = b.head.clone();
@@ -445,6 +504,7 @@ async fn apply_floor(
             w.floor_upsert()
         ));
     }
+    settle().await;
     let started = Instant::now();
     for s in statements {
         c.query_drop(s).await?;
@@ -573,6 +633,7 @@ async fn initial_copy(
         &bench.dir.join("copy.state.db"),
     )
     .await?;
+    settle().await;
     let started = Instant::now();
     let rowsync = spawn_rowsync(&text, &bench.dir, "copy.toml")?;
     wait_streaming(&ours, "copying", Duration::from_secs(3600)).await?;
@@ -601,6 +662,7 @@ async fn initial_copy(
         bench.program("mariadb").display(),
         dumped.port
     );
+    settle().await;
     let started = Instant::now();
     let status = tokio::process::Command::new("bash")
         .arg("-c")
@@ -805,6 +867,7 @@ async fn steady_lag(
     for target in &targets {
         wait_streaming(target, db, Duration::from_secs(600)).await?;
     }
+    settle().await;
     let now_us = || {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -1011,6 +1074,9 @@ async fn catch_up(
         target_cpu: cpu_seconds(&[&target]) - cpu,
         note: Some(note),
     });
+    // Checked and stopped now: its purge must not run beside the next contender.
+    check_replica(&target, w, want).await?;
+    drop(target);
     let order = bench
         .server(&w.dir("rowsync-order"), Role::Target, server_id(6), DURABLE)
         .await?;
@@ -1031,16 +1097,10 @@ async fn catch_up(
         target_cpu: cpu_seconds(&[&order, &purchase]) - cpu,
         note: Some(note),
     });
-    for server in [&target, &order, &purchase] {
-        let got = fingerprint(&mut conn(server, "").await?, w, db).await?;
-        if &got != want {
-            bail!(
-                "a rowsync replica of {} differs from the source: {got:?} vs {want:?}",
-                w.name()
-            );
-        }
+    for server in [&order, &purchase] {
+        check_replica(server, w, want).await?;
     }
-    drop((target, order, purchase));
+    drop((order, purchase));
     let wild = format!("--replicate-wild-do-table={db}.%");
     let native = |threads: &'static str, mode: &'static str| {
         [DURABLE, &["--log-slave-updates=ON", &wild, threads, mode]].concat()
