@@ -63,7 +63,9 @@ pub enum Codec {
     Encoded(&'static encoding_rs::Encoding),
     /// utf32: four big-endian bytes per code point (no WHATWG decoder exists).
     Utf32,
-    /// binary, or a charset carried as raw bytes (the replica column has the same charset).
+    /// The binary charset (BINARY, VARBINARY, BLOB): bytes that compare as bytes.
+    Binary,
+    /// A charset carried as raw bytes (the replica column has the same charset).
     Raw,
 }
 
@@ -73,6 +75,7 @@ impl Codec {
         let encoding = match name {
             "utf8mb4" | "utf8mb3" | "utf8" | "ascii" => return Codec::Utf8,
             "utf32" => return Codec::Utf32,
+            "binary" => return Codec::Binary,
             "latin1" => WINDOWS_1252,
             "latin2" => ISO_8859_2,
             "latin5" => WINDOWS_1254,
@@ -119,7 +122,7 @@ impl Codec {
                     .collect::<Option<String>>()
                     .map(CompactString::from)
             }
-            Codec::Raw => None,
+            Codec::Binary | Codec::Raw => None,
         }
     }
 }

@@ -28,7 +28,9 @@
 //!   after the other. The write set is exact: replicas have the source's primary key and no
 //!   unique secondary keys, foreign keys or triggers of rowsync's making, and keys are folded
 //!   coarser than any collation compares them (see `WriteSet`), so a false overlap only costs
-//!   a wait. A TRUNCATE conflicts with every key of its replica; DDL and re-copy boundaries
+//!   a wait. Keys of the `binary` charset compare as bytes on the source and, since a replica
+//!   keeps the source's column types (`sink::replica` refuses an adopted one that does not),
+//!   on the replica too: they are hashed as bytes. A TRUNCATE conflicts with every key of its replica; DDL and re-copy boundaries
 //!   drain every lane first (`Lanes::drain`).
 //! - **Nothing waits in a circle.** The only lock two lanes can both want is the checkpoint
 //!   row (and the table-state and XA rows of the bookkeeping), and a group takes those, and the
@@ -95,18 +97,22 @@ impl WriteSet {
                 Op::Truncate(replica) => {
                     set.whole.insert(replica.clone());
                 }
-                Op::Upsert(p, row) => set.add(&p.replica, p.key.iter().map(|&k| &row[k])),
-                Op::Delete(p, key) => set.add(&p.replica, key.iter()),
+                Op::Upsert(p, row) => set.add(
+                    &p.replica,
+                    p.key.iter().map(|&k| &row[k]).zip(&p.binary_key),
+                ),
+                Op::Delete(p, key) => set.add(&p.replica, key.iter().zip(&p.binary_key)),
             }
         }
         set
     }
 
-    fn add<'a>(&mut self, replica: &str, key: impl Iterator<Item = &'a Value>) {
+    /// Adds one key: its values, each with whether its column compares as bytes.
+    fn add<'a>(&mut self, replica: &str, key: impl Iterator<Item = (&'a Value, &'a bool)>) {
         let mut h = DefaultHasher::new();
         replica.hash(&mut h);
-        for v in key {
-            if fold(v, &mut h).is_none() {
+        for (v, &binary) in key {
+            if fold(v, binary, &mut h).is_none() {
                 self.whole.insert(replica.to_string());
                 return;
             }
@@ -164,8 +170,10 @@ impl WriteSet {
 /// Feeds a key value to `h` in a form no coarser collation can tell apart: text is compared
 /// case-insensitively and without trailing spaces, and text beyond printable ASCII (where
 /// accents, ignorable characters and expansions make equality a collation's business) cannot
-/// be folded at all (`None`: the whole replica counts as written).
-fn fold(v: &Value, h: &mut DefaultHasher) -> Option<()> {
+/// be folded at all (`None`: the whole replica counts as written). A value of a `binary`
+/// column (BINARY(16) UUIDs, say) compares as bytes and is fed as bytes, bar the zero bytes
+/// BINARY(n) pads with.
+fn fold(v: &Value, binary: bool, h: &mut DefaultHasher) -> Option<()> {
     std::mem::discriminant(v).hash(h);
     match v {
         Value::Null => {}
@@ -177,6 +185,10 @@ fn fold(v: &Value, h: &mut DefaultHasher) -> Option<()> {
         Value::Year(y) | Value::Enum(y) => y.hash(h),
         Value::Decimal(s) | Value::Temporal(s) | Value::Json(s) => s.hash(h),
         Value::Text(s) => fold_bytes(s.as_bytes(), h, false)?,
+        Value::Bytes(b) if binary => {
+            let end = b.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            b[..end].hash(h);
+        }
         // BINARY(n) pads with zero bytes; character data carried raw may be case-insensitive.
         Value::Bytes(b) => fold_bytes(b, h, true)?,
     }
@@ -191,8 +203,7 @@ fn fold_bytes(bytes: &[u8], h: &mut DefaultHasher, raw: bool) -> Option<()> {
     let bytes = &bytes[..end];
     // Raw bytes may be text in a charset rowsync does not decode, where even some ASCII
     // punctuation is a letter (swe7's `[` is Ä, equal to `{`, ä): only letters, digits and a
-    // few signs every such charset keeps are folded. (Binary keys with other bytes, such as
-    // BINARY(16) UUIDs, therefore count as their whole replica.)
+    // few signs every such charset keeps are folded.
     let folds = |b: &u8| {
         if raw {
             b.is_ascii_alphanumeric() || b" -_.:/+".contains(b)
@@ -707,6 +718,23 @@ mod tests {
         assert!(binary.conflicts(&same), "BINARY(n) padding");
         let zero = WriteSet::of(&[upsert(&p, Value::Double(-0.0))]);
         assert!(zero.conflicts(&WriteSet::of(&[upsert(&p, Value::Double(0.0))])));
+    }
+
+    #[test]
+    fn binary_keys_are_exact() {
+        let mut p = (*projection("t")).clone();
+        p.binary_key = vec![true];
+        let p = Arc::new(p);
+        let uuid = |last: u8| Value::Bytes([0x9f, 0x00, 0xff, 0x5b, 0x7b, 0x41, last].to_vec());
+        let a = WriteSet::of(&[upsert(&p, uuid(0x01))]);
+        assert!(!a.conflicts(&WriteSet::of(&[upsert(&p, uuid(0x02))])));
+        assert!(a.conflicts(&WriteSet::of(&[Op::Delete(p.clone(), vec![uuid(0x01)])])));
+        // Bytes are not letters: no case folding.
+        let upper = WriteSet::of(&[upsert(&p, Value::Bytes(b"A".to_vec()))]);
+        assert!(!upper.conflicts(&WriteSet::of(&[upsert(&p, Value::Bytes(b"a".to_vec()))])));
+        // BINARY(n) pads with zero bytes.
+        let padded = WriteSet::of(&[upsert(&p, Value::Bytes(b"A\0\0".to_vec()))]);
+        assert!(upper.conflicts(&padded));
     }
 
     #[test]

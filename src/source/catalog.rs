@@ -39,10 +39,12 @@ pub struct CatalogTable {
 
 impl CatalogColumn {
     pub fn codec(&self) -> Codec {
+        // information_schema gives binary strings no charset (and other types, which have
+        // no codec to speak of).
         self.charset
             .as_deref()
             .map(Codec::for_charset)
-            .unwrap_or(Codec::Raw)
+            .unwrap_or(Codec::Binary)
     }
 }
 

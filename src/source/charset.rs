@@ -24,7 +24,7 @@ impl Charsets {
     /// The codec for collation `id`; 63 is `binary`. Unknown ids are carried raw.
     pub fn codec(&self, id: u16) -> Codec {
         if id == 63 {
-            return Codec::Raw;
+            return Codec::Binary;
         }
         self.by_id
             .get(&id)
@@ -67,7 +67,7 @@ mod tests {
         let cs = Charsets::new([(45, "utf8mb4".to_string()), (8, "latin1".into())]);
         assert_eq!(cs.codec(45), Codec::Utf8);
         assert_eq!(cs.codec(8), Codec::for_charset("latin1"));
-        assert_eq!(cs.codec(63), Codec::Raw);
+        assert_eq!(cs.codec(63), Codec::Binary);
         assert_eq!(cs.codec(9999), Codec::Raw);
     }
 }
