@@ -120,14 +120,15 @@ async fn readers_never_see_a_later_transaction_without_an_earlier_one() {
     );
 }
 
-/// Keys of a `binary` column (BINARY(16) UUIDs with bytes of every kind) are told apart
-/// exactly, so groups writing different UUIDs run at once: while one lane waits for a row
-/// lock another session holds on the replica, the next group's lane has already written its
-/// row (and waits only to commit after it).
+/// Keys of a `binary` column (BINARY(16) UUIDs with bytes of every kind, one ending in zero
+/// bytes) are told apart exactly, so groups writing different UUIDs run at once: while one
+/// lane waits for a row lock another session holds on the replica, the next group's lane has
+/// already written its row (and waits only to commit after it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_with_different_binary_keys_run_at_once() {
-    const K1: &str = "UNHEX('9F00FF5B7B4111EE8C9000000000C301')";
+    const K1: &str = "UNHEX('9F00FF5B7B4111EE8C9000000000C300')";
     const K2: &str = "UNHEX('9F00FF5B7B4111EE8C9000000000C302')";
+    const TRX: &str = "SELECT trx_state, trx_rows_modified FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID()";
     let c = Cluster::start(
         &[
             "CREATE DATABASE product",
@@ -154,31 +155,49 @@ async fn groups_with_different_binary_keys_run_at_once() {
     src.query_drop(format!("UPDATE u SET v = 1 WHERE k = {K1}"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The second change is written only once the first group waits for the lock, so the two
+    // cannot share a group.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    while !seen.iter().any(|(state, _)| state == "LOCK WAIT") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first group never waited for the lock: {seen:?}"
+        );
+        // INNODB_TRX is a cache refreshed only when not read in the last 100 ms.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        seen = rep.query(TRX).await.unwrap();
+    }
     src.query_drop(format!("UPDATE u SET v = 2 WHERE k = {K2}"))
         .await
         .unwrap();
-    // Both lanes hold a transaction: the first waits for the lock, the second has its row.
+    // In one look at the replica: the first group still waits, the second has its row.
+    let both = |seen: &[(String, u64)]| {
+        seen.iter().any(|(state, _)| state == "LOCK WAIT")
+            && seen
+                .iter()
+                .any(|(state, rows)| state == "RUNNING" && *rows > 0)
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    let mut seen = Vec::new();
-    while std::time::Instant::now() < deadline {
-        seen = rep
-            .query("SELECT trx_state, trx_rows_modified FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID()")
-            .await
-            .unwrap();
-        if seen
-            .iter()
-            .any(|(state, rows): &(String, u64)| state == "RUNNING" && *rows > 0)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    while !both(&seen) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        seen = rep.query(TRX).await.unwrap();
     }
     blocker.query_drop("ROLLBACK").await.unwrap();
     assert!(
-        seen.iter()
-            .any(|(state, rows)| state == "RUNNING" && *rows > 0),
+        both(&seen),
         "the second group did not write while the first waited (transactions on the replica: {seen:?})"
     );
     wait_equal(&mut src, &mut rep, "u", "k", Duration::from_secs(30)).await;
+    let hex: Vec<String> = rep
+        .query("SELECT CONCAT(HEX(k), ':', v) FROM u ORDER BY k")
+        .await
+        .unwrap();
+    assert_eq!(
+        hex,
+        [
+            "9F00FF5B7B4111EE8C9000000000C300:1",
+            "9F00FF5B7B4111EE8C9000000000C302:2"
+        ]
+    );
 }

@@ -10,7 +10,7 @@ use crate::config::{Config, MappingConfig};
 use crate::model::definition::SourceDefinition;
 use crate::model::filter::{EvalError, Filter};
 use crate::model::name::{TableName, TablePattern};
-use crate::model::schema::{Codec, TableSchema};
+use crate::model::schema::TableSchema;
 use crate::model::value::Value;
 
 /// One mapping as it applies to one target.
@@ -113,8 +113,9 @@ pub struct Projection {
     pub names: Vec<String>,
     /// Positions of the primary key columns within `columns`.
     pub key: Vec<usize>,
-    /// Whether each key column is of the binary charset, so its values compare as bytes
-    /// (`false` where unknown: the parallel apply then folds them conservatively).
+    /// Whether each key column of the replica compares as bytes (a whole BINARY, VARBINARY or
+    /// BLOB column), as its applier finds the replica (`false` until then: the parallel apply
+    /// folds such keys conservatively).
     pub binary_key: Vec<bool>,
     pub filter: Option<Filter>,
     /// Source column names, which the filter refers to.
@@ -124,13 +125,7 @@ pub struct Projection {
 impl Projection {
     pub fn new(mapping: &Mapping, schema: &Arc<TableSchema>) -> Result<Projection, MappingError> {
         let names: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
-        let mut p = Self::from_columns(mapping, &schema.name, names, &schema.primary_key)?;
-        p.binary_key = p
-            .key
-            .iter()
-            .map(|&k| schema.columns[p.columns[k]].format.codec == Codec::Binary)
-            .collect();
-        Ok(p)
+        Self::from_columns(mapping, &schema.name, names, &schema.primary_key)
     }
 
     /// The projection of a table with source columns `source_names` and key `primary_key`

@@ -219,6 +219,8 @@ pub struct Applier {
     observer: Arc<dyn Observer>,
     writer: RowWriter,
     routes: HashMap<TableName, TableRoutes>,
+    /// A table's projections were rebuilt for a changed schema since the last rows were sent.
+    rerouted: bool,
     stopped: HashSet<TableName>,
     ops: Vec<Op>,
     ops_bytes: usize,
@@ -287,6 +289,7 @@ impl Applier {
             observer,
             writer,
             routes: HashMap::new(),
+            rerouted: false,
             stopped,
             ops: Vec::new(),
             ops_bytes: 0,
@@ -795,12 +798,12 @@ impl Applier {
                 return Ok(r.projections.clone());
             }
         }
-        let projections = self
-            .router
-            .mappings_for(&schema.name)
-            .map(|m| Projection::new(m, schema).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        for p in &projections {
+        // Groups in flight may have hashed this table's keys under the old schema (a value
+        // type or binary key that changed): the next rows conflict with everything.
+        self.rerouted |= self.routes.contains_key(&schema.name);
+        let mut projections = Vec::new();
+        for m in self.router.mappings_for(&schema.name) {
+            let mut p = Projection::new(m, schema)?;
             let have = replica::columns(&mut self.conn, &p.replica).await?;
             if have.is_empty() {
                 return Err(MappingError::MissingReplica {
@@ -819,6 +822,14 @@ impl Applier {
                 }
                 .into());
             }
+            // The replica's collation decides which keys are one row.
+            let binary = replica::binary_key_columns(&mut self.conn, &p.replica).await?;
+            p.binary_key = p
+                .key
+                .iter()
+                .map(|&k| binary.iter().any(|b| b.eq_ignore_ascii_case(&p.names[k])))
+                .collect();
+            projections.push(Arc::new(p));
         }
         self.routes.insert(
             schema.name.clone(),
@@ -1095,7 +1106,11 @@ impl Applier {
         let ops = std::mem::take(&mut self.ops);
         self.ops_bytes = 0;
         let statements = self.writer.encode(&ops)?;
-        let keys = WriteSet::of(&ops);
+        let keys = if std::mem::take(&mut self.rerouted) {
+            WriteSet::everything()
+        } else {
+            WriteSet::of(&ops)
+        };
         drop(ops);
         let lanes = self.lanes()?;
         let opening = !lanes.is_open();

@@ -28,9 +28,10 @@
 //!   after the other. The write set is exact: replicas have the source's primary key and no
 //!   unique secondary keys, foreign keys or triggers of rowsync's making, and keys are folded
 //!   coarser than any collation compares them (see `WriteSet`), so a false overlap only costs
-//!   a wait. Keys of the `binary` charset compare as bytes on the source and, since a replica
-//!   keeps the source's column types (`sink::replica` refuses an adopted one that does not),
-//!   on the replica too: they are hashed as bytes. A TRUNCATE conflicts with every key of its replica; DDL and re-copy boundaries
+//!   a wait. Key columns the replica itself compares as bytes (whole BINARY, VARBINARY or
+//!   BLOB columns, read from its catalog: `Projection::binary_key`) are hashed as bytes. When
+//!   a table's schema changes under groups in flight, the next rows conflict with every group
+//!   (their keys may have been hashed another way). A TRUNCATE conflicts with every key of its replica; DDL and re-copy boundaries
 //!   drain every lane first (`Lanes::drain`).
 //! - **Nothing waits in a circle.** The only lock two lanes can both want is the checkpoint
 //!   row (and the table-state and XA rows of the bookkeeping), and a group takes those, and the
@@ -108,6 +109,14 @@ impl WriteSet {
     }
 
     /// Adds one key: its values, each with whether its column compares as bytes.
+    /// A write set that conflicts with every other.
+    pub fn everything() -> WriteSet {
+        WriteSet {
+            all: true,
+            ..WriteSet::default()
+        }
+    }
+
     fn add<'a>(&mut self, replica: &str, key: impl Iterator<Item = (&'a Value, &'a bool)>) {
         let mut h = DefaultHasher::new();
         replica.hash(&mut h);
@@ -155,10 +164,7 @@ impl WriteSet {
             return;
         }
         if other.all || self.len() + other.len() > MAX_WRITE_SET {
-            *self = WriteSet {
-                all: true,
-                ..WriteSet::default()
-            };
+            *self = WriteSet::everything();
             return;
         }
         self.rows.extend(other.rows);

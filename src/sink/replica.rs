@@ -34,6 +34,15 @@ async fn names(
     Ok(rows.into_iter().map(|(n,)| n).collect())
 }
 
+/// The replica's primary key columns that compare as bytes: whole columns (no key prefix) of
+/// a binary string type. The parallel apply hashes their values exactly (`sink::lanes`).
+pub async fn binary_key_columns(
+    target: &mut MySqlConnection,
+    replica: &str,
+) -> Result<Vec<String>, SinkError> {
+    names(target, "SELECT s.COLUMN_NAME FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME WHERE s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = ? AND s.INDEX_NAME = 'PRIMARY' AND s.SUB_PART IS NULL AND c.CHARACTER_SET_NAME IS NULL AND c.DATA_TYPE IN ('binary', 'varbinary', 'tinyblob', 'blob', 'mediumblob', 'longblob')", replica).await
+}
+
 /// The replica's column names (empty if it does not exist).
 pub async fn columns(
     target: &mut MySqlConnection,

@@ -39,12 +39,18 @@ pub struct CatalogTable {
 
 impl CatalogColumn {
     pub fn codec(&self) -> Codec {
-        // information_schema gives binary strings no charset (and other types, which have
-        // no codec to speak of).
-        self.charset
-            .as_deref()
-            .map(Codec::for_charset)
-            .unwrap_or(Codec::Binary)
+        // information_schema gives binary strings no charset.
+        match self.charset.as_deref() {
+            Some(charset) => Codec::for_charset(charset),
+            None if matches!(
+                self.data_type.to_ascii_lowercase().as_str(),
+                "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
+            ) =>
+            {
+                Codec::Binary
+            }
+            None => Codec::Raw,
+        }
     }
 }
 

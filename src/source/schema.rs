@@ -81,7 +81,9 @@ pub fn from_table_map(
             raw_meta.get(1).copied().unwrap_or(0),
         ];
         let unsigned = ty.is_numeric_type() && signedness.next().unwrap_or(false);
-        let collation = if ty.is_character_type() {
+        // The server gives GEOMETRY (a BLOB underneath) a charset entry too; mysql_common's
+        // `is_character_type` leaves it out, which would shift every later column's charset.
+        let collation = if ty.is_character_type() || ty == ColumnType::MYSQL_TYPE_GEOMETRY {
             charset
                 .next()
                 .transpose()

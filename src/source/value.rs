@@ -458,6 +458,14 @@ pub fn decode_value(r: &mut Reader<'_>, col: &ColumnFormat) -> Result<Value, Dec
                 b1
             };
             let bytes = length_prefixed(r, if max_len < 256 { 1 } else { 2 })?;
+            if col.codec == Codec::Binary && bytes.len() < max_len {
+                // Row events drop BINARY(n)'s trailing zero bytes; the column holds them, and
+                // a key compares equal only with them (a DELETE by the short value finds
+                // nothing).
+                let mut padded = bytes.to_vec();
+                padded.resize(max_len, 0);
+                return Ok(Value::Bytes(padded));
+            }
             Ok(text(bytes, &col.codec))
         }
         MYSQL_TYPE_BLOB
