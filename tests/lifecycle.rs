@@ -455,6 +455,33 @@ async fn a_narrower_replica_made_by_hand_is_refused_not_truncated_into() {
     assert_eq!(clamped, None);
 }
 
+/// A replica made by hand whose primary key covers only a prefix of its column would make two
+/// source rows one: refused, like a narrower column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_keyed_on_a_column_prefix_is_refused() {
+    let c = Cluster::start(
+        &[
+            "CREATE DATABASE product",
+            "CREATE TABLE product.tag (code VARBINARY(40) PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
+            "INSERT INTO product.tag VALUES ('abcd-1', 1), ('abcd-2', 2)",
+        ],
+        &["order"],
+        "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n",
+        6681,
+    )
+    .await;
+    exec(
+        &mut c.targets[0].conn("order_db").await,
+        &["CREATE TABLE tag (code VARBINARY(40) NOT NULL, v INT NOT NULL, PRIMARY KEY (code(4))) ENGINE=InnoDB"],
+    )
+    .await;
+    let rowsync = c.run().await;
+    rowsync
+        .wait_log("covers only a prefix of `code`", WAIT)
+        .await;
+    c.assert_needs_recopy("product.tag", "covers only a prefix of `code`");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_rowsync_did_not_fill_are_never_dropped_and_dropped_replicas_are_copied() {
     let mappings = "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n";

@@ -136,6 +136,16 @@ pub async fn check_adopted(
         .fetch_all(&mut *target)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
+    // A key on a column's prefix makes rows one that the source keeps apart.
+    let prefixed = names(target, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' AND SUB_PART IS NOT NULL", &replica).await?;
+    if let Some(column) = prefixed.first() {
+        return Err(SinkError::Incompatible {
+            table: replica.clone(),
+            reason: format!(
+                "its primary key covers only a prefix of `{column}`; give it the whole column"
+            ),
+        });
+    }
     let mapped = mapping.columns_of(def)?;
     // A column of its own must take a value when rowsync writes none.
     const REQUIRED: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND IS_NULLABLE = 'NO' AND COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' AND EXTRA NOT LIKE '%GENERATED%'";
