@@ -120,8 +120,8 @@ async fn readers_never_see_a_later_transaction_without_an_earlier_one() {
     );
 }
 
-/// Keys of a `binary` column (BINARY(16) UUIDs with bytes of every kind, one ending in zero
-/// bytes) are told apart exactly, so groups writing different UUIDs run at once: while one
+/// Keys of a `binary` column (BINARY(16) UUIDs with bytes of every kind) are told apart
+/// exactly, so groups writing different UUIDs run at once: while one
 /// lane waits for a row lock another session holds on the replica, the next group's lane has
 /// already written its row (and waits only to commit after it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

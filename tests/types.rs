@@ -95,9 +95,9 @@ async fn every_type_round_trips() {
 /// - BINARY(n) values arrive without their trailing zero bytes; the replica holds them, so a
 ///   delete (and a key-changing update, which deletes the old key) must carry them back, or
 ///   it silently finds nothing.
-/// - The server gives a GEOMETRY column a charset entry in the TABLE_MAP; counting it off
-///   would shift later columns' charsets (here a latin1 column read as utf8mb4: bytes
-///   C3 A9, 'Ã©' in latin1, would arrive as 'é').
+/// - The server gives a GEOMETRY column a charset entry in the TABLE_MAP; skipping it shifts
+///   every later column's charset by one (here the latin1 column would take GEOMETRY's binary
+///   entry and the utf8mb4 one latin1's, so 'café' would arrive as 'cafÃ©').
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_keys_with_zero_bytes_and_columns_after_a_geometry() {
     let c = Cluster::start(

@@ -374,7 +374,7 @@ impl Applier {
                     self.barrier().await?;
                     self.stopped.insert(table.clone());
                     self.recopying.insert(table.clone());
-                    self.routes.remove(&table);
+                    self.forget_routes(&table);
                     // Its floor no longer moves: the re-copy sets a new one.
                     self.catching.remove(&table);
                     self.pending_floors.remove(&table);
@@ -575,7 +575,7 @@ impl Applier {
                 if self.stopped.contains(&table) && !matches!(kind, DdlKind::Create(_)) {
                     return Ok(());
                 }
-                self.routes.remove(&table);
+                self.forget_routes(&table);
                 match kind {
                     DdlKind::Alter => self.follow_alter(table, statement, clock).await?,
                     DdlKind::Create(mode) => self.create_replicas(table, statement, mode).await?,
@@ -785,6 +785,13 @@ impl Applier {
         self.ops_bytes += op.size();
         self.group_rows += 1;
         self.ops.push(op);
+    }
+
+    /// Drops `table`'s projections. Not every path that does so drains the lanes first (a
+    /// CREATE … IF NOT EXISTS of an existing replica does not), so the table's next rows
+    /// conflict with every group in flight.
+    fn forget_routes(&mut self, table: &TableName) {
+        self.rerouted |= self.routes.remove(table).is_some();
     }
 
     /// The projections of `schema` under this target's mappings, built once per schema and

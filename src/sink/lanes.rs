@@ -108,7 +108,6 @@ impl WriteSet {
         set
     }
 
-    /// Adds one key: its values, each with whether its column compares as bytes.
     /// A write set that conflicts with every other.
     pub fn everything() -> WriteSet {
         WriteSet {
@@ -117,6 +116,7 @@ impl WriteSet {
         }
     }
 
+    /// Adds one key: its values, each with whether its column compares as bytes.
     fn add<'a>(&mut self, replica: &str, key: impl Iterator<Item = (&'a Value, &'a bool)>) {
         let mut h = DefaultHasher::new();
         replica.hash(&mut h);

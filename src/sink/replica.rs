@@ -40,7 +40,15 @@ pub async fn binary_key_columns(
     target: &mut MySqlConnection,
     replica: &str,
 ) -> Result<Vec<String>, SinkError> {
-    names(target, "SELECT s.COLUMN_NAME FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME WHERE s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = ? AND s.INDEX_NAME = 'PRIMARY' AND s.SUB_PART IS NULL AND c.CHARACTER_SET_NAME IS NULL AND c.DATA_TYPE IN ('binary', 'varbinary', 'tinyblob', 'blob', 'mediumblob', 'longblob')", replica).await
+    // Both sides are restricted to the table, so neither reads the whole catalog.
+    const SQL: &str = "SELECT s.COLUMN_NAME FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c ON c.COLUMN_NAME = s.COLUMN_NAME WHERE s.TABLE_SCHEMA = DATABASE() AND s.TABLE_NAME = ? AND c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = ? AND s.INDEX_NAME = 'PRIMARY' AND s.SUB_PART IS NULL AND c.CHARACTER_SET_NAME IS NULL AND c.DATA_TYPE IN ('binary', 'varbinary', 'tinyblob', 'blob', 'mediumblob', 'longblob')";
+    let rows: Vec<(String,)> = sqlx::query_as(SQL)
+        .bind(replica)
+        .bind(replica)
+        .fetch_all(&mut *target)
+        .await
+        .map_err(|e| SinkError::db(SQL, e))?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
 }
 
 /// The replica's column names (empty if it does not exist).
@@ -136,9 +144,22 @@ pub async fn check_adopted(
         .fetch_all(&mut *target)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
-    // A key on a column's prefix makes rows one that the source keeps apart.
+    // A key on a column's prefix makes rows one that the source keeps apart — unless the
+    // column is a BLOB or TEXT, which the source can only key on a prefix too.
     let prefixed = names(target, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' AND SUB_PART IS NOT NULL", &replica).await?;
-    if let Some(column) = prefixed.first() {
+    let whole_in_source = |column: &String| {
+        def.columns
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(column))
+            .is_none_or(|(_, line)| {
+                let ty = column_type(line).to_ascii_lowercase();
+                !(ty.starts_with("blob")
+                    || ty.ends_with("blob")
+                    || ty.ends_with("text")
+                    || ty.starts_with("text"))
+            })
+    };
+    if let Some(column) = prefixed.iter().find(|c| whole_in_source(c)) {
         return Err(SinkError::Incompatible {
             table: replica.clone(),
             reason: format!(

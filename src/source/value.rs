@@ -702,6 +702,18 @@ mod tests {
     }
 
     #[test]
+    fn binary_n_gets_its_zero_padding_back_and_char_n_does_not() {
+        // BINARY(4): real type STRING (0xfe), 4 bytes; the event carries 'A' alone.
+        let mut binary = col(ColumnType::MYSQL_TYPE_STRING, [0xfe, 4], false);
+        binary.codec = Codec::Binary;
+        assert_eq!(one(&[1, b'A'], &binary), Value::Bytes(b"A\0\0\0".to_vec()));
+        assert_eq!(one(&[0], &binary), Value::Bytes(vec![0; 4]));
+        // CHAR(4) drops trailing spaces, which the column does not keep either.
+        let text = col(ColumnType::MYSQL_TYPE_STRING, [0xfe, 16], false);
+        assert_eq!(one(&[1, b'A'], &text), Value::Text("A".into()));
+    }
+
+    #[test]
     fn integers_follow_signedness() {
         let c = col(ColumnType::MYSQL_TYPE_LONGLONG, [0, 0], true);
         assert_eq!(one(&[0xff; 8], &c), Value::UInt(u64::MAX));
