@@ -482,6 +482,31 @@ async fn a_replica_keyed_on_a_column_prefix_is_refused() {
     c.assert_needs_recopy("product.tag", "covers only a prefix of `code`");
 }
 
+/// A replica made by hand with a unique key of its own: an upsert meeting another row through
+/// it would overwrite that row, so it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_unique_key_of_its_own_is_refused() {
+    let c = Cluster::start(
+        &[
+            "CREATE DATABASE product",
+            "CREATE TABLE product.tag (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL) ENGINE=InnoDB",
+            "INSERT INTO product.tag VALUES (1, 'same'), (2, 'same')",
+        ],
+        &["order"],
+        "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n",
+        6691,
+    )
+    .await;
+    exec(
+        &mut c.targets[0].conn("order_db").await,
+        &["CREATE TABLE tag (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, UNIQUE KEY by_name (name)) ENGINE=InnoDB"],
+    )
+    .await;
+    let rowsync = c.run().await;
+    rowsync.wait_log("its unique key `by_name`", WAIT).await;
+    c.assert_needs_recopy("product.tag", "its unique key `by_name`");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_rowsync_did_not_fill_are_never_dropped_and_dropped_replicas_are_copied() {
     let mappings = "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n";

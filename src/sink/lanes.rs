@@ -40,8 +40,8 @@
 //!   join on the keys, which runs as primary key lookups (`WHERE k IN (…)` may become a full
 //!   scan that waits for every row's lock). Target sessions use READ COMMITTED, so disjoint
 //!   keys cannot meet on gap locks. A later group may wait for an earlier one's lock, never the
-//!   reverse. Should a replica still make them meet (one adopted with unique keys or triggers
-//!   of its own), lanes give up after a 15 s lock wait and the engine's next attempt applies on
+//!   reverse. Should a replica still make them meet (one adopted with triggers or foreign keys
+//!   of its own; unique keys are refused at adoption), lanes give up after a 15 s lock wait and the engine's next attempt applies on
 //!   one lane.
 //! - **A failure commits nothing after it.** A lane that fails records its error and cancels
 //!   every lane; a lane waiting for its predecessor then rolls back instead of committing, and
