@@ -459,52 +459,44 @@ async fn a_narrower_replica_made_by_hand_is_refused_not_truncated_into() {
 /// source rows one: refused, like a narrower column.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_keyed_on_a_column_prefix_is_refused() {
-    let c = Cluster::start(
-        &[
-            "CREATE DATABASE product",
-            "CREATE TABLE product.tag (code VARBINARY(40) PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
-            "INSERT INTO product.tag VALUES ('abcd-1', 1), ('abcd-2', 2)",
-        ],
-        &["order"],
-        "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n",
+    adoption_refused(
         6681,
+        "CREATE TABLE product.tag (code VARBINARY(40) PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
+        "INSERT INTO product.tag VALUES ('abcd-1', 1), ('abcd-2', 2)",
+        "CREATE TABLE tag (code VARBINARY(40) NOT NULL, v INT NOT NULL, PRIMARY KEY (code(4))) ENGINE=InnoDB",
+        "covers only a prefix of `code`",
     )
     .await;
-    exec(
-        &mut c.targets[0].conn("order_db").await,
-        &["CREATE TABLE tag (code VARBINARY(40) NOT NULL, v INT NOT NULL, PRIMARY KEY (code(4))) ENGINE=InnoDB"],
-    )
-    .await;
-    let rowsync = c.run().await;
-    rowsync
-        .wait_log("covers only a prefix of `code`", WAIT)
-        .await;
-    c.assert_needs_recopy("product.tag", "covers only a prefix of `code`");
 }
 
 /// A replica made by hand with a unique key of its own: an upsert meeting another row through
 /// it would overwrite that row, so it is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_with_a_unique_key_of_its_own_is_refused() {
+    adoption_refused(
+        6691,
+        "CREATE TABLE product.tag (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL) ENGINE=InnoDB",
+        "INSERT INTO product.tag VALUES (1, 'same'), (2, 'same')",
+        "CREATE TABLE tag (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, UNIQUE KEY by_name (name)) ENGINE=InnoDB",
+        "its unique key `by_name`",
+    )
+    .await;
+}
+
+/// Source table `product.tag` (made by `create`, filled by `insert`) with a replica made by
+/// hand (`replica`) before rowsync's first start: the table must stop for `reason`.
+async fn adoption_refused(server_id: u32, create: &str, insert: &str, replica: &str, reason: &str) {
     let c = Cluster::start(
-        &[
-            "CREATE DATABASE product",
-            "CREATE TABLE product.tag (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL) ENGINE=InnoDB",
-            "INSERT INTO product.tag VALUES (1, 'same'), (2, 'same')",
-        ],
+        &["CREATE DATABASE product", create, insert],
         &["order"],
         "[[mappings]]\nsource = \"product.*\"\ntargets = [\"order\"]\n",
-        6691,
+        server_id,
     )
     .await;
-    exec(
-        &mut c.targets[0].conn("order_db").await,
-        &["CREATE TABLE tag (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, UNIQUE KEY by_name (name)) ENGINE=InnoDB"],
-    )
-    .await;
+    exec(&mut c.targets[0].conn("order_db").await, &[replica]).await;
     let rowsync = c.run().await;
-    rowsync.wait_log("its unique key `by_name`", WAIT).await;
-    c.assert_needs_recopy("product.tag", "its unique key `by_name`");
+    rowsync.wait_log(reason, WAIT).await;
+    c.assert_needs_recopy("product.tag", reason);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,6 +144,17 @@ pub async fn check_adopted(
         .fetch_all(&mut *target)
         .await
         .map_err(|e| SinkError::db(SQL, e))?;
+    // An upsert meeting another row through a unique key of the replica's own would overwrite
+    // that row (the source may hold both).
+    let unique = names(target, "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY'", &replica).await?;
+    if let Some(index) = unique.first() {
+        return Err(SinkError::Incompatible {
+            table: replica.clone(),
+            reason: format!(
+                "its unique key `{index}` could make an upsert overwrite another row; drop it or make it a plain key"
+            ),
+        });
+    }
     // A key on a column's prefix makes rows one that the source keeps apart — unless the
     // column is a BLOB or TEXT, which the source can only key on a prefix too.
     let prefixed = names(target, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' AND SUB_PART IS NOT NULL", &replica).await?;
@@ -159,17 +170,6 @@ pub async fn check_adopted(
                     || ty.starts_with("text"))
             })
     };
-    // An upsert meeting another row through a unique key of the replica's own would overwrite
-    // that row (the source may hold both).
-    let unique = names(target, "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY'", &replica).await?;
-    if let Some(index) = unique.first() {
-        return Err(SinkError::Incompatible {
-            table: replica.clone(),
-            reason: format!(
-                "its unique key `{index}` could make an upsert overwrite another row; drop it or make it a plain key"
-            ),
-        });
-    }
     if let Some(column) = prefixed.iter().find(|c| whole_in_source(c)) {
         return Err(SinkError::Incompatible {
             table: replica.clone(),
